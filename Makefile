@@ -1,0 +1,52 @@
+# Two commands do everything on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: help install services-deps lint typecheck test test-fast demo bench chaos sandbox clean
+
+help:
+	@echo "make demo   - start Kafka, registry and sandbox; produce sample events; run the consumer"
+	@echo "make test   - install, lint, type-check and run the whole suite against real services"
+	@echo "make bench  - benchmarks (not part of make test)"
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Jars (Kafka, schema registry, Zipkin) are cached in .kafka/; Redis comes from Debian's packages.
+services-deps: $(STAMP)
+	$(BIN)/python -m devenv.fetch
+	@command -v redis-server >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq redis-server >/dev/null; \
+	  else echo "redis-server not found: install it (apt-get install redis-server) for the Redis tests"; fi; }
+
+lint: $(STAMP)
+	$(BIN)/ruff check consumer tests devenv bench
+	$(BIN)/ruff format --check consumer
+
+typecheck: $(STAMP)
+	$(BIN)/mypy consumer
+
+test: services-deps lint typecheck
+	$(BIN)/pytest -q -p no:cacheprovider
+
+demo: services-deps
+	$(BIN)/python -m devenv.demo
+
+bench: services-deps
+	$(BIN)/python -m bench.run
+
+chaos: services-deps
+	CAPI_CHAOS_FULL=1 $(BIN)/pytest -q -m chaos tests/integration
+
+sandbox: $(STAMP)
+	$(BIN)/consumer sandbox --port 8089
+
+clean:
+	rm -rf $(VENV) .kafka .pytest_cache .mypy_cache .ruff_cache

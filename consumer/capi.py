@@ -1,0 +1,231 @@
+"""Pinterest Conversions API v5 wire types and the closed-schema check for one event.
+
+Shared by the pre-send validation and the local sandbox so both read the spec from one place.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Final, Literal, Required, TypedDict
+
+EventName = Literal[
+    "add_payment_info", "add_to_cart", "add_to_wishlist", "app_install", "app_open",
+    "checkout", "contact", "custom", "customize_product", "find_location",
+    "initiate_checkout", "lead", "page_visit", "schedule", "search", "signup",
+    "start_trial", "submit_application", "subscribe", "view_category", "view_content",
+    "watch_video",
+]  # fmt: skip
+ActionSource = Literal["web", "app_android", "app_ios", "offline"]
+
+EVENT_NAMES: Final = frozenset(EventName.__args__)  # type: ignore[attr-defined]
+ACTION_SOURCES: Final = frozenset(ActionSource.__args__)  # type: ignore[attr-defined]
+MAX_EVENTS_PER_REQUEST: Final = 1000
+
+HASHED_USER_FIELDS: Final = (
+    "em", "hashed_maids", "ph", "fn", "ln", "ge", "db", "ct", "st", "zp", "country",
+    "external_id",
+)  # fmt: skip
+RAW_USER_FIELDS: Final = ("client_ip_address", "client_user_agent", "click_id", "partner_id")
+USER_FIELDS: Final = frozenset(HASHED_USER_FIELDS + RAW_USER_FIELDS)
+
+CUSTOM_STRING_FIELDS: Final = frozenset(
+    {"value", "currency", "order_id", "search_string", "content_name", "content_category",
+     "content_brand", "predicted_ltv", "opt_out_type"}
+)  # fmt: skip
+CUSTOM_FIELDS: Final = CUSTOM_STRING_FIELDS | {"content_ids", "contents", "num_items"}
+CONTENT_STRING_FIELDS: Final = frozenset(
+    {"id", "item_price", "item_name", "item_category", "item_brand"}
+)
+CONTENT_FIELDS: Final = CONTENT_STRING_FIELDS | {"quantity"}
+
+TOP_STRING_FIELDS: Final = frozenset(
+    {"event_source_url", "partner_name", "language", "app_id", "app_name", "app_version",
+     "device_brand", "device_carrier", "device_model", "device_type", "os_version"}
+)  # fmt: skip
+TOP_FIELDS: Final = (
+    TOP_STRING_FIELDS
+    | {"event_name", "action_source", "event_time", "event_id", "user_data", "custom_data",
+       "opt_out", "wifi", "app_info", "device_info"}
+)  # fmt: skip
+
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+_DECIMAL = re.compile(r"-?\d+(\.\d+)?")
+_PARTNER_NAME = re.compile(r"ss-[a-z0-9_.-]+")
+
+
+class Content(TypedDict, total=False):
+    id: str
+    item_price: str
+    quantity: int
+    item_name: str
+    item_category: str
+    item_brand: str
+
+
+class CustomData(TypedDict, total=False):
+    value: str
+    currency: str
+    content_ids: list[str]
+    contents: list[Content]
+    num_items: int
+    order_id: str
+    search_string: str
+    content_name: str
+    content_category: str
+    content_brand: str
+    predicted_ltv: str
+    opt_out_type: str
+
+
+class Event(TypedDict, total=False):
+    event_name: Required[str]
+    action_source: Required[str]
+    event_time: Required[int]
+    event_id: Required[str]
+    user_data: Required[dict[str, Any]]
+    custom_data: CustomData
+    event_source_url: str
+    opt_out: bool
+    partner_name: str
+    language: str
+
+
+class EventResult(TypedDict, total=False):
+    status: Required[str]
+    error_message: str | None
+    warning_message: str | None
+
+
+class EventsResponse(TypedDict):
+    num_events_received: int
+    num_events_processed: int
+    events: list[EventResult]
+
+
+def is_hex_digest(value: str) -> bool:
+    """True for a lowercase 64-character hex string: an already hashed value."""
+    return len(value) == 64 and _HEX64.fullmatch(value) is not None
+
+
+class InvalidEvent(ValueError):
+    """An event breaks the API's schema; the message names the field."""
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_string(value: object, name: str) -> None:
+    if not isinstance(value, str):
+        raise InvalidEvent(f"{name} must be a string, got {type(value).__name__}")
+
+
+def _check_decimal_string(value: object, name: str) -> None:
+    _check_string(value, name)
+    assert isinstance(value, str)
+    if _DECIMAL.fullmatch(value) is None:
+        raise InvalidEvent(f"{name} must be a decimal string such as \"72.39\"")
+
+
+def _check_user_data(user_data: object) -> None:
+    if not isinstance(user_data, dict):
+        raise InvalidEvent("user_data must be an object")
+    for key, value in user_data.items():
+        name = f"user_data.{key}"
+        if key not in USER_FIELDS:
+            raise InvalidEvent(f"{name} is not a known field")
+        if key in RAW_USER_FIELDS:
+            _check_string(value, name)
+            continue
+        if not isinstance(value, list) or not value:
+            raise InvalidEvent(f"{name} must be a non-empty array of SHA-256 hex digests")
+        for item in value:
+            if not isinstance(item, str) or not is_hex_digest(item):
+                raise InvalidEvent(f"{name} must hold lowercase SHA-256 hex digests")
+    has_ip_and_agent = "client_ip_address" in user_data and "client_user_agent" in user_data
+    if not ("em" in user_data or "hashed_maids" in user_data or has_ip_and_agent):
+        raise InvalidEvent(
+            "user_data needs em, hashed_maids, or both client_ip_address and client_user_agent"
+        )
+
+
+def _check_contents(contents: object) -> None:
+    if not isinstance(contents, list):
+        raise InvalidEvent("custom_data.contents must be an array")
+    for i, content in enumerate(contents):
+        name = f"custom_data.contents[{i}]"
+        if not isinstance(content, dict):
+            raise InvalidEvent(f"{name} must be an object")
+        for key, value in content.items():
+            if key not in CONTENT_FIELDS:
+                raise InvalidEvent(f"{name}.{key} is not a known field")
+            if key == "quantity":
+                if not _is_int(value):
+                    raise InvalidEvent(f"{name}.quantity must be an integer")
+            elif key == "item_price":
+                _check_decimal_string(value, f"{name}.item_price")
+            else:
+                _check_string(value, f"{name}.{key}")
+
+
+def _check_custom_data(custom_data: object) -> None:
+    if not isinstance(custom_data, dict):
+        raise InvalidEvent("custom_data must be an object")
+    for key, value in custom_data.items():
+        name = f"custom_data.{key}"
+        if key not in CUSTOM_FIELDS:
+            raise InvalidEvent(f"{name} is not a known field")
+        if key in ("value", "predicted_ltv"):
+            _check_decimal_string(value, name)
+        elif key == "currency":
+            _check_string(value, name)
+            assert isinstance(value, str)
+            if len(value) != 3 or not value.isascii() or not value.isupper():
+                raise InvalidEvent(f"{name} must be an ISO-4217 code such as USD")
+        elif key in CUSTOM_STRING_FIELDS:
+            _check_string(value, name)
+        elif key == "num_items":
+            if not _is_int(value):
+                raise InvalidEvent(f"{name} must be an integer")
+        elif key == "content_ids":
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise InvalidEvent(f"{name} must be an array of strings")
+        else:
+            _check_contents(value)
+
+
+def validate_event(event: object, now_s: int, future_skew_s: int = 60) -> None:
+    """Raise `InvalidEvent` naming the first field that breaks the closed event schema."""
+    if not isinstance(event, dict):
+        raise InvalidEvent("event must be an object")
+    for key in ("event_name", "action_source", "event_time", "event_id", "user_data"):
+        if key not in event:
+            raise InvalidEvent(f"{key} is required")
+    for key in event:
+        if key not in TOP_FIELDS:
+            raise InvalidEvent(f"{key} is not a known field")
+    if event["event_name"] not in EVENT_NAMES:
+        raise InvalidEvent(f"event_name {event['event_name']!r} is not an allowed value")
+    if event["action_source"] not in ACTION_SOURCES:
+        raise InvalidEvent(f"action_source {event['action_source']!r} is not an allowed value")
+    event_time = event["event_time"]
+    if not _is_int(event_time):
+        raise InvalidEvent("event_time must be an integer of Unix seconds")
+    if event_time > now_s + future_skew_s:
+        raise InvalidEvent("event_time is in the future (milliseconds sent as seconds?)")
+    event_id = event["event_id"]
+    if not isinstance(event_id, str) or not event_id:
+        raise InvalidEvent("event_id must be a non-empty string")
+    _check_user_data(event["user_data"])
+    if "custom_data" in event:
+        _check_custom_data(event["custom_data"])
+    for key in TOP_STRING_FIELDS.intersection(event):
+        _check_string(event[key], key)
+    if "partner_name" in event and not _PARTNER_NAME.fullmatch(event["partner_name"]):
+        raise InvalidEvent("partner_name must look like ss-<name>, lowercase")
+    for key in ("opt_out", "wifi"):
+        if key in event and not isinstance(event[key], bool):
+            raise InvalidEvent(f"{key} must be a boolean")
+    for key in ("app_info", "device_info"):
+        if key in event and not isinstance(event[key], dict):
+            raise InvalidEvent(f"{key} must be an object")

@@ -1,0 +1,119 @@
+"""Record types that flow between stages. Each carries its Kafka coordinates; reprs show no PII."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any, Literal, NewType
+
+AdAccountId = NewType("AdAccountId", str)
+EventId = NewType("EventId", str)
+TopicPartition = tuple[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class Coordinates:
+    topic: str
+    partition: int
+    offset: int
+
+    @property
+    def next_offset(self) -> int:
+        """The offset to commit once this record is done: the only place offset + 1 is written."""
+        return self.offset + 1
+
+    @property
+    def topic_partition(self) -> TopicPartition:
+        return (self.topic, self.partition)
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """One consumed Kafka message. `generation` counts assignments of its partition."""
+
+    coords: Coordinates
+    value: bytes = field(repr=False)
+    key: bytes | None = field(default=None, repr=False)
+    headers: tuple[tuple[str, bytes], ...] = field(default=(), repr=False)
+    timestamp_ms: int = 0
+    traceparent: str | None = None
+    generation: int = 0
+    consumed_at_s: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Decoded:
+    """An envelope's value as a plain dict, with the writer's record name."""
+
+    envelope: Envelope
+    record: dict[str, Any] = field(repr=False)
+    record_name: str = ""
+
+    @property
+    def coords(self) -> Coordinates:
+        return self.envelope.coords
+
+
+@dataclass(frozen=True, slots=True)
+class Conversion:
+    """A Pinterest event built from one record, bound for one ad account."""
+
+    coords: Coordinates
+    ad_account: AdAccountId
+    event_id: EventId
+    event_time_s: int
+    event_name: str
+    event: dict[str, Any] = field(repr=False)
+    envelope: Envelope = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Skip:
+    """A record dropped on purpose (filter, consent, no rule). Its offset still advances."""
+
+    coords: Coordinates
+    reason: str
+
+
+class Fate(enum.Enum):
+    DELIVERED = "delivered"
+    DUPLICATE = "duplicate"
+    SKIPPED = "skipped"
+    DEAD_LETTERED = "dead_lettered"
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """Conversions for one ad account and their encoded events, in request order."""
+
+    ad_account: AdAccountId
+    conversions: tuple[Conversion, ...] = field(repr=False)
+    encoded: tuple[bytes, ...] = field(repr=False)
+    created_at_s: float = 0.0
+
+    def __len__(self) -> int:
+        return len(self.conversions)
+
+    @property
+    def body(self) -> bytes:
+        return b'{"data":[' + b",".join(self.encoded) + b"]}"
+
+
+OutcomeStatus = Literal["processed", "failed"]
+
+
+@dataclass(frozen=True, slots=True)
+class EventOutcome:
+    status: OutcomeStatus
+    reason: str = ""
+    message: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class BatchResult:
+    """One outcome per event of `batch`, in order; `request_id` is Pinterest's x-pinterest-rid."""
+
+    batch: Batch
+    outcomes: tuple[EventOutcome, ...]
+    request_id: str = ""
+    attempts: int = 1

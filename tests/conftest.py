@@ -1,0 +1,88 @@
+"""Shared fixtures: real services (session-scoped, loopback only) and record factories."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from consumer.records import (
+    AdAccountId,
+    Conversion,
+    Coordinates,
+    Envelope,
+    EventId,
+)
+from devenv.kafka import KafkaBroker
+from devenv.registry import SchemaRegistry
+
+
+@pytest.fixture(scope="session")
+def kafka() -> Iterator[KafkaBroker]:
+    broker = KafkaBroker().start()
+    yield broker
+    broker.cleanup()
+
+
+@pytest.fixture(scope="session")
+def registry() -> Iterator[SchemaRegistry]:
+    server = SchemaRegistry().start()
+    yield server
+    server.cleanup()
+
+
+@pytest.fixture
+def topic_name() -> Callable[[str], str]:
+    def make(prefix: str = "t") -> str:
+        return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+    return make
+
+
+EnvelopeFactory = Callable[..., Envelope]
+ConversionFactory = Callable[..., Conversion]
+
+
+@pytest.fixture
+def envelope_factory() -> EnvelopeFactory:
+    def make(topic: str = "orders", partition: int = 0, offset: int = 0,
+             value: bytes = b"", **kwargs: Any) -> Envelope:
+        return Envelope(Coordinates(topic, partition, offset), value=value, **kwargs)
+
+    return make
+
+
+def valid_event(event_id: str = "order-1", event_time: int = 1_700_000_000,
+                **overrides: Any) -> dict[str, Any]:
+    event: dict[str, Any] = {
+        "event_name": "checkout",
+        "action_source": "web",
+        "event_time": event_time,
+        "event_id": event_id,
+        "user_data": {"em": ["973dfe463ec85785f5f95af5ba3906eedb2d931c24e69824a89ea65dba4e813b"]},
+        "custom_data": {"value": "72.39", "currency": "USD"},
+    }
+    event.update(overrides)
+    return event
+
+
+@pytest.fixture
+def conversion_factory(envelope_factory: EnvelopeFactory) -> ConversionFactory:
+    def make(offset: int = 0, partition: int = 0, topic: str = "orders",
+             ad_account: str = "111", event_id: str | None = None,
+             event_time_s: int = 1_700_000_000, **overrides: Any) -> Conversion:
+        envelope = envelope_factory(topic, partition, offset, value=b"raw")
+        event_id = event_id or f"order-{partition}-{offset}"
+        return Conversion(
+            coords=envelope.coords,
+            ad_account=AdAccountId(ad_account),
+            event_id=EventId(event_id),
+            event_time_s=event_time_s,
+            event_name="checkout",
+            event=valid_event(event_id, event_time_s, **overrides),
+            envelope=envelope,
+        )
+
+    return make
