@@ -108,7 +108,15 @@ def is_hex_digest(value: str) -> bool:
 
 
 class InvalidEvent(ValueError):
-    """An event breaks the API's schema; the message names the field."""
+    """An event breaks the API's schema; the message names the field.
+
+    `is_structural` marks schema violations (unknown keys, wrong types, missing required keys),
+    which the live API answers with a 400 for the whole request rather than per event.
+    """
+
+    def __init__(self, message: str, is_structural: bool = False) -> None:
+        super().__init__(message)
+        self.is_structural = is_structural
 
 
 def _is_int(value: object) -> bool:
@@ -117,7 +125,7 @@ def _is_int(value: object) -> bool:
 
 def _check_string(value: object, name: str) -> None:
     if not isinstance(value, str):
-        raise InvalidEvent(f"{name} must be a string, got {type(value).__name__}")
+        raise InvalidEvent(f"{name} must be a string, got {type(value).__name__}", True)
 
 
 def _check_decimal_string(value: object, name: str) -> None:
@@ -129,11 +137,11 @@ def _check_decimal_string(value: object, name: str) -> None:
 
 def _check_user_data(user_data: object) -> None:
     if not isinstance(user_data, dict):
-        raise InvalidEvent("user_data must be an object")
+        raise InvalidEvent("user_data must be an object", True)
     for key, value in user_data.items():
         name = f"user_data.{key}"
         if key not in USER_FIELDS:
-            raise InvalidEvent(f"{name} is not a known field")
+            raise InvalidEvent(f"{name} is not a known field", True)
         if key in RAW_USER_FIELDS:
             _check_string(value, name)
             continue
@@ -151,17 +159,17 @@ def _check_user_data(user_data: object) -> None:
 
 def _check_contents(contents: object) -> None:
     if not isinstance(contents, list):
-        raise InvalidEvent("custom_data.contents must be an array")
+        raise InvalidEvent("custom_data.contents must be an array", True)
     for i, content in enumerate(contents):
         name = f"custom_data.contents[{i}]"
         if not isinstance(content, dict):
-            raise InvalidEvent(f"{name} must be an object")
+            raise InvalidEvent(f"{name} must be an object", True)
         for key, value in content.items():
             if key not in CONTENT_FIELDS:
-                raise InvalidEvent(f"{name}.{key} is not a known field")
+                raise InvalidEvent(f"{name}.{key} is not a known field", True)
             if key == "quantity":
                 if not _is_int(value):
-                    raise InvalidEvent(f"{name}.quantity must be an integer")
+                    raise InvalidEvent(f"{name}.quantity must be an integer", True)
             elif key == "item_price":
                 _check_decimal_string(value, f"{name}.item_price")
             else:
@@ -170,11 +178,11 @@ def _check_contents(contents: object) -> None:
 
 def _check_custom_data(custom_data: object) -> None:
     if not isinstance(custom_data, dict):
-        raise InvalidEvent("custom_data must be an object")
+        raise InvalidEvent("custom_data must be an object", True)
     for key, value in custom_data.items():
         name = f"custom_data.{key}"
         if key not in CUSTOM_FIELDS:
-            raise InvalidEvent(f"{name} is not a known field")
+            raise InvalidEvent(f"{name} is not a known field", True)
         if key in ("value", "predicted_ltv"):
             _check_decimal_string(value, name)
         elif key == "currency":
@@ -186,10 +194,10 @@ def _check_custom_data(custom_data: object) -> None:
             _check_string(value, name)
         elif key == "num_items":
             if not _is_int(value):
-                raise InvalidEvent(f"{name} must be an integer")
+                raise InvalidEvent(f"{name} must be an integer", True)
         elif key == "content_ids":
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-                raise InvalidEvent(f"{name} must be an array of strings")
+                raise InvalidEvent(f"{name} must be an array of strings", True)
         else:
             _check_contents(value)
 
@@ -197,20 +205,20 @@ def _check_custom_data(custom_data: object) -> None:
 def validate_event(event: object, now_s: int, future_skew_s: int = 60) -> None:
     """Raise `InvalidEvent` naming the first field that breaks the closed event schema."""
     if not isinstance(event, dict):
-        raise InvalidEvent("event must be an object")
+        raise InvalidEvent("event must be an object", True)
     for key in ("event_name", "action_source", "event_time", "event_id", "user_data"):
         if key not in event:
-            raise InvalidEvent(f"{key} is required")
+            raise InvalidEvent(f"{key} is required", True)
     for key in event:
         if key not in TOP_FIELDS:
-            raise InvalidEvent(f"{key} is not a known field")
+            raise InvalidEvent(f"{key} is not a known field", True)
     if event["event_name"] not in EVENT_NAMES:
         raise InvalidEvent(f"event_name {event['event_name']!r} is not an allowed value")
     if event["action_source"] not in ACTION_SOURCES:
         raise InvalidEvent(f"action_source {event['action_source']!r} is not an allowed value")
     event_time = event["event_time"]
     if not _is_int(event_time):
-        raise InvalidEvent("event_time must be an integer of Unix seconds")
+        raise InvalidEvent("event_time must be an integer of Unix seconds", True)
     if event_time > now_s + future_skew_s:
         raise InvalidEvent("event_time is in the future (milliseconds sent as seconds?)")
     event_id = event["event_id"]
@@ -225,7 +233,7 @@ def validate_event(event: object, now_s: int, future_skew_s: int = 60) -> None:
         raise InvalidEvent("partner_name must look like ss-<name>, lowercase")
     for key in ("opt_out", "wifi"):
         if key in event and not isinstance(event[key], bool):
-            raise InvalidEvent(f"{key} must be a boolean")
+            raise InvalidEvent(f"{key} must be a boolean", True)
     for key in ("app_info", "device_info"):
         if key in event and not isinstance(event[key], dict):
-            raise InvalidEvent(f"{key} must be an object")
+            raise InvalidEvent(f"{key} must be an object", True)

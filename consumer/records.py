@@ -65,6 +65,8 @@ class Conversion:
     event_name: str
     event: dict[str, Any] = field(repr=False)
     envelope: Envelope = field(repr=False)
+    # The OpenTelemetry span context of this record's process span, for links from delivery.
+    span_context: object | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

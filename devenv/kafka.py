@@ -66,6 +66,7 @@ class KafkaBroker:
                  extra_properties: dict[str, str] | None = None,
                  extra_listeners: dict[str, tuple[str, int]] | None = None) -> None:
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="kafka-"))
+        self.workdir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.controller_port = free_port()
         self.heap = heap
@@ -155,7 +156,7 @@ class KafkaBroker:
     def create_topic(self, name: str, partitions: int = 1, config: dict[str, str] | None = None) -> None:
         from confluent_kafka.admin import AdminClient, NewTopic
 
-        admin = AdminClient({"bootstrap.servers": self.bootstrap})
+        admin = AdminClient({"bootstrap.servers": self.bootstrap, "log_level": 3})
         futures = admin.create_topics(
             [NewTopic(name, num_partitions=partitions, replication_factor=1, config=config or {})]
         )

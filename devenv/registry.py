@@ -44,6 +44,7 @@ def fetch_registry() -> Path:
 class SchemaRegistry:
     def __init__(self, workdir: Path | None = None) -> None:
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="registry-"))
+        self.workdir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.management_port = free_port()
         self.server: Server | None = None

@@ -1,0 +1,149 @@
+"""Command line: `consumer run | transform | sandbox | replay | check-config`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+
+from consumer.errors import ConfigError
+
+
+def _run(args: argparse.Namespace) -> int:
+    from consumer.config import load_config
+    from consumer.logs import setup_logging
+    from consumer.pipeline import Pipeline
+
+    env = dict(__import__("os").environ)
+    if args.dry_run:
+        env["CAPI_DRY_RUN"] = "true"
+    config = load_config(env)
+    setup_logging(config.log_level)
+
+    async def main() -> None:
+        pipeline = Pipeline(config)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, pipeline.stop.set)
+        try:
+            await pipeline.run()
+        finally:
+            pipeline.telemetry.shutdown()
+
+    asyncio.run(main())
+    return 0
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    from consumer.config import load_config
+
+    config = load_config()
+    sys.stdout.write(orjson.dumps(config.masked(), option=orjson.OPT_INDENT_2).decode() + "\n")
+    return 0
+
+
+def _transform(args: argparse.Namespace) -> int:
+    from consumer.transform import transform_lines
+
+    source: IO[str] = sys.stdin if args.input in (None, "-") else open(args.input)  # noqa: SIM115
+    with contextlib.closing(source) if source is not sys.stdin else contextlib.nullcontext():
+        summary = transform_lines(Path(args.mapping), source, sys.stdout,
+                                  now_s=args.now or int(time.time()))
+    if args.summary:
+        sys.stderr.write(summary + "\n")
+    return 0
+
+
+def _sandbox(args: argparse.Namespace) -> int:
+    from consumer.sandbox import Sandbox, serve
+
+    tokens: dict[str, set[str]] = {}
+    for item in args.token or ["sandbox-token=*"]:
+        token, _, accounts = item.partition("=")
+        tokens[token] = set((accounts or "*").split(","))
+
+    async def main() -> None:
+        sandbox = Sandbox(tokens, is_strict=not args.fast, keep_events=args.keep_events)
+        if args.faults:
+            sandbox.faults.update(orjson.loads(args.faults))
+        runner = await serve(sandbox, args.host, args.port)
+        print(f"sandbox listening on http://{args.host}:{args.port}", flush=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        await runner.cleanup()
+
+    asyncio.run(main())
+    return 0
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from consumer.config import load_config
+    from consumer.deadletter import ReplayStats, replay_dead_letters
+
+    config = load_config()
+
+    def progress(stats: ReplayStats, total: int) -> None:
+        sys.stderr.write(f"replay: read {stats.read}/{total}, replayed {stats.replayed}, "
+                         f"skipped {stats.skipped}\n")
+
+    stats = replay_dead_letters(
+        config.kafka_client_config(), args.from_dlq or config.dlq_topic, args.group,
+        set(args.reason) if args.reason else None, args.to_topic, progress)
+    sys.stdout.write(orjson.dumps(
+        {"read": stats.read, "replayed": stats.replayed, "skipped": stats.skipped}).decode() + "\n")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="consumer", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="consume, map, deliver (configured by CAPI_* variables)")
+    run.add_argument("--dry-run", action="store_true", help="print request bodies, send nothing")
+    run.set_defaults(func=_run)
+    check = commands.add_parser("check-config", help="validate and print the effective config")
+    check.set_defaults(func=_check_config)
+    transform = commands.add_parser("transform", help="apply a mapping to JSON-lines records")
+    transform.add_argument("--mapping", required=True)
+    transform.add_argument("--input", default="-", help="JSON lines {topic, value}; - for stdin")
+    transform.add_argument("--summary", action="store_true", help="print counts to stderr")
+    transform.add_argument("--now", type=int, default=None, help="Unix seconds to use as 'now'")
+    transform.set_defaults(func=_transform)
+    sandbox = commands.add_parser("sandbox", help="run the local Pinterest API stand-in")
+    sandbox.add_argument("--host", default="127.0.0.1")
+    sandbox.add_argument("--port", type=int, default=8089)
+    sandbox.add_argument("--token", action="append",
+                         help="TOKEN=ACCOUNT[,ACCOUNT] or TOKEN=* (repeatable)")
+    sandbox.add_argument("--faults", help='JSON, e.g. {"error_rate": 0.2, "latency_ms": 50}')
+    sandbox.add_argument("--fast", action="store_true", help="skip validation (benchmarks)")
+    sandbox.add_argument("--keep-events", type=int, default=200_000)
+    sandbox.set_defaults(func=_sandbox)
+    replay = commands.add_parser("replay", help="re-feed dead-lettered messages")
+    replay.add_argument("--from-dlq", default=None, help="dead-letter topic (CAPI_DLQ_TOPIC)")
+    replay.add_argument("--reason", action="append", help="only this reason (repeatable)")
+    replay.add_argument("--to-topic", default=None, help="instead of each original topic")
+    replay.add_argument("--group", default="capi-replay")
+    replay.set_defaults(func=_replay)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        result: Any = args.func(args)
+        return int(result)
+    except ConfigError as exc:
+        sys.stderr.write(f"configuration error: {exc}\n")
+        return 2
+    except KeyboardInterrupt:
+        return 130

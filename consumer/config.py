@@ -1,0 +1,328 @@
+"""Environment variables (prefix CAPI_) and the mapping YAML → one frozen `Config`.
+
+Every setting is validated at start-up; a bad one raises `ConfigError` naming its variable.
+Secrets (tokens, passwords) come from variables or mounted files and are held as `Secret`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+
+from consumer.delivery import Secret
+from consumer.errors import ConfigError
+from consumer.mapping import MappingRules, compile_mapping, parse_duration_s
+
+PREFIX = "CAPI_"
+T = TypeVar("T")
+# librdkafka settings whose values are secrets.
+_SECRET_KAFKA_KEYS = ("sasl.password", "ssl.key.password", "sasl.oauthbearer.client.secret",
+                      "ssl.keystore.password", "ssl.key.pem")
+_TOKEN_PREFIX = "ACCESS_TOKEN_"
+_TOKEN_FILE_PREFIX = "ACCESS_TOKEN_FILE_"
+
+
+@dataclass(frozen=True)
+class Config:
+    bootstrap_servers: str
+    mapping_file: Path
+    mapping: MappingRules = field(repr=False)
+    group_id: str = "capi-consumer"
+    topics: tuple[str, ...] = ()
+    kafka: Mapping[str, str | Secret] = field(default_factory=dict)
+    auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+    consume_batch_size: int = 1000
+    schema_registry_url: str | None = None
+    schema_registry_auth: Secret | None = None
+    local_schemas: Mapping[str, Path] = field(default_factory=dict)
+    reader_schema_dir: Path | None = None
+    api_base_url: str = "https://api.pinterest.com"
+    access_token: Secret | None = None
+    account_tokens: Mapping[str, Secret] = field(default_factory=dict)
+    is_test_mode: bool = False
+    is_dry_run: bool = False
+    batch_max_events: int = 1000
+    batch_max_bytes: int = 4 * 1024 * 1024
+    linger_ms: int = 200
+    max_in_flight_per_account: int = 4
+    rate_limit_per_minute: int = 5000
+    http_timeout_s: float = 30.0
+    http_connect_timeout_s: float = 10.0
+    http_pool_size: int = 64
+    retry_backoff_base_ms: int = 500
+    retry_backoff_cap_ms: int = 60_000
+    auth_retry_s: float = 60.0
+    max_retry_age_s: float | None = None
+    dedup_backend: Literal["memory", "redis", "off"] = "memory"
+    dedup_window_s: int = 48 * 3600
+    dedup_max_keys: int = 10_000_000
+    redis_url: str | None = None
+    backlog_high_watermark: int = 50_000
+    backlog_low_watermark: int = 25_000
+    commit_interval_ms: int = 1000
+    shutdown_grace_s: float = 25.0
+    revoke_timeout_s: float = 10.0
+    dlq_topic: str = "capi.dead-letter"
+    dlq_max_run: int = 1000
+    health_host: str = "0.0.0.0"
+    health_port: int = 8080
+    log_level: str = "INFO"
+
+    def token_for(self, ad_account: str) -> Secret | None:
+        return self.account_tokens.get(ad_account, self.access_token)
+
+    def kafka_client_config(self) -> dict[str, Any]:
+        """librdkafka settings with secrets revealed: only for building clients."""
+        config: dict[str, Any] = {"bootstrap.servers": self.bootstrap_servers}
+        for key, value in self.kafka.items():
+            config[key] = value.reveal() if isinstance(value, Secret) else value
+        return config
+
+    def masked(self) -> dict[str, Any]:
+        """The effective configuration for `check-config`, secrets masked."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            if f.name == "mapping":
+                continue
+            value = getattr(self, f.name)
+            if isinstance(value, Mapping):
+                value = {str(k): str(v) for k, v in value.items()}
+            elif isinstance(value, Secret | Path | tuple):
+                value = str(value) if not isinstance(value, tuple) else list(value)
+            out[f.name] = value
+        out["mapping_rules"] = [rule.name for rule in self.mapping.rules]
+        return out
+
+
+# Booleans are named is_* in code; their variables read naturally without the prefix.
+_ENV_NAMES = {"is_test_mode": "TEST_MODE", "is_dry_run": "DRY_RUN"}
+
+
+def _env_name(name: str) -> str:
+    return PREFIX + _ENV_NAMES.get(name, name.upper())
+
+
+def _int(key: str, raw: str, minimum: int = 0, maximum: int | None = None) -> int:
+    try:
+        value = int(raw.strip().replace("_", ""))
+    except ValueError:
+        raise ConfigError(key, f"expected an integer, got {raw!r}") from None
+    if value < minimum or (maximum is not None and value > maximum):
+        bounds = f"between {minimum} and {maximum}" if maximum is not None else f">= {minimum}"
+        raise ConfigError(key, f"must be {bounds}, got {value}")
+    return value
+
+
+def _float(key: str, raw: str, minimum: float = 0.0) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(key, f"expected a number, got {raw!r}") from None
+    if value < minimum or value != value:
+        raise ConfigError(key, f"must be >= {minimum}, got {raw}")
+    return value
+
+
+def _bool(key: str, raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise ConfigError(key, f"expected true or false, got {raw!r}")
+
+
+def _choice(key: str, raw: str, choices: tuple[str, ...]) -> str:
+    if raw.strip().lower() not in choices:
+        raise ConfigError(key, f"expected one of {', '.join(choices)}, got {raw!r}")
+    return raw.strip().lower()
+
+
+def _url(key: str, raw: str) -> str:
+    if not re.match(r"^(https?|rediss?)://[^\s/]+", raw.strip()):
+        raise ConfigError(key, f"expected an http(s):// or redis:// URL, got {raw!r}")
+    return raw.strip().rstrip("/")
+
+
+def _secret(env: Mapping[str, str], name: str) -> Secret | None:
+    """`CAPI_<NAME>` or the file named by `CAPI_<NAME>_FILE` (a mounted Kubernetes Secret)."""
+    key = _env_name(name)
+    if env.get(key):
+        return Secret(env[key].strip())
+    file_key = key + "_FILE"
+    if env.get(file_key):
+        return Secret(_read_secret_file(file_key, env[file_key]))
+    return None
+
+
+def _read_secret_file(key: str, path: str) -> str:
+    try:
+        value = Path(path).read_text().strip()
+    except OSError as exc:
+        raise ConfigError(key, f"cannot read secret file: {exc.strerror}") from None
+    if not value:
+        raise ConfigError(key, "secret file is empty")
+    return value
+
+
+def _kafka_settings(env: Mapping[str, str]) -> dict[str, str | Secret]:
+    """CAPI_KAFKA_SECURITY_PROTOCOL → security.protocol, and so on for any librdkafka key."""
+    settings: dict[str, str | Secret] = {}
+    prefix = PREFIX + "KAFKA_"
+    for key, raw in env.items():
+        if not key.startswith(prefix) or key == prefix + "BOOTSTRAP_SERVERS":
+            continue
+        name = key[len(prefix):].lower()
+        if name == "group_id":
+            continue
+        if name.endswith("_file") and name[:-5].replace("_", ".") in _SECRET_KAFKA_KEYS:
+            settings[name[:-5].replace("_", ".")] = Secret(_read_secret_file(key, raw))
+            continue
+        property_name = name.replace("_", ".")
+        is_secret = property_name in _SECRET_KAFKA_KEYS
+        settings[property_name] = Secret(raw) if is_secret else raw
+    return settings
+
+
+def _account_tokens(env: Mapping[str, str]) -> dict[str, Secret]:
+    tokens: dict[str, Secret] = {}
+    for key, raw in env.items():
+        if key.startswith(PREFIX + _TOKEN_FILE_PREFIX):
+            account = key[len(PREFIX + _TOKEN_FILE_PREFIX):]
+            tokens[account] = Secret(_read_secret_file(key, raw))
+        elif key.startswith(PREFIX + _TOKEN_PREFIX):
+            account = key[len(PREFIX + _TOKEN_PREFIX):]
+            if not account.isdigit():
+                raise ConfigError(key, "per-account tokens are CAPI_ACCESS_TOKEN_<ad account id>")
+            tokens[account] = Secret(raw.strip())
+    return tokens
+
+
+def load_mapping(path: Path, key: str = _env_name("mapping_file")) -> MappingRules:
+    try:
+        document = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise ConfigError(key, f"cannot read {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(key, f"{path} is not valid YAML: {exc}") from None
+    return compile_mapping(document, key=f"{path.name}")
+
+
+def _local_schemas(key: str, raw: str) -> dict[str, Path]:
+    schemas = {}
+    for item in filter(None, (part.strip() for part in raw.split(","))):
+        topic, sep, path = item.partition("=")
+        if not sep or not topic or not path:
+            raise ConfigError(key, f"expected topic=path.avsc[,topic=path.avsc], got {item!r}")
+        if not Path(path).is_file():
+            raise ConfigError(key, f"schema file not found: {path}")
+        schemas[topic.strip()] = Path(path.strip())
+    return schemas
+
+
+def load_config(env: Mapping[str, str] | None = None) -> Config:
+    """Build the `Config` from `env` (default: the process environment). Raises `ConfigError`."""
+    env = dict(os.environ if env is None else env)
+    known = {_env_name(f.name) for f in dataclasses.fields(Config)}
+    values: dict[str, Any] = {}
+
+    def get(name: str, parse: Callable[[str, str], T]) -> None:
+        key = _env_name(name)
+        if env.get(key, "").strip() != "":
+            values[name] = parse(key, env[key])
+
+    bootstrap = env.get(PREFIX + "KAFKA_BOOTSTRAP_SERVERS", "").strip()
+    if not bootstrap:
+        raise ConfigError(PREFIX + "KAFKA_BOOTSTRAP_SERVERS", "is required (host:port,...)")
+    mapping_key = _env_name("mapping_file")
+    if not env.get(mapping_key):
+        raise ConfigError(mapping_key, "is required: the YAML file of topic → event rules")
+    mapping_file = Path(env[mapping_key])
+    mapping = load_mapping(mapping_file, mapping_key)
+    values["group_id"] = env.get(PREFIX + "KAFKA_GROUP_ID", "capi-consumer").strip()
+    get("topics", lambda k, v: tuple(t.strip() for t in v.split(",") if t.strip()))
+    if "topics" not in values:
+        values["topics"] = tuple(
+            r.topic if r.topic is not None else f"^{r.topic_pattern.pattern}"  # type: ignore[union-attr]
+            for r in mapping.rules
+        )
+    get("auto_offset_reset", lambda k, v: _choice(k, v, ("earliest", "latest")))
+    get("consume_batch_size", lambda k, v: _int(k, v, 1, 100_000))
+    get("schema_registry_url", _url)
+    values["schema_registry_auth"] = _secret(env, "schema_registry_auth")
+    get("local_schemas", _local_schemas)
+    get("reader_schema_dir", lambda k, v: _existing_dir(k, v))
+    get("api_base_url", _url)
+    values["access_token"] = _secret(env, "access_token")
+    values["account_tokens"] = _account_tokens(env)
+    get("is_test_mode", _bool)
+    get("is_dry_run", _bool)
+    get("batch_max_events", lambda k, v: _int(k, v, 1, 1000))
+    get("batch_max_bytes", lambda k, v: _int(k, v, 1024))
+    get("linger_ms", lambda k, v: _int(k, v, 0, 60_000))
+    get("max_in_flight_per_account", lambda k, v: _int(k, v, 1, 256))
+    get("rate_limit_per_minute", lambda k, v: _int(k, v, 1))
+    get("http_timeout_s", lambda k, v: _float(k, v, 0.1))
+    get("http_connect_timeout_s", lambda k, v: _float(k, v, 0.1))
+    get("http_pool_size", lambda k, v: _int(k, v, 1, 1024))
+    get("retry_backoff_base_ms", lambda k, v: _int(k, v, 1))
+    get("retry_backoff_cap_ms", lambda k, v: _int(k, v, 1))
+    get("auth_retry_s", lambda k, v: _float(k, v, 0.01))
+    get("max_retry_age_s", lambda k, v: _float(k, v, 1.0))
+    get("dedup_backend", lambda k, v: _choice(k, v, ("memory", "redis", "off")))
+    get("dedup_window_s", parse_duration_s)
+    get("dedup_max_keys", lambda k, v: _int(k, v, 1000))
+    get("redis_url", _url)
+    get("backlog_high_watermark", lambda k, v: _int(k, v, 1))
+    get("backlog_low_watermark", lambda k, v: _int(k, v, 0))
+    get("commit_interval_ms", lambda k, v: _int(k, v, 10))
+    get("shutdown_grace_s", lambda k, v: _float(k, v, 0.0))
+    get("revoke_timeout_s", lambda k, v: _float(k, v, 0.0))
+    get("dlq_topic", lambda k, v: v.strip())
+    get("dlq_max_run", lambda k, v: _int(k, v, 0))
+    get("health_host", lambda k, v: v.strip())
+    get("health_port", lambda k, v: _int(k, v, 0, 65535))
+    get("log_level", lambda k, v: _choice(k, v, ("debug", "info", "warning", "error")).upper())
+    values["kafka"] = _kafka_settings(env)
+    for key in env:
+        if key.startswith(PREFIX) and not _is_recognized(key, known):
+            raise ConfigError(key, "unknown setting (see README: Configuration)")
+    config = Config(bootstrap_servers=bootstrap, mapping_file=mapping_file, mapping=mapping,
+                    **values)
+    _check_relations(config)
+    return config
+
+
+def _is_recognized(key: str, known: set[str]) -> bool:
+    prefixes = (PREFIX + "KAFKA_", PREFIX + _TOKEN_PREFIX, PREFIX + "ACCESS_TOKEN",
+                PREFIX + "SCHEMA_REGISTRY_AUTH")
+    return key in known or key.startswith(prefixes) or key == PREFIX + "MAPPING_FILE"
+
+
+def _existing_dir(key: str, raw: str) -> Path:
+    path = Path(raw)
+    if not path.is_dir():
+        raise ConfigError(key, f"not a directory: {raw}")
+    return path
+
+
+def _check_relations(config: Config) -> None:
+    if config.backlog_low_watermark >= config.backlog_high_watermark:
+        raise ConfigError(_env_name("backlog_low_watermark"), "must be below the high watermark")
+    if config.dedup_backend == "redis" and not config.redis_url:
+        raise ConfigError(_env_name("redis_url"), "is required when CAPI_DEDUP_BACKEND=redis")
+    if not config.is_dry_run and config.access_token is None and not config.account_tokens:
+        raise ConfigError(_env_name("access_token"),
+                          "is required (or CAPI_ACCESS_TOKEN_FILE, or per-account tokens)")
+    if not config.schema_registry_url and not config.local_schemas:
+        raise ConfigError(_env_name("schema_registry_url"),
+                          "is required unless every topic has a CAPI_LOCAL_SCHEMAS entry")
+    if config.retry_backoff_cap_ms < config.retry_backoff_base_ms:
+        raise ConfigError(_env_name("retry_backoff_cap_ms"), "must be >= the base backoff")

@@ -1,0 +1,191 @@
+"""Dead-letter writes (original bytes plus reason headers) and the replay reader.
+
+A record's offset may advance only after Kafka acknowledged its dead-letter write: `on_done` is
+called then, on the event loop. Uses the plain `Producer` with its own poll thread because the
+asyncio producer's batched path does not take headers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+
+from consumer.errors import Backpressure
+from consumer.records import Envelope
+
+logger = logging.getLogger(__name__)
+
+H_REASON = "capi.reason"
+H_ERROR = "capi.error"
+H_REQUEST_ID = "capi.pinterest.request_id"
+H_TOPIC = "capi.original.topic"
+H_PARTITION = "capi.original.partition"
+H_OFFSET = "capi.original.offset"
+H_TIMESTAMP = "capi.original.timestamp_ms"
+H_REPLAYED_FROM = "capi.replayed_from"
+_RETRY_S = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    envelope: Envelope
+    reason: str
+    detail: str
+    request_id: str = ""
+
+    def headers(self) -> list[tuple[str, bytes]]:
+        coords = self.envelope.coords
+        ours = [
+            (H_REASON, self.reason.encode()),
+            (H_ERROR, self.detail[:1000].encode()),
+            (H_TOPIC, coords.topic.encode()),
+            (H_PARTITION, str(coords.partition).encode()),
+            (H_OFFSET, str(coords.offset).encode()),
+            (H_TIMESTAMP, str(self.envelope.timestamp_ms).encode()),
+        ]
+        if self.request_id:
+            ours.append((H_REQUEST_ID, self.request_id.encode()))
+        original = [(k, v) for k, v in self.envelope.headers if not k.startswith("capi.")]
+        return original + ours
+
+
+class DeadLetterWriter:
+    """`submit` never blocks; raises `Backpressure` when `max_pending` writes await acks."""
+
+    def __init__(self, producer_config: dict[str, Any], topic: str,
+                 on_done: Callable[[DeadLetter], None], max_pending: int = 10_000) -> None:
+        self.topic = topic
+        self._on_done = on_done
+        self.max_pending = max_pending
+        self.pending = 0
+        self._producer = Producer({"acks": "all", "enable.idempotence": True,
+                                   "linger.ms": 20, **producer_config})
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, name="dead-letter-poll", daemon=True)
+
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._thread.start()
+
+    def _poll(self) -> None:
+        while not self._stop.is_set():
+            self._producer.poll(0.1)
+
+    def submit(self, letter: DeadLetter, is_forced: bool = False) -> None:
+        """Write one dead letter. Raises `Backpressure` when full, unless `is_forced` (results
+        coming back from delivery cannot be held, and the batcher's watermark bounds them)."""
+        if self.pending >= self.max_pending and not is_forced:
+            raise Backpressure()
+        self._produce(letter)
+        self.pending += 1
+
+    def _produce(self, letter: DeadLetter) -> None:
+        loop = self._loop
+        assert loop is not None, "start() first"
+
+        def acked(err: KafkaError | None, _msg: Message) -> None:
+            loop.call_soon_threadsafe(self._acked, letter, err)
+
+        try:
+            self._producer.produce(self.topic, value=letter.envelope.value,
+                                   key=letter.envelope.key, headers=letter.headers(),
+                                   on_delivery=acked)
+        except BufferError:
+            loop.call_later(_RETRY_S, self._produce, letter)
+        except KafkaException as exc:
+            logger.error("dead-letter produce failed", extra={"error": str(exc)})
+            loop.call_later(_RETRY_S, self._produce, letter)
+
+    def _acked(self, letter: DeadLetter, err: KafkaError | None) -> None:
+        if err is not None:
+            # Never count a dead letter as written until Kafka says so: retry it.
+            logger.warning("dead-letter write failed, retrying",
+                           extra={"error": err.str(), "topic": self.topic})
+            assert self._loop is not None
+            self._loop.call_later(_RETRY_S, self._produce, letter)
+            return
+        self.pending -= 1
+        self._on_done(letter)
+
+    async def drain(self, deadline_s: float) -> bool:
+        while self.pending and time.monotonic() < deadline_s:
+            await asyncio.sleep(0.02)
+        return self.pending == 0
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(5)
+        self._producer.flush(5)
+
+
+@dataclass(slots=True)
+class ReplayStats:
+    read: int = 0
+    replayed: int = 0
+    skipped: int = 0
+
+
+def replay_dead_letters(
+    kafka_config: dict[str, Any], dlq_topic: str, group_id: str,
+    reasons: set[str] | None = None, target_topic: str | None = None,
+    progress: Callable[[ReplayStats, int], None] | None = None, idle_timeout_s: float = 5.0,
+) -> ReplayStats:
+    """Re-produce dead letters to their original topic (or `target_topic`) once a fix is live.
+
+    Reads `dlq_topic` with its own consumer group, up to the end offsets seen at start, and
+    commits what it re-produced, so a second run continues where the first stopped.
+    """
+    consumer = Consumer({**kafka_config, "group.id": group_id, "enable.auto.commit": False,
+                         "auto.offset.reset": "earliest"})
+    producer = Producer({**kafka_config, "acks": "all", "enable.idempotence": True})
+    stats = ReplayStats()
+    try:
+        metadata = consumer.list_topics(dlq_topic, timeout=10)
+        partitions = list(metadata.topics[dlq_topic].partitions)
+        ends = {p: consumer.get_watermark_offsets(TopicPartition(dlq_topic, p), timeout=10)[1]
+                for p in partitions}
+        total = sum(ends.values())
+        consumer.assign([TopicPartition(dlq_topic, p) for p in partitions])
+        done = {p for p, end in ends.items() if end == 0}
+        last_seen = time.monotonic()
+        while len(done) < len(partitions) and time.monotonic() - last_seen < idle_timeout_s:
+            for message in consumer.consume(500, 0.5):
+                if message.error() is not None:
+                    continue
+                last_seen = time.monotonic()
+                stats.read += 1
+                partition, offset = message.partition(), message.offset()
+                if offset + 1 >= ends[partition]:
+                    done.add(partition)
+                headers = dict(message.headers() or [])
+                reason = headers.get(H_REASON, b"").decode()
+                if reasons and reason not in reasons:
+                    stats.skipped += 1
+                    continue
+                topic = target_topic or headers.get(H_TOPIC, b"").decode()
+                if not topic:
+                    stats.skipped += 1
+                    continue
+                kept = [(k, v) for k, v in (message.headers() or []) if not k.startswith("capi.")]
+                kept.append((H_REPLAYED_FROM, f"{dlq_topic}/{partition}/{offset}".encode()))
+                producer.produce(topic, value=message.value(), key=message.key(), headers=kept)
+                producer.poll(0)
+                stats.replayed += 1
+            if progress is not None:
+                progress(stats, total)
+        if producer.flush(30) != 0:
+            raise KafkaException(KafkaError(KafkaError._TIMED_OUT, "replay produce not acked"))
+        if stats.read:
+            consumer.commit(asynchronous=False)
+    finally:
+        consumer.close()
+    return stats

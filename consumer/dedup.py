@@ -1,0 +1,181 @@
+"""Drop events whose `event_id` was already delivered (or is in flight) for the same ad account.
+
+Keys become "seen" only after delivery succeeded; until then they are "in flight", so two copies
+in flight never both go out and a crash before delivery loses nothing. The window runs on event
+time. Memory is bounded: 8-byte fingerprints in open-addressing tables, one per time bucket.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from array import array
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from consumer.records import Conversion
+
+Fingerprint = int
+_EMPTY = 0
+_MAX_LOAD = 0.7
+_MIN_SLOTS = 1024
+
+
+def fingerprint(ad_account: str, event_id: str) -> Fingerprint:
+    """64-bit fingerprint; a collision (~1 in 10^19 per pair) would drop one event as duplicate."""
+    digest = hashlib.blake2b(f"{ad_account}\x00{event_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") or 1
+
+
+@dataclass(frozen=True, slots=True)
+class DedupKey:
+    fingerprint: Fingerprint
+    event_time_s: int
+
+
+def key_of(conversion: Conversion) -> DedupKey:
+    return DedupKey(fingerprint(conversion.ad_account, conversion.event_id), conversion.event_time_s)
+
+
+class DedupStore(Protocol):
+    """Seen/in-flight bookkeeping. Calls take whole chunks so a remote store pays one round trip."""
+
+    async def claim_many(self, keys: Sequence[DedupKey]) -> list[bool]:
+        """For each key: True if it may be sent (now in flight), False if seen or in flight."""
+        ...
+
+    async def confirm_many(self, keys: Sequence[DedupKey]) -> None:
+        """Delivery succeeded: the keys become seen for the window."""
+        ...
+
+    async def release_many(self, keys: Sequence[DedupKey]) -> None:
+        """Delivery failed for good: forget the in-flight claim."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class FingerprintTable:
+    """An open-addressing set of non-zero 64-bit ints in one flat array: 8 bytes per slot."""
+
+    __slots__ = ("_mask", "_slots", "count")
+
+    def __init__(self, slots: int = _MIN_SLOTS) -> None:
+        self._slots = array("Q", bytes(8 * slots))
+        self._mask = slots - 1
+        self.count = 0
+
+    def __contains__(self, fp: Fingerprint) -> bool:
+        slots, mask = self._slots, self._mask
+        i = fp & mask
+        while True:
+            value = slots[i]
+            if value == fp:
+                return True
+            if value == _EMPTY:
+                return False
+            i = (i + 1) & mask
+
+    def add(self, fp: Fingerprint) -> None:
+        if (self.count + 1) > _MAX_LOAD * len(self._slots):
+            self._grow()
+        slots, mask = self._slots, self._mask
+        i = fp & mask
+        while True:
+            value = slots[i]
+            if value == fp:
+                return
+            if value == _EMPTY:
+                slots[i] = fp
+                self.count += 1
+                return
+            i = (i + 1) & mask
+
+    def _grow(self) -> None:
+        old = self._slots
+        self._slots = array("Q", bytes(16 * len(old)))
+        self._mask = len(self._slots) - 1
+        self.count = 0
+        for value in old:
+            if value != _EMPTY:
+                self.add(value)
+
+    @property
+    def nbytes(self) -> int:
+        return len(self._slots) * 8
+
+
+class MemoryDedupStore:
+    """In-process store: state is per consumer and lost on restart (Pinterest dedups event_id too).
+
+    Buckets of `window_s / buckets` seconds of event time each hold a `FingerprintTable`; a bucket
+    falls out whole when the newest event time moves past it, or when `max_keys` is exceeded.
+    """
+
+    def __init__(self, window_s: int = 48 * 3600, max_keys: int = 10_000_000,
+                 buckets: int = 12) -> None:
+        self.window_s = window_s
+        self.bucket_s = max(1, window_s // buckets)
+        self.max_keys = max_keys
+        self._buckets: dict[int, FingerprintTable] = {}
+        self._in_flight: dict[Fingerprint, int] = {}
+        self._newest_bucket = 0
+
+    def __len__(self) -> int:
+        return sum(table.count for table in self._buckets.values())
+
+    @property
+    def nbytes(self) -> int:
+        return sum(table.nbytes for table in self._buckets.values())
+
+    def is_seen(self, fp: Fingerprint) -> bool:
+        return any(fp in table for table in self._buckets.values())
+
+    def claim(self, key: DedupKey) -> bool:
+        fp = key.fingerprint
+        if fp in self._in_flight or self.is_seen(fp):
+            return False
+        self._in_flight[fp] = key.event_time_s
+        return True
+
+    def confirm(self, key: DedupKey) -> None:
+        self._in_flight.pop(key.fingerprint, None)
+        bucket = key.event_time_s // self.bucket_s
+        if bucket > self._newest_bucket:
+            self._newest_bucket = bucket
+            self._expire()
+        oldest = self._newest_bucket - self.window_s // self.bucket_s
+        if bucket < oldest:
+            return  # older than the window: keeping it would only push out newer keys
+        table = self._buckets.get(bucket)
+        if table is None:
+            table = self._buckets[bucket] = FingerprintTable()
+        table.add(key.fingerprint)
+        if table.count % 4096 == 0 and len(self) > self.max_keys:
+            self._evict_oldest()
+
+    def release(self, key: DedupKey) -> None:
+        self._in_flight.pop(key.fingerprint, None)
+
+    def _expire(self) -> None:
+        oldest = self._newest_bucket - self.window_s // self.bucket_s
+        for bucket in [b for b in self._buckets if b < oldest]:
+            del self._buckets[bucket]
+
+    def _evict_oldest(self) -> None:
+        while len(self._buckets) > 1 and len(self) > self.max_keys:
+            del self._buckets[min(self._buckets)]
+
+    async def claim_many(self, keys: Sequence[DedupKey]) -> list[bool]:
+        return [self.claim(key) for key in keys]
+
+    async def confirm_many(self, keys: Sequence[DedupKey]) -> None:
+        for key in keys:
+            self.confirm(key)
+
+    async def release_many(self, keys: Sequence[DedupKey]) -> None:
+        for key in keys:
+            self.release(key)
+
+    async def close(self) -> None:
+        return None

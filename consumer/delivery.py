@@ -1,0 +1,329 @@
+"""Send batches to POST /v5/ad_accounts/{id}/events and report one outcome per event.
+
+One pooled aiohttp session, a token bucket and an in-flight limit per ad account. Transient
+failures (429, 5xx, timeouts, connection errors) retry the same bytes with exponential backoff and
+full jitter; 400 bisects to isolate bad events; 401/403 halts the account and retries slowly,
+never failing its events. Results go to `on_result`; offsets are the caller's business.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import orjson
+from opentelemetry import trace
+
+from consumer import telemetry as tm
+from consumer.records import AdAccountId, Batch, BatchResult, EventOutcome
+
+logger = logging.getLogger(__name__)
+
+TRANSIENT_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+AUTH_STATUSES = frozenset({401, 403, 404})
+
+
+class Secret:
+    """A token that never shows itself in a repr, a log line or a config dump."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('****')"
+
+    __str__ = __repr__
+
+
+@dataclass(frozen=True, slots=True)
+class DeliverySettings:
+    base_url: str = "https://api.pinterest.com"
+    is_test: bool = False
+    max_in_flight_per_account: int = 4
+    rate_per_minute: int = 5000
+    backoff_base_s: float = 0.5
+    backoff_cap_s: float = 60.0
+    auth_retry_s: float = 60.0
+    max_retry_age_s: float | None = None
+
+
+class RateLimiter:
+    """Token bucket: `rate_per_s` requests per second with bursts up to `burst`."""
+
+    def __init__(self, rate_per_s: float, burst: float,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.rate_per_s = rate_per_s
+        self.burst = burst
+        self._tokens = burst
+        self._clock = clock
+        self._updated = clock()
+
+    def delay_s(self) -> float:
+        """Take a token; return how long to wait before using it (0 when one was there)."""
+        now = self._clock()
+        self._tokens = min(self.burst, self._tokens + (now - self._updated) * self.rate_per_s)
+        self._updated = now
+        self._tokens -= 1
+        return 0.0 if self._tokens >= 0 else -self._tokens / self.rate_per_s
+
+
+def backoff_s(attempt: int, base_s: float, cap_s: float, rng: random.Random,
+              retry_after_s: float | None = None) -> float:
+    """Exponential backoff with full jitter; never sooner than a server's Retry-After."""
+    delay = rng.uniform(0, min(cap_s, base_s * 2 ** (attempt - 1)))
+    return max(delay, retry_after_s or 0.0)
+
+
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    status: int
+    payload: Any
+    request_id: str
+    retry_after_s: float | None
+
+
+def _retry_after(headers: Any) -> float | None:
+    value = headers.get("Retry-After")
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def parse_outcomes(payload: Any, expected: int) -> list[EventOutcome] | None:
+    """Per-event outcomes from a 200 body or a 422 body's `details`; None if they don't line up."""
+    if isinstance(payload, dict) and isinstance(payload.get("details"), dict):
+        payload = payload["details"]
+    if not isinstance(payload, dict):
+        return None
+    events = payload.get("events")
+    if isinstance(events, list) and len(events) == expected:
+        outcomes = []
+        for event in events:
+            status = event.get("status") if isinstance(event, dict) else None
+            if status == "processed":
+                outcomes.append(EventOutcome("processed", message=event.get("warning_message") or ""))
+            else:
+                message = (event.get("error_message") if isinstance(event, dict) else None) or ""
+                outcomes.append(EventOutcome("failed", "pinterest.event_failed", message))
+        return outcomes
+    if payload.get("num_events_processed") == expected:
+        return [EventOutcome("processed")] * expected
+    return None
+
+
+class DeliveryClient:
+    """Owns delivery tasks; `submit` never blocks, results arrive through `on_result`."""
+
+    def __init__(self, session: aiohttp.ClientSession, settings: DeliverySettings,
+                 token_for: Callable[[AdAccountId], Secret | None],
+                 on_result: Callable[[BatchResult], None], telemetry: tm.Telemetry,
+                 clock: Callable[[], float] = time.monotonic,
+                 rng: random.Random | None = None) -> None:
+        self._session = session
+        self.settings = settings
+        self._token_for = token_for
+        self._on_result = on_result
+        self._telemetry = telemetry
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self._slots: dict[AdAccountId, asyncio.Semaphore] = {}
+        self._limiters: dict[AdAccountId, RateLimiter] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.halted: dict[AdAccountId, str] = {}
+        self.in_flight_events = 0
+        self.last_success_s: float | None = None
+
+    def submit(self, batch: Batch) -> None:
+        task = asyncio.get_running_loop().create_task(self._deliver(batch))
+        self._tasks.add(task)
+        self.in_flight_events += len(batch)
+        task.add_done_callback(self._tasks.discard)
+
+    async def drain(self, deadline_s: float) -> bool:
+        """Wait for in-flight batches until the monotonic `deadline_s`; True if all finished."""
+        while self._tasks:
+            timeout = deadline_s - self._clock()
+            if timeout <= 0:
+                return False
+            await asyncio.wait(set(self._tasks), timeout=timeout)
+        return True
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def _url(self, ad_account: AdAccountId) -> str:
+        url = f"{self.settings.base_url}/v5/ad_accounts/{ad_account}/events"
+        return url + "?test=true" if self.settings.is_test else url
+
+    async def _deliver(self, batch: Batch) -> None:
+        slot = self._slots.get(batch.ad_account)
+        if slot is None:
+            slot = self._slots[batch.ad_account] = asyncio.Semaphore(
+                self.settings.max_in_flight_per_account)
+        attempts = [0]
+        async with slot:
+            outcomes, request_id = await self._send(batch, list(batch.encoded), attempts)
+        self.in_flight_events -= len(batch)
+        self._on_result(BatchResult(batch, tuple(outcomes), request_id, attempts[0]))
+
+    async def _wait_for_token(self, ad_account: AdAccountId) -> None:
+        limiter = self._limiters.get(ad_account)
+        if limiter is None:
+            rate_per_s = self.settings.rate_per_minute / 60
+            limiter = self._limiters[ad_account] = RateLimiter(
+                rate_per_s, max(1.0, rate_per_s), self._clock)
+        delay = limiter.delay_s()
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+    async def _send(self, batch: Batch, encoded: Sequence[bytes],
+                    attempts: list[int]) -> tuple[list[EventOutcome], str]:
+        """Deliver `encoded` until every event has a final outcome (retrying as needed)."""
+        account = batch.ad_account
+        started = self._clock()
+        retry = 0
+        while True:
+            token = self._token_for(account)
+            if token is None:
+                self._halt(account, "no token configured for this ad account")
+                await asyncio.sleep(self.settings.auth_retry_s)
+                continue
+            await self._wait_for_token(account)
+            attempts[0] += 1
+            answer = await self._post(batch, encoded, token, retry)
+            status = answer.status
+            if status in (200, 422) or (status == 400 and len(encoded) == 1):
+                outcomes = parse_outcomes(answer.payload, len(encoded))
+                if outcomes is not None or status != 200:
+                    self.halted.pop(account, None)
+                    self.last_success_s = self._clock()
+                    if outcomes is None:
+                        message = _error_message(answer.payload)
+                        reason = "pinterest.invalid_event" if status == 400 else "pinterest.event_failed"
+                        outcomes = [EventOutcome("failed", reason, message)] * len(encoded)
+                    return outcomes, answer.request_id
+            elif status in (400, 413):
+                self.halted.pop(account, None)
+                middle = len(encoded) // 2
+                left, left_rid = await self._send(batch, encoded[:middle], attempts)
+                right, right_rid = await self._send(batch, encoded[middle:], attempts)
+                return left + right, right_rid or left_rid
+            elif status in AUTH_STATUSES:
+                self._halt(account, f"HTTP {status}: {_error_message(answer.payload)}")
+                self._log_failure(batch, len(encoded), answer, "halted; retrying slowly")
+                await asyncio.sleep(self.settings.auth_retry_s)
+                continue
+            retry += 1
+            cause = str(status) if status else "connection"
+            self._telemetry.instruments.retries.add(1, {"cause": cause})
+            max_age = self.settings.max_retry_age_s
+            if max_age is not None and self._clock() - started > max_age:
+                message = f"gave up after {retry} attempts over {max_age:.0f}s"
+                return [EventOutcome("failed", "pinterest.retry_exhausted", message)] * len(
+                    encoded), answer.request_id
+            delay = backoff_s(retry, self.settings.backoff_base_s, self.settings.backoff_cap_s,
+                              self._rng, answer.retry_after_s)
+            self._log_failure(batch, len(encoded), answer, f"retrying in {delay:.2f}s")
+            await asyncio.sleep(delay)
+
+    def _halt(self, account: AdAccountId, reason: str) -> None:
+        if account not in self.halted:
+            logger.error("ad account halted", extra={"ad_account": account, "reason": reason})
+        self.halted[account] = reason
+
+    async def _post(self, batch: Batch, encoded: Sequence[bytes], token: Secret,
+                    retry: int) -> _Answer:
+        url = self._url(batch.ad_account)
+        body = b'{"data":[' + b",".join(encoded) + b"]}"
+        links = [trace.Link(c) for conv in batch.conversions if (c := _span_context(conv))]
+        with self._telemetry.tracer.start_as_current_span(
+            tm.SPAN_DELIVER, kind=trace.SpanKind.CLIENT, links=links[:128],
+            attributes={tm.ATTR_HTTP_METHOD: "POST", tm.ATTR_URL: url,
+                        tm.ATTR_AD_ACCOUNT: batch.ad_account, tm.ATTR_BATCH_SIZE: len(encoded),
+                        tm.ATTR_HTTP_RESEND: retry},
+        ) as span:
+            answer = await self._request(url, body, token)
+            self._telemetry.instruments.requests.add(1, {"status": str(answer.status)})
+            span.set_attribute(tm.ATTR_HTTP_STATUS, answer.status)
+            span.set_attribute(tm.ATTR_REQUEST_ID, answer.request_id)
+            if answer.status >= 400 or answer.status == 0:
+                span.set_attribute(tm.ATTR_ERROR_TYPE, str(answer.status or "connection"))
+            return answer
+
+    async def _request(self, url: str, body: bytes, token: Secret) -> _Answer:
+        headers = {"Authorization": f"Bearer {token.reveal()}",
+                   "Content-Type": "application/json"}
+        try:
+            async with self._session.post(url, data=body, headers=headers) as response:
+                raw = await response.read()
+                request_id = response.headers.get("x-pinterest-rid", "")
+                try:
+                    payload = orjson.loads(raw) if raw else None
+                except orjson.JSONDecodeError:
+                    payload = None
+                return _Answer(response.status, payload, request_id,
+                               _retry_after(response.headers))
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            return _Answer(0, {"message": type(exc).__name__}, "", None)
+
+    def _log_failure(self, batch: Batch, size: int, answer: _Answer, action: str) -> None:
+        payload = answer.payload if isinstance(answer.payload, dict) else {}
+        logger.warning(
+            "delivery failed",
+            extra={"ad_account": batch.ad_account, "batch_size": size, "status": answer.status,
+                   "pinterest_code": payload.get("code"), "pinterest_message": payload.get("message"),
+                   "request_id": answer.request_id, "action": action},
+        )
+
+
+def _error_message(payload: Any) -> str:
+    if isinstance(payload, dict):
+        return str(payload.get("message") or payload.get("code") or "")
+    return ""
+
+
+def _span_context(conversion: Any) -> trace.SpanContext | None:
+    context = getattr(conversion, "span_context", None)
+    return context if isinstance(context, trace.SpanContext) and context.is_valid else None
+
+
+class DryRunDelivery:
+    """Prints each request body as one JSON line instead of sending it; every event 'processed'."""
+
+    def __init__(self, settings: DeliverySettings, on_result: Callable[[BatchResult], None],
+                 write: Callable[[str], None]) -> None:
+        self.settings = settings
+        self._on_result = on_result
+        self._write = write
+        self.halted: dict[AdAccountId, str] = {}
+        self.in_flight_events = 0
+        self.last_success_s: float | None = None
+
+    def submit(self, batch: Batch) -> None:
+        url = f"{self.settings.base_url}/v5/ad_accounts/{batch.ad_account}/events"
+        line = b'{"url":' + orjson.dumps(url) + b',"body":' + batch.body + b"}"
+        self._write(line.decode())
+        outcomes = (EventOutcome("processed"),) * len(batch)
+        asyncio.get_running_loop().call_soon(
+            self._on_result, BatchResult(batch, outcomes, "dry-run"))
+
+    async def drain(self, deadline_s: float) -> bool:
+        await asyncio.sleep(0)
+        return True
+
+    async def close(self) -> None:
+        return None

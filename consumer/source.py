@@ -1,0 +1,234 @@
+"""Owns the Kafka consumer: batch `consume()`, pause/resume on backpressure, rebalances, commits.
+
+The only module that talks to the consumer client. Envelopes go to `handler`, which returns how
+many it accepted; the rest are held in order, every assigned partition is paused, and `consume()`
+keeps being called so group membership and rebalance callbacks stay alive. Offsets are stored and
+committed only as `commit()` is told by the ledger's owner.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import orjson
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
+from confluent_kafka.aio import AIOConsumer
+
+from consumer.errors import TransientError
+from consumer.records import Coordinates, Envelope
+from consumer.records import TopicPartition as TP
+
+logger = logging.getLogger(__name__)
+
+Handler = Callable[[list[Envelope]], Awaitable[int]]
+AssignCallback = Callable[[list[tuple[TP, int]]], Awaitable[None]]
+RevokeCallback = Callable[[list[TP]], Awaitable[None]]
+
+
+class KafkaSource:
+    def __init__(self, config: dict[str, Any], topics: Sequence[str], handler: Handler,
+                 on_assign: AssignCallback, on_revoke: RevokeCallback, on_lost: RevokeCallback,
+                 batch_size: int = 1000, poll_timeout_s: float = 0.2,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._config = {
+            **config,
+            "enable.auto.offset.store": False,
+            "enable.auto.commit": False,
+            "partition.assignment.strategy": "cooperative-sticky",
+        }
+        self._config.setdefault("statistics.interval.ms", 5000)
+        self._topics = list(topics)
+        self._handler = handler
+        self._on_assign = on_assign
+        self._on_revoke = on_revoke
+        self._on_lost = on_lost
+        self.batch_size = batch_size
+        self.poll_timeout_s = poll_timeout_s
+        self._clock = clock
+        self._consumer: AIOConsumer | None = None
+        self._held: list[Envelope] = []
+        self._retry_at_s = 0.0
+        self._transient_failures = 0
+        self.generations: dict[TP, int] = {}
+        self.assigned: set[TP] = set()
+        self.paused: set[TP] = set()
+        self.lag: dict[TP, int] = {}
+        self.last_turn_s = clock()
+        self.consumed = 0
+
+    @property
+    def client(self) -> AIOConsumer:
+        assert self._consumer is not None, "start() first"
+        return self._consumer
+
+    async def start(self) -> None:
+        """Create the consumer (needs the running loop) and subscribe."""
+        config = dict(self._config)
+        config["stats_cb"] = self._on_stats
+        config["error_cb"] = self._on_error
+        self._consumer = AIOConsumer(config, max_workers=4)
+        await self._consumer.subscribe(self._topics, on_assign=self._assigned,
+                                       on_revoke=self._revoked, on_lost=self._lost)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Consume until `stop` is set. Never awaits a full stage: backpressure pauses instead."""
+        consumer = self.client
+        while not stop.is_set():
+            self.last_turn_s = self._clock()
+            if self._held and self._clock() >= self._retry_at_s:
+                held, self._held = self._held, []
+                await self._offer(held)
+                if not self._held:
+                    await self._resume_all()
+            timeout = 0.05 if self._held else self.poll_timeout_s
+            messages = await consumer.consume(self.batch_size, timeout)
+            envelopes = self._envelopes(messages)
+            if not envelopes:
+                continue
+            self.consumed += len(envelopes)
+            if self._held:
+                self._held.extend(envelopes)
+            else:
+                await self._offer(envelopes)
+
+    async def _offer(self, envelopes: list[Envelope]) -> None:
+        try:
+            accepted = await self._handler(envelopes)
+            self._transient_failures = 0
+        except TransientError as exc:
+            accepted = 0
+            self._transient_failures += 1
+            delay = min(30.0, 0.5 * 2 ** min(self._transient_failures, 6))
+            self._retry_at_s = self._clock() + delay
+            logger.warning("transient failure, holding records",
+                           extra={"error": str(exc), "retry_in_s": delay, "held": len(envelopes)})
+        if accepted < len(envelopes):
+            self._held = envelopes[accepted:] + self._held
+            await self._pause_all()
+
+    def _envelopes(self, messages: list[Any]) -> list[Envelope]:
+        envelopes = []
+        now = self._clock()
+        for message in messages:
+            error = message.error()
+            if error is not None:
+                if error.code() != KafkaError._PARTITION_EOF:
+                    if error.fatal():
+                        raise KafkaException(error)
+                    logger.warning("consume error", extra={"error": error.str()})
+                continue
+            topic, partition = message.topic(), message.partition()
+            headers = message.headers()
+            traceparent = None
+            header_tuple: tuple[tuple[str, bytes], ...] = ()
+            if headers:
+                header_tuple = tuple((k, v or b"") for k, v in headers)
+                for key, value in header_tuple:
+                    if key == "traceparent":
+                        traceparent = value.decode("ascii", "replace")
+            envelopes.append(Envelope(
+                Coordinates(topic, partition, message.offset()),
+                value=message.value() or b"",
+                key=message.key(),
+                headers=header_tuple,
+                timestamp_ms=message.timestamp()[1],
+                traceparent=traceparent,
+                generation=self.generations.get((topic, partition), 0),
+                consumed_at_s=now,
+            ))
+        return envelopes
+
+    async def _pause_all(self) -> None:
+        to_pause = self.assigned - self.paused
+        if to_pause:
+            await self.client.pause([TopicPartition(t, p) for t, p in to_pause])
+            self.paused |= to_pause
+            logger.info("paused partitions", extra={"count": len(to_pause)})
+
+    async def _resume_all(self) -> None:
+        if self.paused:
+            await self.client.resume([TopicPartition(t, p) for t, p in self.paused])
+            logger.info("resumed partitions", extra={"count": len(self.paused)})
+            self.paused.clear()
+
+    async def commit(self, offsets: dict[TP, int]) -> bool:
+        """Store then commit `offsets` (next offset per partition). False if Kafka refused."""
+        owned = {tp: o for tp, o in offsets.items() if tp in self.assigned}
+        if not owned:
+            return True
+        partitions = [TopicPartition(t, p, o) for (t, p), o in owned.items()]
+        try:
+            await self.client.store_offsets(offsets=partitions)
+            await self.client.commit(offsets=partitions, asynchronous=False)
+        except KafkaException as exc:
+            error = exc.args[0] if exc.args else None
+            if isinstance(error, KafkaError) and error.code() == KafkaError._NO_OFFSET:
+                return True
+            logger.warning("commit failed, will retry", extra={"error": str(exc)})
+            return False
+        return True
+
+    async def _assigned(self, _consumer: Any, partitions: list[TopicPartition]) -> None:
+        assigned = []
+        for tp in partitions:
+            key = (tp.topic, tp.partition)
+            self.generations[key] = self.generations.get(key, 0) + 1
+            self.assigned.add(key)
+            assigned.append((key, self.generations[key]))
+        await self._on_assign(assigned)
+        if self._held or self.paused:
+            # Cooperative-sticky does not carry pause state to new partitions: assign, then pause.
+            await self.client.incremental_assign(partitions)
+            await self._pause_all()
+        logger.info("partitions assigned", extra={"partitions": [f"{t}/{p}" for t, p in assigned]})
+
+    def _forget(self, partitions: list[TopicPartition]) -> list[TP]:
+        keys = [(tp.topic, tp.partition) for tp in partitions]
+        gone = set(keys)
+        self._held = [e for e in self._held if e.coords.topic_partition not in gone]
+        self.assigned -= gone
+        self.paused -= gone
+        for key in keys:
+            self.lag.pop(key, None)
+        return keys
+
+    async def _revoked(self, _consumer: Any, partitions: list[TopicPartition]) -> None:
+        keys = [(tp.topic, tp.partition) for tp in partitions]
+        gone = set(keys)
+        self._held = [e for e in self._held if e.coords.topic_partition not in gone]
+        await self._on_revoke(keys)  # drains and commits while we still own them
+        self._forget(partitions)
+        logger.info("partitions revoked", extra={"partitions": [f"{t}/{p}" for t, p in keys]})
+
+    async def _lost(self, _consumer: Any, partitions: list[TopicPartition]) -> None:
+        keys = self._forget(partitions)
+        await self._on_lost(keys)
+        logger.warning("partitions lost", extra={"partitions": [f"{t}/{p}" for t, p in keys]})
+
+    async def _on_stats(self, stats_json: str) -> None:
+        try:
+            stats = orjson.loads(stats_json)
+        except orjson.JSONDecodeError:
+            return
+        for topic, topic_stats in (stats.get("topics") or {}).items():
+            for partition, p in (topic_stats.get("partitions") or {}).items():
+                key = (topic, int(partition))
+                if key in self.assigned and isinstance(p.get("consumer_lag"), int):
+                    if p["consumer_lag"] >= 0:
+                        self.lag[key] = p["consumer_lag"]
+
+    async def _on_error(self, error: KafkaError) -> None:
+        logger.warning("kafka client error", extra={"error": error.str(), "fatal": error.fatal()})
+
+    async def close(self) -> None:
+        if self._consumer is not None:
+            await self._consumer.close()
+            self._consumer = None
+
+    @property
+    def held(self) -> int:
+        return len(self._held)

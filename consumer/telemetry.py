@@ -1,0 +1,189 @@
+"""OpenTelemetry set-up and every span name, attribute key and metric name, in one place.
+
+Traces and metrics follow the messaging and HTTP semantic conventions; no attribute ever holds
+PII or a token. Exporters come from the standard OTEL_* variables and are off when unset.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Final
+
+from opentelemetry import metrics, trace
+from opentelemetry.metrics import CallbackOptions, Observation
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+
+SERVICE_NAME: Final = "capi-consumer"
+INSTRUMENTATION: Final = "consumer"
+
+# Span names.
+SPAN_PROCESS: Final = "process {topic}"  # messaging: one consumed message with a traceparent
+SPAN_PROCESS_CHUNK: Final = "process"  # messaging: one consumed chunk of messages
+SPAN_DELIVER: Final = "POST"  # HTTP client: one request to the events endpoint
+SPAN_DEAD_LETTER: Final = "send {topic}"  # messaging: one dead-letter write
+
+# Attribute keys (semantic conventions first, then ours under pinterest.* / capi.*).
+ATTR_MESSAGING_SYSTEM: Final = "messaging.system"
+ATTR_MESSAGING_OPERATION: Final = "messaging.operation.type"
+ATTR_DESTINATION: Final = "messaging.destination.name"
+ATTR_PARTITION: Final = "messaging.destination.partition.id"
+ATTR_OFFSET: Final = "messaging.kafka.offset"
+ATTR_CONSUMER_GROUP: Final = "messaging.consumer.group.name"
+ATTR_BATCH_COUNT: Final = "messaging.batch.message_count"
+ATTR_HTTP_METHOD: Final = "http.request.method"
+ATTR_HTTP_STATUS: Final = "http.response.status_code"
+ATTR_HTTP_RESEND: Final = "http.request.resend_count"
+ATTR_URL: Final = "url.full"
+ATTR_SERVER: Final = "server.address"
+ATTR_ERROR_TYPE: Final = "error.type"
+ATTR_AD_ACCOUNT: Final = "pinterest.ad_account_id"
+ATTR_BATCH_SIZE: Final = "pinterest.batch.size"
+ATTR_PROCESSED: Final = "pinterest.events.processed"
+ATTR_FAILED: Final = "pinterest.events.failed"
+ATTR_REQUEST_ID: Final = "pinterest.request_id"
+ATTR_REASON: Final = "capi.reason"
+
+# Metric names (Prometheus shows dots as underscores and adds _total to counters).
+M_CONSUMED: Final = "capi.messages.consumed"  # messages read from Kafka, by topic
+M_SKIPPED: Final = "capi.messages.skipped"  # dropped on purpose (filter, consent), by reason
+M_DEDUPLICATED: Final = "capi.events.deduplicated"  # dropped as duplicates inside the window
+M_DELIVERED: Final = "capi.events.delivered"  # Pinterest answered processed
+M_FAILED: Final = "capi.events.failed"  # permanent failures, by reason
+M_DEAD_LETTERED: Final = "capi.messages.dead_lettered"  # acked dead-letter writes, by reason
+M_WARNINGS: Final = "capi.events.warnings"  # processed with a warning_message
+M_REQUESTS: Final = "capi.delivery.requests"  # HTTP requests, by status code
+M_RETRIES: Final = "capi.delivery.retries"  # retried requests, by cause
+M_BATCH_SIZE: Final = "capi.delivery.batch.size"  # events per request
+M_EVENT_TO_ACK: Final = "capi.delivery.event_to_ack.duration"  # event_time → Pinterest ack, s
+M_CONSUME_TO_ACK: Final = "capi.delivery.consume_to_ack.duration"  # consume → ack, s
+M_IN_FLIGHT: Final = "capi.events.in_flight"  # consumed, not yet final
+M_PAUSED: Final = "capi.consumer.paused_partitions"  # partitions paused by backpressure
+M_LAG: Final = "capi.consumer.lag"  # high watermark − position, per partition
+M_HALTED: Final = "capi.delivery.halted_accounts"  # accounts halted on 401/403
+M_COMMITTED: Final = "capi.consumer.committed_offsets"  # offsets committed, per commit call
+
+
+@dataclass(slots=True)
+class Instruments:
+    consumed: metrics.Counter
+    skipped: metrics.Counter
+    deduplicated: metrics.Counter
+    delivered: metrics.Counter
+    failed: metrics.Counter
+    dead_lettered: metrics.Counter
+    warnings: metrics.Counter
+    requests: metrics.Counter
+    retries: metrics.Counter
+    committed: metrics.Counter
+    batch_size: metrics.Histogram
+    event_to_ack_s: metrics.Histogram
+    consume_to_ack_s: metrics.Histogram
+
+
+Gauges = Callable[[], Iterable[tuple[str, float, dict[str, str]]]]
+
+
+class Telemetry:
+    """Tracer, meter and instruments; `gauges` is polled at export time for the observables."""
+
+    def __init__(self, tracer_provider: trace.TracerProvider,
+                 meter_provider: metrics.MeterProvider) -> None:
+        self.tracer_provider = tracer_provider
+        self.meter_provider = meter_provider
+        self.tracer = tracer_provider.get_tracer(INSTRUMENTATION)
+        meter = meter_provider.get_meter(INSTRUMENTATION)
+        self.meter = meter
+        self._gauge_sources: list[Gauges] = []
+        latency_buckets = [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600, 86400]
+        self.instruments = Instruments(
+            consumed=meter.create_counter(M_CONSUMED, "{message}"),
+            skipped=meter.create_counter(M_SKIPPED, "{message}"),
+            deduplicated=meter.create_counter(M_DEDUPLICATED, "{event}"),
+            delivered=meter.create_counter(M_DELIVERED, "{event}"),
+            failed=meter.create_counter(M_FAILED, "{event}"),
+            dead_lettered=meter.create_counter(M_DEAD_LETTERED, "{message}"),
+            warnings=meter.create_counter(M_WARNINGS, "{event}"),
+            requests=meter.create_counter(M_REQUESTS, "{request}"),
+            retries=meter.create_counter(M_RETRIES, "{request}"),
+            committed=meter.create_counter(M_COMMITTED, "{offset}"),
+            batch_size=meter.create_histogram(
+                M_BATCH_SIZE, "{event}",
+                explicit_bucket_boundaries_advisory=[1, 10, 50, 100, 250, 500, 750, 1000]),
+            event_to_ack_s=meter.create_histogram(
+                M_EVENT_TO_ACK, "s", explicit_bucket_boundaries_advisory=latency_buckets),
+            consume_to_ack_s=meter.create_histogram(
+                M_CONSUME_TO_ACK, "s", explicit_bucket_boundaries_advisory=latency_buckets),
+        )
+        for name in (M_IN_FLIGHT, M_PAUSED, M_LAG, M_HALTED):
+            meter.create_observable_gauge(name, callbacks=[self._observe(name)])
+
+    def add_gauges(self, source: Gauges) -> None:
+        self._gauge_sources.append(source)
+
+    def _observe(self, metric: str) -> Callable[[CallbackOptions], Iterable[Observation]]:
+        def observe(options: CallbackOptions) -> Iterable[Observation]:
+            for source in self._gauge_sources:
+                for name, value, attributes in source():
+                    if name == metric:
+                        yield Observation(value, attributes)
+
+        return observe
+
+    def shutdown(self) -> None:
+        for provider in (self.tracer_provider, self.meter_provider):
+            shutdown = getattr(provider, "shutdown", None)
+            if shutdown is not None:
+                shutdown()
+
+
+def _span_processors() -> list[SpanProcessor]:
+    choice = os.environ.get("OTEL_TRACES_EXPORTER", "otlp").strip().lower()
+    has_endpoint = bool(
+        os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+        or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    )
+    if choice == "none" or (choice == "otlp" and not has_endpoint):
+        return []
+    if choice == "console":
+        return [BatchSpanProcessor(ConsoleSpanExporter())]
+    if choice == "zipkin":
+        from opentelemetry.exporter.zipkin.json import ZipkinExporter
+
+        return [BatchSpanProcessor(ZipkinExporter())]
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+    return [BatchSpanProcessor(OTLPSpanExporter())]
+
+
+def _metric_readers(extra: list[MetricReader]) -> list[MetricReader]:
+    readers = list(extra)
+    choice = os.environ.get("OTEL_METRICS_EXPORTER", "otlp").strip().lower()
+    has_endpoint = bool(
+        os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+        or os.environ.get("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT")
+    )
+    if choice == "otlp" and has_endpoint:
+        from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+
+        readers.append(PeriodicExportingMetricReader(OTLPMetricExporter()))
+    return readers
+
+
+def setup_telemetry(extra_readers: list[MetricReader] | None = None,
+                    span_processors: list[SpanProcessor] | None = None) -> Telemetry:
+    """Providers from OTEL_* (service name, resource attributes, sampler, exporters)."""
+    resource = Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", SERVICE_NAME)})
+    tracer_provider = TracerProvider(resource=resource)
+    processors = _span_processors() if span_processors is None else span_processors
+    for processor in processors:
+        tracer_provider.add_span_processor(processor)
+    meter_provider = MeterProvider(
+        resource=resource, metric_readers=_metric_readers(extra_readers or [])
+    )
+    return Telemetry(tracer_provider, meter_provider)

@@ -1,0 +1,155 @@
+"""`make demo`: real Kafka + schema registry + local Pinterest sandbox, sample events, the consumer.
+
+Starts everything on loopback, produces a few thousand order and engagement events (some
+duplicated, some poison), runs `consumer run` until every message has a final fate, prints a
+summary, and stops everything it started.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import Producer
+
+from devenv.kafka import KafkaBroker
+from devenv.procs import ROOT, Server, free_port, port_open, wait_until
+from devenv.registry import SchemaRegistry
+from devenv.samples import (
+    ENGAGEMENT_TOPIC,
+    ORDERS_TOPIC,
+    load_schema,
+    register,
+    sample_stream,
+    wire_encode,
+)
+
+TOKEN = "demo-token"
+
+
+def get_json(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return json.loads(response.read())
+
+
+def produce_samples(bootstrap: str, registry_url: str, count: int) -> int:
+    ids = {}
+    for topic, stem in ((ORDERS_TOPIC, "order_event"), (ENGAGEMENT_TOPIC, "engagement_event")):
+        for version in (1, 2):
+            name = f"{stem}.v{version}.avsc"
+            ids[name] = (register(registry_url, f"{topic}-value", name), load_schema(name))
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20})
+    produced = 0
+    for topic, name, record in sample_stream(count):
+        schema_id, schema = ids[name]
+        key = record.get("order_id") or record.get("session_id")
+        producer.produce(topic, key=str(key), value=wire_encode(schema_id, schema, record))
+        produced += 1
+        if produced % 1000 == 0:
+            producer.poll(0)
+    for poison in (b"\x00\x00\x00\x03\xe7garbage", b"not avro at all", b"\x00\x00\x00\x00\x01"):
+        producer.produce(ORDERS_TOPIC, value=poison)
+        produced += 1
+    assert producer.flush(30) == 0
+    return produced
+
+
+def progress_line(stats: dict[str, Any], total: int, started: float) -> str:
+    done = sum(stats[k] for k in ("delivered", "deduplicated", "skipped", "dead_lettered"))
+    rate = done / max(0.001, time.monotonic() - started)
+    eta = (total - done) / rate if rate else float("inf")
+    return f"  {done}/{total} final  {rate:,.0f} msg/s  eta {eta:.0f}s"
+
+
+def main() -> int:
+    count = int(os.environ.get("DEMO_EVENTS", "5000"))
+    workdir = Path(tempfile.mkdtemp(prefix="capi-demo-"))
+    started_services: list[Any] = []
+    try:
+        print("starting Kafka (KRaft) ...", flush=True)
+        kafka = KafkaBroker(workdir / "kafka").start()
+        started_services.append(kafka)
+        print(f"  ready at {kafka.bootstrap} in {kafka.startup_s:.1f}s", flush=True)
+        print("starting schema registry ...", flush=True)
+        registry = SchemaRegistry(workdir / "registry").start()
+        started_services.append(registry)
+        print(f"  ready at {registry.url} in {registry.startup_s:.1f}s", flush=True)
+        for topic in (ORDERS_TOPIC, ENGAGEMENT_TOPIC):
+            kafka.create_topic(topic, partitions=4)
+        kafka.create_topic("capi.dead-letter", partitions=1)
+        python = sys.executable
+        sandbox_port = free_port()
+        sandbox = Server("sandbox", [python, "-m", "consumer", "sandbox", "--port",
+                                     str(sandbox_port), "--token", f"{TOKEN}=*"],
+                         workdir / "sandbox.log")
+        started_services.append(sandbox)
+        wait_until(lambda: port_open(sandbox_port), 20, "sandbox", sandbox.proc, sandbox.log)
+        print(f"sandbox at http://127.0.0.1:{sandbox_port}", flush=True)
+        print(f"producing {count} sample events (+3 poison messages) ...", flush=True)
+        total = produce_samples(kafka.bootstrap, registry.url, count)
+        health_port = free_port()
+        env = {
+            "CAPI_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap,
+            "CAPI_KAFKA_GROUP_ID": "capi-demo",
+            "CAPI_MAPPING_FILE": str(ROOT / "schemas" / "mapping.example.yaml"),
+            "CAPI_SCHEMA_REGISTRY_URL": registry.url,
+            "CAPI_READER_SCHEMA_DIR": str(ROOT / "schemas"),
+            "CAPI_API_BASE_URL": f"http://127.0.0.1:{sandbox_port}",
+            "CAPI_ACCESS_TOKEN": TOKEN,
+            "CAPI_HEALTH_HOST": "127.0.0.1",
+            "CAPI_HEALTH_PORT": str(health_port),
+            "CAPI_LINGER_MS": "100",
+            "CAPI_LOG_LEVEL": "warning",
+        }
+        print("running the consumer ...", flush=True)
+        consumer = Server("consumer", [python, "-m", "consumer", "run"], workdir / "consumer.log",
+                          env=env)
+        started_services.append(consumer)
+        wait_until(lambda: port_open(health_port), 30, "consumer", consumer.proc, consumer.log)
+        began = time.monotonic()
+        stats: dict[str, Any] = {}
+        is_tty = sys.stdout.isatty()
+        last_print = 0.0
+        while time.monotonic() - began < 300:
+            stats = get_json(f"http://127.0.0.1:{health_port}/stats")
+            done = sum(stats[k] for k in ("delivered", "deduplicated", "skipped", "dead_lettered"))
+            if time.monotonic() - last_print > (0.2 if is_tty else 2.0):
+                line = progress_line(stats, total, began)
+                print("\r" + line if is_tty else line, end="" if is_tty else "\n", flush=True)
+                last_print = time.monotonic()
+            if done >= total and stats["unfinished_offsets"] == 0:
+                break
+            if consumer.proc.poll() is not None:
+                raise RuntimeError(f"consumer exited: {consumer.log.read_text()[-2000:]}")
+            time.sleep(0.1)
+        elapsed = time.monotonic() - began
+        consumer.stop()
+        sandbox_stats = get_json(f"http://127.0.0.1:{sandbox_port}/_sandbox/stats")
+        print("\n\ndelivery summary")
+        print(f"  messages produced       {total}")
+        print(f"  consumed                {stats.get('consumed')}")
+        print(f"  delivered to Pinterest  {stats.get('delivered')}")
+        print(f"  deduplicated            {stats.get('deduplicated')}")
+        print(f"  skipped by mapping      {stats.get('skipped')}  (filters, consent, non-checkout)")
+        print(f"  dead-lettered           {stats.get('dead_lettered')}")
+        print(f"  sandbox accepted        {sandbox_stats['events_processed']} events in "
+              f"{sandbox_stats['requests']} requests "
+              f"({sandbox_stats['duplicates_received']} duplicates received)")
+        print(f"  throughput              {total / elapsed:,.0f} messages/s over {elapsed:.1f}s")
+        print(f"  exit code of consumer   {consumer.proc.returncode} (SIGTERM drain)")
+        return 0 if consumer.proc.returncode == 0 else 1
+    finally:
+        for service in reversed(started_services):
+            (service.cleanup if hasattr(service, "cleanup") else service.stop)()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
