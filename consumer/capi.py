@@ -132,7 +132,7 @@ def _check_decimal_string(value: object, name: str) -> None:
     _check_string(value, name)
     assert isinstance(value, str)
     if _DECIMAL.fullmatch(value) is None:
-        raise InvalidEvent(f"{name} must be a decimal string such as \"72.39\"")
+        raise InvalidEvent(f'{name} must be a decimal string such as "72.39"')
 
 
 def _check_user_data(user_data: object) -> None:

@@ -55,8 +55,9 @@ def _transform(args: argparse.Namespace) -> int:
 
     source: IO[str] = sys.stdin if args.input in (None, "-") else open(args.input)  # noqa: SIM115
     with contextlib.closing(source) if source is not sys.stdin else contextlib.nullcontext():
-        summary = transform_lines(Path(args.mapping), source, sys.stdout,
-                                  now_s=args.now or int(time.time()))
+        summary = transform_lines(
+            Path(args.mapping), source, sys.stdout, now_s=args.now or int(time.time())
+        )
     if args.summary:
         sys.stderr.write(summary + "\n")
     return 0
@@ -94,14 +95,25 @@ def _replay(args: argparse.Namespace) -> int:
     config = load_config()
 
     def progress(stats: ReplayStats, total: int) -> None:
-        sys.stderr.write(f"replay: read {stats.read}/{total}, replayed {stats.replayed}, "
-                         f"skipped {stats.skipped}\n")
+        sys.stderr.write(
+            f"replay: read {stats.read}/{total}, replayed {stats.replayed}, "
+            f"skipped {stats.skipped}\n"
+        )
 
     stats = replay_dead_letters(
-        config.kafka_client_config(), args.from_dlq or config.dlq_topic, args.group,
-        set(args.reason) if args.reason else None, args.to_topic, progress)
-    sys.stdout.write(orjson.dumps(
-        {"read": stats.read, "replayed": stats.replayed, "skipped": stats.skipped}).decode() + "\n")
+        config.kafka_client_config(),
+        args.from_dlq or config.dlq_topic,
+        args.group,
+        set(args.reason) if args.reason else None,
+        args.to_topic,
+        progress,
+    )
+    sys.stdout.write(
+        orjson.dumps(
+            {"read": stats.read, "replayed": stats.replayed, "skipped": stats.skipped}
+        ).decode()
+        + "\n"
+    )
     return 0
 
 
@@ -122,8 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
     sandbox = commands.add_parser("sandbox", help="run the local Pinterest API stand-in")
     sandbox.add_argument("--host", default="127.0.0.1")
     sandbox.add_argument("--port", type=int, default=8089)
-    sandbox.add_argument("--token", action="append",
-                         help="TOKEN=ACCOUNT[,ACCOUNT] or TOKEN=* (repeatable)")
+    sandbox.add_argument(
+        "--token", action="append", help="TOKEN=ACCOUNT[,ACCOUNT] or TOKEN=* (repeatable)"
+    )
     sandbox.add_argument("--faults", help='JSON, e.g. {"error_rate": 0.2, "latency_ms": 50}')
     sandbox.add_argument("--fast", action="store_true", help="skip validation (benchmarks)")
     sandbox.add_argument("--keep-events", type=int, default=200_000)

@@ -23,8 +23,13 @@ from consumer.mapping import MappingRules, compile_mapping, parse_duration_s
 PREFIX = "CAPI_"
 T = TypeVar("T")
 # librdkafka settings whose values are secrets.
-_SECRET_KAFKA_KEYS = ("sasl.password", "ssl.key.password", "sasl.oauthbearer.client.secret",
-                      "ssl.keystore.password", "ssl.key.pem")
+_SECRET_KAFKA_KEYS = (
+    "sasl.password",
+    "ssl.key.password",
+    "sasl.oauthbearer.client.secret",
+    "ssl.keystore.password",
+    "ssl.key.pem",
+)
 _TOKEN_PREFIX = "ACCESS_TOKEN_"
 _TOKEN_FILE_PREFIX = "ACCESS_TOKEN_FILE_"
 
@@ -179,7 +184,7 @@ def _kafka_settings(env: Mapping[str, str]) -> dict[str, str | Secret]:
     for key, raw in env.items():
         if not key.startswith(prefix) or key == prefix + "BOOTSTRAP_SERVERS":
             continue
-        name = key[len(prefix):].lower()
+        name = key[len(prefix) :].lower()
         if name == "group_id":
             continue
         if name.endswith("_file") and name[:-5].replace("_", ".") in _SECRET_KAFKA_KEYS:
@@ -195,10 +200,10 @@ def _account_tokens(env: Mapping[str, str]) -> dict[str, Secret]:
     tokens: dict[str, Secret] = {}
     for key, raw in env.items():
         if key.startswith(PREFIX + _TOKEN_FILE_PREFIX):
-            account = key[len(PREFIX + _TOKEN_FILE_PREFIX):]
+            account = key[len(PREFIX + _TOKEN_FILE_PREFIX) :]
             tokens[account] = Secret(_read_secret_file(key, raw))
         elif key.startswith(PREFIX + _TOKEN_PREFIX):
-            account = key[len(PREFIX + _TOKEN_PREFIX):]
+            account = key[len(PREFIX + _TOKEN_PREFIX) :]
             if not account.isdigit():
                 raise ConfigError(key, "per-account tokens are CAPI_ACCESS_TOKEN_<ad account id>")
             tokens[account] = Secret(raw.strip())
@@ -294,15 +299,20 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
     for key in env:
         if key.startswith(PREFIX) and not _is_recognized(key, known):
             raise ConfigError(key, "unknown setting (see README: Configuration)")
-    config = Config(bootstrap_servers=bootstrap, mapping_file=mapping_file, mapping=mapping,
-                    **values)
+    config = Config(
+        bootstrap_servers=bootstrap, mapping_file=mapping_file, mapping=mapping, **values
+    )
     _check_relations(config)
     return config
 
 
 def _is_recognized(key: str, known: set[str]) -> bool:
-    prefixes = (PREFIX + "KAFKA_", PREFIX + _TOKEN_PREFIX, PREFIX + "ACCESS_TOKEN",
-                PREFIX + "SCHEMA_REGISTRY_AUTH")
+    prefixes = (
+        PREFIX + "KAFKA_",
+        PREFIX + _TOKEN_PREFIX,
+        PREFIX + "ACCESS_TOKEN",
+        PREFIX + "SCHEMA_REGISTRY_AUTH",
+    )
     return key in known or key.startswith(prefixes) or key == PREFIX + "MAPPING_FILE"
 
 
@@ -319,10 +329,14 @@ def _check_relations(config: Config) -> None:
     if config.dedup_backend == "redis" and not config.redis_url:
         raise ConfigError(_env_name("redis_url"), "is required when CAPI_DEDUP_BACKEND=redis")
     if not config.is_dry_run and config.access_token is None and not config.account_tokens:
-        raise ConfigError(_env_name("access_token"),
-                          "is required (or CAPI_ACCESS_TOKEN_FILE, or per-account tokens)")
+        raise ConfigError(
+            _env_name("access_token"),
+            "is required (or CAPI_ACCESS_TOKEN_FILE, or per-account tokens)",
+        )
     if not config.schema_registry_url and not config.local_schemas:
-        raise ConfigError(_env_name("schema_registry_url"),
-                          "is required unless every topic has a CAPI_LOCAL_SCHEMAS entry")
+        raise ConfigError(
+            _env_name("schema_registry_url"),
+            "is required unless every topic has a CAPI_LOCAL_SCHEMAS entry",
+        )
     if config.retry_backoff_cap_ms < config.retry_backoff_base_ms:
         raise ConfigError(_env_name("retry_backoff_cap_ms"), "must be >= the base backoff")

@@ -40,9 +40,9 @@ class DeadLetter:
     detail: str
     request_id: str = ""
 
-    def headers(self) -> list[tuple[str, bytes]]:
+    def headers(self) -> list[tuple[str, str | bytes | None]]:
         coords = self.envelope.coords
-        ours = [
+        ours: list[tuple[str, str | bytes | None]] = [
             (H_REASON, self.reason.encode()),
             (H_ERROR, self.detail[:1000].encode()),
             (H_TOPIC, coords.topic.encode()),
@@ -59,14 +59,20 @@ class DeadLetter:
 class DeadLetterWriter:
     """`submit` never blocks; raises `Backpressure` when `max_pending` writes await acks."""
 
-    def __init__(self, producer_config: dict[str, Any], topic: str,
-                 on_done: Callable[[DeadLetter], None], max_pending: int = 10_000) -> None:
+    def __init__(
+        self,
+        producer_config: dict[str, Any],
+        topic: str,
+        on_done: Callable[[DeadLetter], None],
+        max_pending: int = 10_000,
+    ) -> None:
         self.topic = topic
         self._on_done = on_done
         self.max_pending = max_pending
         self.pending = 0
-        self._producer = Producer({"acks": "all", "enable.idempotence": True,
-                                   "linger.ms": 20, **producer_config})
+        self._producer = Producer(
+            {"acks": "all", "enable.idempotence": True, "linger.ms": 20, **producer_config}
+        )
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._poll, name="dead-letter-poll", daemon=True)
@@ -95,9 +101,13 @@ class DeadLetterWriter:
             loop.call_soon_threadsafe(self._acked, letter, err)
 
         try:
-            self._producer.produce(self.topic, value=letter.envelope.value,
-                                   key=letter.envelope.key, headers=letter.headers(),
-                                   on_delivery=acked)
+            self._producer.produce(
+                self.topic,
+                value=letter.envelope.value,
+                key=letter.envelope.key,
+                headers=letter.headers(),
+                on_delivery=acked,
+            )
         except BufferError:
             loop.call_later(_RETRY_S, self._produce, letter)
         except KafkaException as exc:
@@ -107,8 +117,10 @@ class DeadLetterWriter:
     def _acked(self, letter: DeadLetter, err: KafkaError | None) -> None:
         if err is not None:
             # Never count a dead letter as written until Kafka says so: retry it.
-            logger.warning("dead-letter write failed, retrying",
-                           extra={"error": err.str(), "topic": self.topic})
+            logger.warning(
+                "dead-letter write failed, retrying",
+                extra={"error": err.str(), "topic": self.topic},
+            )
             assert self._loop is not None
             self._loop.call_later(_RETRY_S, self._produce, letter)
             return
@@ -116,7 +128,8 @@ class DeadLetterWriter:
         self._on_done(letter)
 
     async def drain(self, deadline_s: float) -> bool:
-        while self.pending and time.monotonic() < deadline_s:
+        # Acks arrive from the producer's poll thread.
+        while self.pending and time.monotonic() < deadline_s:  # noqa: ASYNC110
             await asyncio.sleep(0.02)
         return self.pending == 0
 
@@ -135,24 +148,36 @@ class ReplayStats:
 
 
 def replay_dead_letters(
-    kafka_config: dict[str, Any], dlq_topic: str, group_id: str,
-    reasons: set[str] | None = None, target_topic: str | None = None,
-    progress: Callable[[ReplayStats, int], None] | None = None, idle_timeout_s: float = 5.0,
+    kafka_config: dict[str, Any],
+    dlq_topic: str,
+    group_id: str,
+    reasons: set[str] | None = None,
+    target_topic: str | None = None,
+    progress: Callable[[ReplayStats, int], None] | None = None,
+    idle_timeout_s: float = 5.0,
 ) -> ReplayStats:
     """Re-produce dead letters to their original topic (or `target_topic`) once a fix is live.
 
     Reads `dlq_topic` with its own consumer group, up to the end offsets seen at start, and
     commits what it re-produced, so a second run continues where the first stopped.
     """
-    consumer = Consumer({**kafka_config, "group.id": group_id, "enable.auto.commit": False,
-                         "auto.offset.reset": "earliest"})
+    consumer = Consumer(
+        {
+            **kafka_config,
+            "group.id": group_id,
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+        }
+    )
     producer = Producer({**kafka_config, "acks": "all", "enable.idempotence": True})
     stats = ReplayStats()
     try:
         metadata = consumer.list_topics(dlq_topic, timeout=10)
         partitions = list(metadata.topics[dlq_topic].partitions)
-        ends = {p: consumer.get_watermark_offsets(TopicPartition(dlq_topic, p), timeout=10)[1]
-                for p in partitions}
+        ends = {
+            p: consumer.get_watermark_offsets(TopicPartition(dlq_topic, p), timeout=10)[1]
+            for p in partitions
+        }
         total = sum(ends.values())
         consumer.assign([TopicPartition(dlq_topic, p) for p in partitions])
         done = {p for p, end in ends.items() if end == 0}
@@ -163,19 +188,20 @@ def replay_dead_letters(
                     continue
                 last_seen = time.monotonic()
                 stats.read += 1
-                partition, offset = message.partition(), message.offset()
+                partition, offset = message.partition() or 0, message.offset() or 0
                 if offset + 1 >= ends[partition]:
                     done.add(partition)
-                headers = dict(message.headers() or [])
-                reason = headers.get(H_REASON, b"").decode()
+                pairs = _header_pairs(message.headers())
+                headers = {k: _text(v) for k, v in pairs}
+                reason = headers.get(H_REASON, "")
                 if reasons and reason not in reasons:
                     stats.skipped += 1
                     continue
-                topic = target_topic or headers.get(H_TOPIC, b"").decode()
+                topic = target_topic or headers.get(H_TOPIC, "")
                 if not topic:
                     stats.skipped += 1
                     continue
-                kept = [(k, v) for k, v in (message.headers() or []) if not k.startswith("capi.")]
+                kept = [(k, v) for k, v in pairs if not k.startswith("capi.")]
                 kept.append((H_REPLAYED_FROM, f"{dlq_topic}/{partition}/{offset}".encode()))
                 producer.produce(topic, value=message.value(), key=message.key(), headers=kept)
                 producer.poll(0)
@@ -189,3 +215,17 @@ def replay_dead_letters(
     finally:
         consumer.close()
     return stats
+
+
+def _text(value: str | bytes | None) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return value or ""
+
+
+def _header_pairs(headers: object) -> list[tuple[str, str | bytes | None]]:
+    if isinstance(headers, dict):
+        return list(headers.items())
+    if isinstance(headers, list):
+        return [(str(k), v) for k, v in headers]
+    return []

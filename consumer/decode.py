@@ -26,8 +26,17 @@ from consumer.records import Decoded, Envelope
 _HEADER = struct.Struct(">bI")
 _UNKNOWN_ID_RETRY_S = 60.0
 # What fastavro raises on bytes that do not match the schema.
-_AVRO_ERRORS = (EOFError, ValueError, IndexError, KeyError, TypeError, OverflowError,
-                struct.error, UnicodeDecodeError, SchemaResolutionError)
+_AVRO_ERRORS = (
+    EOFError,
+    ValueError,
+    IndexError,
+    KeyError,
+    TypeError,
+    OverflowError,
+    struct.error,
+    UnicodeDecodeError,
+    SchemaResolutionError,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,8 +67,13 @@ def load_reader_schemas(folder: Path | None) -> dict[str, Any]:
 class RegistryClient:
     """The one call we need from the Confluent REST API: GET /schemas/ids/{id}."""
 
-    def __init__(self, session: aiohttp.ClientSession, url: str,
-                 basic_auth: tuple[str, str] | None = None, timeout_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        url: str,
+        basic_auth: tuple[str, str] | None = None,
+        timeout_s: float = 10.0,
+    ) -> None:
         self._session = session
         self._url = url.rstrip("/")
         self._auth = aiohttp.BasicAuth(*basic_auth) if basic_auth else None
@@ -68,8 +82,9 @@ class RegistryClient:
     async def fetch(self, schema_id: int) -> str | None:
         """The schema text, or None when the registry does not know the id."""
         try:
-            async with self._session.get(f"{self._url}/schemas/ids/{schema_id}",
-                                         auth=self._auth, timeout=self._timeout) as response:
+            async with self._session.get(
+                f"{self._url}/schemas/ids/{schema_id}", auth=self._auth, timeout=self._timeout
+            ) as response:
                 body = await response.read()
                 if response.status == 404:
                     return None
@@ -86,12 +101,18 @@ class RegistryClient:
 class Decoder:
     """`prepare` (async, fetches unknown writer schemas) then `decode` (pure, per record)."""
 
-    def __init__(self, registry: RegistryClient | None, topic_schemas: Mapping[str, Any],
-                 reader_schemas: Mapping[str, Any],
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        registry: RegistryClient | None,
+        topic_schemas: Mapping[str, Any],
+        reader_schemas: Mapping[str, Any],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._registry = registry
-        self._topic_schemas = {t: _Schema(s, _reader(s, reader_schemas), str(s["name"]))
-                               for t, s in topic_schemas.items()}
+        self._topic_schemas = {
+            t: _Schema(s, _reader(s, reader_schemas), str(s["name"]))
+            for t, s in topic_schemas.items()
+        }
         self._readers = reader_schemas
         self._by_id: dict[int, _Schema] = {}
         self._unknown_ids: dict[int, float] = {}
@@ -119,12 +140,12 @@ class Decoder:
                 self._unknown_ids[schema_id] = now + _UNKNOWN_ID_RETRY_S
                 continue
             try:
-                writer = fastavro.parse_schema(json.loads(text))
+                writer: Any = fastavro.parse_schema(json.loads(text))
             except (ValueError, fastavro.schema.SchemaParseException):
                 self._unknown_ids[schema_id] = now + _UNKNOWN_ID_RETRY_S
                 continue
-            self._by_id[schema_id] = _Schema(writer, _reader(writer, self._readers),
-                                             str(writer.get("name", "")))
+            name = str(writer.get("name", "")) if isinstance(writer, dict) else ""
+            self._by_id[schema_id] = _Schema(writer, _reader(writer, self._readers), name)
 
     def decode(self, envelope: Envelope) -> Decoded:
         """Decode one prepared envelope. Raises `PermanentError` for bytes we cannot read."""
@@ -150,7 +171,9 @@ class Decoder:
         if not isinstance(record, dict):
             raise PermanentError("decode.not_a_record", "top-level Avro value is not a record")
         if buffer.tell() != len(value):
-            raise PermanentError("decode.trailing_bytes", f"{len(value) - buffer.tell()} bytes left")
+            raise PermanentError(
+                "decode.trailing_bytes", f"{len(value) - buffer.tell()} bytes left"
+            )
         return Decoded(envelope, record, schema.name)
 
 

@@ -34,7 +34,9 @@ class DedupKey:
 
 
 def key_of(conversion: Conversion) -> DedupKey:
-    return DedupKey(fingerprint(conversion.ad_account, conversion.event_id), conversion.event_time_s)
+    return DedupKey(
+        fingerprint(conversion.ad_account, conversion.event_id), conversion.event_time_s
+    )
 
 
 class DedupStore(Protocol):
@@ -76,7 +78,8 @@ class FingerprintTable:
                 return False
             i = (i + 1) & mask
 
-    def add(self, fp: Fingerprint) -> None:
+    def add(self, fp: Fingerprint) -> bool:
+        """Insert `fp`; False if it was already there."""
         if (self.count + 1) > _MAX_LOAD * len(self._slots):
             self._grow()
         slots, mask = self._slots, self._mask
@@ -84,11 +87,11 @@ class FingerprintTable:
         while True:
             value = slots[i]
             if value == fp:
-                return
+                return False
             if value == _EMPTY:
                 slots[i] = fp
                 self.count += 1
-                return
+                return True
             i = (i + 1) & mask
 
     def _grow(self) -> None:
@@ -112,17 +115,19 @@ class MemoryDedupStore:
     falls out whole when the newest event time moves past it, or when `max_keys` is exceeded.
     """
 
-    def __init__(self, window_s: int = 48 * 3600, max_keys: int = 10_000_000,
-                 buckets: int = 12) -> None:
+    def __init__(
+        self, window_s: int = 48 * 3600, max_keys: int = 10_000_000, buckets: int = 12
+    ) -> None:
         self.window_s = window_s
         self.bucket_s = max(1, window_s // buckets)
         self.max_keys = max_keys
         self._buckets: dict[int, FingerprintTable] = {}
         self._in_flight: dict[Fingerprint, int] = {}
         self._newest_bucket = 0
+        self._count = 0
 
     def __len__(self) -> int:
-        return sum(table.count for table in self._buckets.values())
+        return self._count
 
     @property
     def nbytes(self) -> int:
@@ -150,9 +155,10 @@ class MemoryDedupStore:
         table = self._buckets.get(bucket)
         if table is None:
             table = self._buckets[bucket] = FingerprintTable()
-        table.add(key.fingerprint)
-        if table.count % 4096 == 0 and len(self) > self.max_keys:
-            self._evict_oldest()
+        if table.add(key.fingerprint):
+            self._count += 1
+            if self._count > self.max_keys:
+                self._evict_oldest()
 
     def release(self, key: DedupKey) -> None:
         self._in_flight.pop(key.fingerprint, None)
@@ -160,11 +166,11 @@ class MemoryDedupStore:
     def _expire(self) -> None:
         oldest = self._newest_bucket - self.window_s // self.bucket_s
         for bucket in [b for b in self._buckets if b < oldest]:
-            del self._buckets[bucket]
+            self._count -= self._buckets.pop(bucket).count
 
     def _evict_oldest(self) -> None:
-        while len(self._buckets) > 1 and len(self) > self.max_keys:
-            del self._buckets[min(self._buckets)]
+        while len(self._buckets) > 1 and self._count > self.max_keys:
+            self._count -= self._buckets.pop(min(self._buckets)).count
 
     async def claim_many(self, keys: Sequence[DedupKey]) -> list[bool]:
         return [self.claim(key) for key in keys]

@@ -18,8 +18,13 @@ from consumer.errors import TransientError
 
 
 class RedisDedupStore:
-    def __init__(self, url: str, window_s: int = 48 * 3600, prefix: str = "capi:dedup:",
-                 wall_clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        url: str,
+        window_s: int = 48 * 3600,
+        prefix: str = "capi:dedup:",
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
         self._redis = aioredis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
         self.window_s = window_s
         self.prefix = prefix

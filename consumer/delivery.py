@@ -61,8 +61,9 @@ class DeliverySettings:
 class RateLimiter:
     """Token bucket: `rate_per_s` requests per second with bursts up to `burst`."""
 
-    def __init__(self, rate_per_s: float, burst: float,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, rate_per_s: float, burst: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.rate_per_s = rate_per_s
         self.burst = burst
         self._tokens = burst
@@ -78,8 +79,13 @@ class RateLimiter:
         return 0.0 if self._tokens >= 0 else -self._tokens / self.rate_per_s
 
 
-def backoff_s(attempt: int, base_s: float, cap_s: float, rng: random.Random,
-              retry_after_s: float | None = None) -> float:
+def backoff_s(
+    attempt: int,
+    base_s: float,
+    cap_s: float,
+    rng: random.Random,
+    retry_after_s: float | None = None,
+) -> float:
     """Exponential backoff with full jitter; never sooner than a server's Retry-After."""
     delay = rng.uniform(0, min(cap_s, base_s * 2 ** (attempt - 1)))
     return max(delay, retry_after_s or 0.0)
@@ -113,7 +119,9 @@ def parse_outcomes(payload: Any, expected: int) -> list[EventOutcome] | None:
         for event in events:
             status = event.get("status") if isinstance(event, dict) else None
             if status == "processed":
-                outcomes.append(EventOutcome("processed", message=event.get("warning_message") or ""))
+                outcomes.append(
+                    EventOutcome("processed", message=event.get("warning_message") or "")
+                )
             else:
                 message = (event.get("error_message") if isinstance(event, dict) else None) or ""
                 outcomes.append(EventOutcome("failed", "pinterest.event_failed", message))
@@ -126,11 +134,16 @@ def parse_outcomes(payload: Any, expected: int) -> list[EventOutcome] | None:
 class DeliveryClient:
     """Owns delivery tasks; `submit` never blocks, results arrive through `on_result`."""
 
-    def __init__(self, session: aiohttp.ClientSession, settings: DeliverySettings,
-                 token_for: Callable[[AdAccountId], Secret | None],
-                 on_result: Callable[[BatchResult], None], telemetry: tm.Telemetry,
-                 clock: Callable[[], float] = time.monotonic,
-                 rng: random.Random | None = None) -> None:
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        settings: DeliverySettings,
+        token_for: Callable[[AdAccountId], Secret | None],
+        on_result: Callable[[BatchResult], None],
+        telemetry: tm.Telemetry,
+        clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+    ) -> None:
         self._session = session
         self.settings = settings
         self._token_for = token_for
@@ -173,7 +186,8 @@ class DeliveryClient:
         slot = self._slots.get(batch.ad_account)
         if slot is None:
             slot = self._slots[batch.ad_account] = asyncio.Semaphore(
-                self.settings.max_in_flight_per_account)
+                self.settings.max_in_flight_per_account
+            )
         attempts = [0]
         async with slot:
             outcomes, request_id = await self._send(batch, list(batch.encoded), attempts)
@@ -185,13 +199,15 @@ class DeliveryClient:
         if limiter is None:
             rate_per_s = self.settings.rate_per_minute / 60
             limiter = self._limiters[ad_account] = RateLimiter(
-                rate_per_s, max(1.0, rate_per_s), self._clock)
+                rate_per_s, max(1.0, rate_per_s), self._clock
+            )
         delay = limiter.delay_s()
         if delay > 0:
             await asyncio.sleep(delay)
 
-    async def _send(self, batch: Batch, encoded: Sequence[bytes],
-                    attempts: list[int]) -> tuple[list[EventOutcome], str]:
+    async def _send(
+        self, batch: Batch, encoded: Sequence[bytes], attempts: list[int]
+    ) -> tuple[list[EventOutcome], str]:
         """Deliver `encoded` until every event has a final outcome (retrying as needed)."""
         account = batch.ad_account
         started = self._clock()
@@ -213,7 +229,9 @@ class DeliveryClient:
                     self.last_success_s = self._clock()
                     if outcomes is None:
                         message = _error_message(answer.payload)
-                        reason = "pinterest.invalid_event" if status == 400 else "pinterest.event_failed"
+                        reason = (
+                            "pinterest.invalid_event" if status == 400 else "pinterest.event_failed"
+                        )
                         outcomes = [EventOutcome("failed", reason, message)] * len(encoded)
                     return outcomes, answer.request_id
             elif status in (400, 413):
@@ -234,9 +252,15 @@ class DeliveryClient:
             if max_age is not None and self._clock() - started > max_age:
                 message = f"gave up after {retry} attempts over {max_age:.0f}s"
                 return [EventOutcome("failed", "pinterest.retry_exhausted", message)] * len(
-                    encoded), answer.request_id
-            delay = backoff_s(retry, self.settings.backoff_base_s, self.settings.backoff_cap_s,
-                              self._rng, answer.retry_after_s)
+                    encoded
+                ), answer.request_id
+            delay = backoff_s(
+                retry,
+                self.settings.backoff_base_s,
+                self.settings.backoff_cap_s,
+                self._rng,
+                answer.retry_after_s,
+            )
             self._log_failure(batch, len(encoded), answer, f"retrying in {delay:.2f}s")
             await asyncio.sleep(delay)
 
@@ -245,16 +269,23 @@ class DeliveryClient:
             logger.error("ad account halted", extra={"ad_account": account, "reason": reason})
         self.halted[account] = reason
 
-    async def _post(self, batch: Batch, encoded: Sequence[bytes], token: Secret,
-                    retry: int) -> _Answer:
+    async def _post(
+        self, batch: Batch, encoded: Sequence[bytes], token: Secret, retry: int
+    ) -> _Answer:
         url = self._url(batch.ad_account)
         body = b'{"data":[' + b",".join(encoded) + b"]}"
         links = [trace.Link(c) for conv in batch.conversions if (c := _span_context(conv))]
         with self._telemetry.tracer.start_as_current_span(
-            tm.SPAN_DELIVER, kind=trace.SpanKind.CLIENT, links=links[:128],
-            attributes={tm.ATTR_HTTP_METHOD: "POST", tm.ATTR_URL: url,
-                        tm.ATTR_AD_ACCOUNT: batch.ad_account, tm.ATTR_BATCH_SIZE: len(encoded),
-                        tm.ATTR_HTTP_RESEND: retry},
+            tm.SPAN_DELIVER,
+            kind=trace.SpanKind.CLIENT,
+            links=links[:128],
+            attributes={
+                tm.ATTR_HTTP_METHOD: "POST",
+                tm.ATTR_URL: url,
+                tm.ATTR_AD_ACCOUNT: batch.ad_account,
+                tm.ATTR_BATCH_SIZE: len(encoded),
+                tm.ATTR_HTTP_RESEND: retry,
+            },
         ) as span:
             answer = await self._request(url, body, token)
             self._telemetry.instruments.requests.add(1, {"status": str(answer.status)})
@@ -265,8 +296,7 @@ class DeliveryClient:
             return answer
 
     async def _request(self, url: str, body: bytes, token: Secret) -> _Answer:
-        headers = {"Authorization": f"Bearer {token.reveal()}",
-                   "Content-Type": "application/json"}
+        headers = {"Authorization": f"Bearer {token.reveal()}", "Content-Type": "application/json"}
         try:
             async with self._session.post(url, data=body, headers=headers) as response:
                 raw = await response.read()
@@ -275,8 +305,7 @@ class DeliveryClient:
                     payload = orjson.loads(raw) if raw else None
                 except orjson.JSONDecodeError:
                     payload = None
-                return _Answer(response.status, payload, request_id,
-                               _retry_after(response.headers))
+                return _Answer(response.status, payload, request_id, _retry_after(response.headers))
         except (aiohttp.ClientError, TimeoutError) as exc:
             return _Answer(0, {"message": type(exc).__name__}, "", None)
 
@@ -284,9 +313,15 @@ class DeliveryClient:
         payload = answer.payload if isinstance(answer.payload, dict) else {}
         logger.warning(
             "delivery failed",
-            extra={"ad_account": batch.ad_account, "batch_size": size, "status": answer.status,
-                   "pinterest_code": payload.get("code"), "pinterest_message": payload.get("message"),
-                   "request_id": answer.request_id, "action": action},
+            extra={
+                "ad_account": batch.ad_account,
+                "batch_size": size,
+                "status": answer.status,
+                "pinterest_code": payload.get("code"),
+                "pinterest_message": payload.get("message"),
+                "request_id": answer.request_id,
+                "action": action,
+            },
         )
 
 
@@ -304,8 +339,12 @@ def _span_context(conversion: Any) -> trace.SpanContext | None:
 class DryRunDelivery:
     """Prints each request body as one JSON line instead of sending it; every event 'processed'."""
 
-    def __init__(self, settings: DeliverySettings, on_result: Callable[[BatchResult], None],
-                 write: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        settings: DeliverySettings,
+        on_result: Callable[[BatchResult], None],
+        write: Callable[[str], None],
+    ) -> None:
         self.settings = settings
         self._on_result = on_result
         self._write = write
@@ -319,7 +358,8 @@ class DryRunDelivery:
         self._write(line.decode())
         outcomes = (EventOutcome("processed"),) * len(batch)
         asyncio.get_running_loop().call_soon(
-            self._on_result, BatchResult(batch, outcomes, "dry-run"))
+            self._on_result, BatchResult(batch, outcomes, "dry-run")
+        )
 
     async def drain(self, deadline_s: float) -> bool:
         await asyncio.sleep(0)

@@ -41,8 +41,9 @@ def health_app(checks: HealthChecks) -> web.Application:
         return response
 
     async def stats(request: web.Request) -> web.Response:
-        return web.Response(body=orjson.dumps(checks.stats(), default=str),
-                            content_type="application/json")
+        return web.Response(
+            body=orjson.dumps(checks.stats(), default=str), content_type="application/json"
+        )
 
     app = web.Application()
     app.router.add_get("/healthz", healthz)

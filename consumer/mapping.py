@@ -96,7 +96,6 @@ class MappingRules:
         return [r.topic for r in self.rules if r.topic is not None]
 
 
-
 def parse_duration_s(value: object, key: str) -> int:
     """'7d', '48h', '5m', '30s' or a plain integer of seconds."""
     if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
@@ -152,7 +151,7 @@ def _compile_lookup(spec: Mapping[str, Any], key: str, base: Extractor) -> Extra
 
 
 def compile_value(spec: object, key: str) -> Extractor:
-    """A path string, or {field, map, default} / {const} / {template} / {first} / {count} / {sum}."""
+    """A path, or one of {field, map, default}, {const}, {template}, {first}, {count}, {sum}."""
     if isinstance(spec, str):
         return compile_path(spec, key)
     if not isinstance(spec, Mapping):
@@ -273,7 +272,7 @@ def _compile_constant_or_value(
         constant = str(spec)
         return lambda record: constant
     if isinstance(spec, Mapping) and allowed is not None and isinstance(spec.get("map"), Mapping):
-        for value in list(spec["map"].values()) + [spec.get("default", next(iter(allowed)))]:
+        for value in [*spec["map"].values(), spec.get("default", next(iter(allowed)))]:
             if str(value) not in allowed:
                 raise ConfigError(f"{key}.map", f"{value!r} is not one of {sorted(allowed)}")
     return compile_value(spec, key)
@@ -289,7 +288,9 @@ def _compile_fields(
     out = []
     for name, value_spec in spec.items():
         if name not in allowed:
-            raise ConfigError(f"{key}.{name}", f"not a field Pinterest accepts here: {sorted(allowed)}")
+            raise ConfigError(
+                f"{key}.{name}", f"not a field Pinterest accepts here: {sorted(allowed)}"
+            )
         if key.endswith("custom_data") and name == "contents":
             out.append((name, _compile_contents(value_spec, f"{key}.contents")))
         else:
@@ -408,24 +409,26 @@ def compile_mapping(document: object, key: str = "mapping") -> MappingRules:
     defaults = document.get("defaults") or {}
     if not isinstance(defaults, Mapping):
         raise ConfigError(f"{key}.defaults", "expected an object")
-    rules_spec = document.get("topics")
-    if not isinstance(rules_spec, list) or not rules_spec:
-        raise ConfigError(f"{key}.topics", "expected a non-empty list of rules")
-    rules = tuple(_compile_rule(spec, f"{key}.topics[{i}]") for i, spec in enumerate(rules_spec))
     dob_order = defaults.get("dob_order", "mdy")
     if dob_order not in ("mdy", "dmy"):
         raise ConfigError(f"{key}.defaults.dob_order", "expected mdy or dmy")
     country = str(defaults.get("default_phone_country", "US")).upper()
     if len(country) != 2 or not country.isalpha():
         raise ConfigError(f"{key}.defaults.default_phone_country", "expected ISO alpha-2")
+    max_event_age_s = parse_duration_s(
+        defaults.get("max_event_age", 7 * 86400), f"{key}.defaults.max_event_age"
+    )
+    max_future_skew_s = parse_duration_s(
+        defaults.get("max_future_skew", 300), f"{key}.defaults.max_future_skew"
+    )
+    rules_spec = document.get("topics")
+    if not isinstance(rules_spec, list) or not rules_spec:
+        raise ConfigError(f"{key}.topics", "expected a non-empty list of rules")
+    rules = tuple(_compile_rule(spec, f"{key}.topics[{i}]") for i, spec in enumerate(rules_spec))
     return MappingRules(
         rules=rules,
-        max_event_age_s=parse_duration_s(
-            defaults.get("max_event_age", 7 * 86400), f"{key}.defaults.max_event_age"
-        ),
-        max_future_skew_s=parse_duration_s(
-            defaults.get("max_future_skew", 300), f"{key}.defaults.max_future_skew"
-        ),
+        max_event_age_s=max_event_age_s,
+        max_future_skew_s=max_future_skew_s,
         default_phone_country=country,
         dob_order=dob_order,
     )

@@ -160,15 +160,14 @@ def normalize_country(value: str) -> str:
     try:
         return str(pycountry.countries.lookup(text).alpha_2).lower()
     except LookupError:
-        pass
-    matches = pycountry.countries.search_fuzzy(text) if len(text) > 3 else []
-    return str(matches[0].alpha_2).lower() if len(matches) == 1 else ""
+        return ""  # guessing (fuzzy search) could hash the wrong country; omit the field
 
 
 @lru_cache(maxsize=1)
 def _us_states() -> dict[str, str]:
     states: dict[str, str] = {}
-    for sub in pycountry.subdivisions.get(country_code="US") or ():
+    subdivisions: Any = pycountry.subdivisions
+    for sub in subdivisions.get(country_code="US") or ():
         code = str(sub.code).split("-", 1)[1].lower()
         states[str(sub.name).lower()] = code
         states[code] = code

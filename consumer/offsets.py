@@ -93,7 +93,7 @@ class OffsetLedger:
             ledger.committable = Coordinates("", 0, last).next_offset
 
     def committable(self) -> dict[TopicPartition, int]:
-        """Next offsets to store for partitions whose finished prefix moved since `mark_committed`."""
+        """Next offsets to store where the finished prefix moved since `mark_committed`."""
         return {
             tp: ledger.committable
             for tp, ledger in self._partitions.items()

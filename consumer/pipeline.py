@@ -60,17 +60,23 @@ def _build_dedup(config: Config) -> DedupStore | None:
 
 
 class Pipeline:
-    def __init__(self, config: Config, telemetry: tm.Telemetry | None = None,
-                 prometheus: CollectorRegistry | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        telemetry: tm.Telemetry | None = None,
+        prometheus: CollectorRegistry | None = None,
+    ) -> None:
         self.config = config
         self.prometheus = prometheus or CollectorRegistry()
         self.telemetry = telemetry or tm.setup_telemetry(
-            [PrometheusMetricReader(registry=self.prometheus)])
+            [PrometheusMetricReader(registry=self.prometheus)]
+        )
         self.telemetry.add_gauges(self._gauges)
         self.metrics = self.telemetry.instruments
         self.ledger = OffsetLedger()
-        self.hasher = UserDataHasher(NormalizeOptions(config.mapping.default_phone_country,
-                                                      config.mapping.dob_order))
+        self.hasher = UserDataHasher(
+            NormalizeOptions(config.mapping.default_phone_country, config.mapping.dob_order)
+        )
         self.dedup = _build_dedup(config)
         self.counts: Counter[str] = Counter()
         self.dlq_run = 0
@@ -79,43 +85,69 @@ class Pipeline:
         self.stop = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         self.batcher = Batcher(
-            self._on_batch, config.batch_max_events, config.batch_max_bytes,
-            config.linger_ms / 1000, config.backlog_high_watermark, config.backlog_low_watermark)
+            self._on_batch,
+            config.batch_max_events,
+            config.batch_max_bytes,
+            config.linger_ms / 1000,
+            config.backlog_high_watermark,
+            config.backlog_low_watermark,
+        )
         kafka = {**config.kafka_client_config(), "logger": logging.getLogger("librdkafka")}
         self.dead_letters = DeadLetterWriter(
             {k: v for k, v in kafka.items() if not k.startswith(("group.", "auto.offset"))},
-            config.dlq_topic, self._on_dead_lettered)
+            config.dlq_topic,
+            self._on_dead_lettered,
+        )
         self.source = KafkaSource(
             {**kafka, "group.id": config.group_id, "auto.offset.reset": config.auto_offset_reset},
-            config.topics, self.handle, self._on_assign, self._on_revoke, self._on_lost,
-            batch_size=config.consume_batch_size)
+            config.topics,
+            self.handle,
+            self._on_assign,
+            self._on_revoke,
+            self._on_lost,
+            batch_size=config.consume_batch_size,
+        )
         self.delivery: DeliveryClient | DryRunDelivery | None = None
         self.decoder: Decoder | None = None
         self.session: aiohttp.ClientSession | None = None
-
 
     async def run(self) -> None:
         """Run until `stop` is set, then drain within the grace period and commit."""
         config = self.config
         self.session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=config.http_pool_size,
-                                           limit_per_host=config.http_pool_size,
-                                           ttl_dns_cache=300, keepalive_timeout=60),
-            timeout=aiohttp.ClientTimeout(total=config.http_timeout_s,
-                                          sock_connect=config.http_connect_timeout_s),
+            connector=aiohttp.TCPConnector(
+                limit=config.http_pool_size,
+                limit_per_host=config.http_pool_size,
+                ttl_dns_cache=300,
+                keepalive_timeout=60,
+            ),
+            timeout=aiohttp.ClientTimeout(
+                total=config.http_timeout_s, sock_connect=config.http_connect_timeout_s
+            ),
             json_serialize=lambda _: "",  # bodies are pre-encoded bytes; never json= here
         )
         settings = DeliverySettings(
-            config.api_base_url, config.is_test_mode, config.max_in_flight_per_account,
-            config.rate_limit_per_minute, config.retry_backoff_base_ms / 1000,
-            config.retry_backoff_cap_ms / 1000, config.auth_retry_s, config.max_retry_age_s)
+            config.api_base_url,
+            config.is_test_mode,
+            config.max_in_flight_per_account,
+            config.rate_limit_per_minute,
+            config.retry_backoff_base_ms / 1000,
+            config.retry_backoff_cap_ms / 1000,
+            config.auth_retry_s,
+            config.max_retry_age_s,
+        )
         if config.is_dry_run:
-            self.delivery = DryRunDelivery(settings, self._on_result,
-                                           lambda line: print(line, file=sys.stdout, flush=True))
+            self.delivery = DryRunDelivery(
+                settings, self._on_result, lambda line: print(line, file=sys.stdout, flush=True)
+            )
         else:
             self.delivery = DeliveryClient(
-                self.session, settings, lambda a: config.token_for(a), self._on_result,
-                self.telemetry)
+                self.session,
+                settings,
+                lambda a: config.token_for(a),
+                self._on_result,
+                self.telemetry,
+            )
         registry = None
         if config.schema_registry_url:
             auth = None
@@ -124,22 +156,29 @@ class Pipeline:
                 auth = (user, password)
             registry = RegistryClient(self.session, config.schema_registry_url, auth)
         self.decoder = Decoder(
-            registry, {t: load_schema_file(p) for t, p in config.local_schemas.items()},
-            load_reader_schemas(config.reader_schema_dir))
+            registry,
+            {t: load_schema_file(p) for t, p in config.local_schemas.items()},
+            load_reader_schemas(config.reader_schema_dir),
+        )
         health = None
         if config.health_port:
             health = await start_health_server(
                 HealthChecks(self.liveness, self.readiness, self.stats, self.prometheus),
-                config.health_host, config.health_port)
+                config.health_host,
+                config.health_port,
+            )
         self.dead_letters.start()
         await self.source.start()
-        logger.info("consumer started", extra={"topics": list(config.topics),
-                                               "group_id": config.group_id})
+        logger.info(
+            "consumer started", extra={"topics": list(config.topics), "group_id": config.group_id}
+        )
         try:
             async with asyncio.TaskGroup() as group:
                 source = group.create_task(self.source.run(self.stop))
-                timers = [group.create_task(self.batcher.run()),
-                          group.create_task(self._commit_loop())]
+                timers = [
+                    group.create_task(self.batcher.run()),
+                    group.create_task(self._commit_loop()),
+                ]
                 await self.stop.wait()
                 await source
                 await self._drain(time.monotonic() + config.shutdown_grace_s)
@@ -155,7 +194,9 @@ class Pipeline:
         is_drained = await self.dead_letters.drain(deadline_s) and is_drained
         await self._settle_background(deadline_s)
         await self._commit()
-        logger.info("drained", extra={"complete": is_drained, "unfinished": self.ledger.unfinished()})
+        logger.info(
+            "drained", extra={"complete": is_drained, "unfinished": self.ledger.unfinished()}
+        )
 
     async def _close(self, health: Any) -> None:
         await self.source.close()
@@ -179,7 +220,6 @@ class Pipeline:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-
     def _build(self, envelope: Envelope, now_s: int) -> Conversion | Skip | PermanentError:
         """decode → map → normalize → validate for one envelope (pure apart from its span)."""
         assert self.decoder is not None
@@ -188,14 +228,18 @@ class Pipeline:
             parent = _PROPAGATOR.extract({"traceparent": envelope.traceparent})
             coords = envelope.coords
             span = self.telemetry.tracer.start_span(
-                tm.SPAN_PROCESS.format(topic=coords.topic), context=parent,
+                tm.SPAN_PROCESS.format(topic=coords.topic),
+                context=parent,
                 kind=trace.SpanKind.CONSUMER,
-                attributes={tm.ATTR_MESSAGING_SYSTEM: "kafka",
-                            tm.ATTR_MESSAGING_OPERATION: "process",
-                            tm.ATTR_DESTINATION: coords.topic,
-                            tm.ATTR_PARTITION: str(coords.partition),
-                            tm.ATTR_OFFSET: coords.offset,
-                            tm.ATTR_CONSUMER_GROUP: self.config.group_id})
+                attributes={
+                    tm.ATTR_MESSAGING_SYSTEM: "kafka",
+                    tm.ATTR_MESSAGING_OPERATION: "process",
+                    tm.ATTR_DESTINATION: coords.topic,
+                    tm.ATTR_PARTITION: str(coords.partition),
+                    tm.ATTR_OFFSET: coords.offset,
+                    tm.ATTR_CONSUMER_GROUP: self.config.group_id,
+                },
+            )
         try:
             decoded = self.decoder.decode(envelope)
             mapped = map_record(decoded, self.config.mapping, now_s)
@@ -231,18 +275,30 @@ class Pipeline:
         await self.decoder.prepare(envelopes)
         now_s = int(time.time())
         with self.telemetry.tracer.start_as_current_span(
-            tm.SPAN_PROCESS_CHUNK, kind=trace.SpanKind.CONSUMER,
-            attributes={tm.ATTR_MESSAGING_SYSTEM: "kafka", tm.ATTR_MESSAGING_OPERATION: "process",
-                        tm.ATTR_BATCH_COUNT: len(envelopes),
-                        tm.ATTR_CONSUMER_GROUP: self.config.group_id}):
+            tm.SPAN_PROCESS_CHUNK,
+            kind=trace.SpanKind.CONSUMER,
+            attributes={
+                tm.ATTR_MESSAGING_SYSTEM: "kafka",
+                tm.ATTR_MESSAGING_OPERATION: "process",
+                tm.ATTR_BATCH_COUNT: len(envelopes),
+                tm.ATTR_CONSUMER_GROUP: self.config.group_id,
+            },
+        ):
             built = [self._build(envelope, now_s) for envelope in envelopes]
             conversions = [b for b in built if isinstance(b, Conversion)]
-            claims = iter(await self.dedup.claim_many([key_of(c) for c in conversions])
-                          if self.dedup is not None else [True] * len(conversions))
+            claims = iter(
+                await self.dedup.claim_many([key_of(c) for c in conversions])
+                if self.dedup is not None
+                else [True] * len(conversions)
+            )
             return self._admit(envelopes, built, claims)
 
-    def _admit(self, envelopes: list[Envelope], built: list[Conversion | Skip | PermanentError],
-               claims: Any) -> int:
+    def _admit(
+        self,
+        envelopes: list[Envelope],
+        built: list[Conversion | Skip | PermanentError],
+        claims: Any,
+    ) -> int:
         accepted = 0
         unaccepted_claims: list[DedupKey] = []
         for envelope, result in zip(envelopes, built, strict=True):
@@ -273,8 +329,10 @@ class Pipeline:
         return accepted
 
     def _is_full(self) -> bool:
-        return (self.batcher.is_backpressured
-                or self.dead_letters.pending >= self.dead_letters.max_pending)
+        return (
+            self.batcher.is_backpressured
+            or self.dead_letters.pending >= self.dead_letters.max_pending
+        )
 
     def _finish(self, envelope: Envelope, fate: Fate) -> None:
         self.ledger.finish(envelope.coords, envelope.generation, fate)
@@ -313,11 +371,13 @@ class Pipeline:
                 self._finish(envelope, Fate.DELIVERED)
             else:
                 failed.append(key_of(conversion))
-                self._dead_letter(DeadLetter(envelope, outcome.reason, outcome.message,
-                                             result.request_id))
+                self._dead_letter(
+                    DeadLetter(envelope, outcome.reason, outcome.message, result.request_id)
+                )
         for event_name, count in per_account.items():
-            self.metrics.delivered.add(count, {"ad_account": result.batch.ad_account,
-                                               "event_name": event_name})
+            self.metrics.delivered.add(
+                count, {"ad_account": result.batch.ad_account, "event_name": event_name}
+            )
         self.counts["delivered"] += len(delivered)
         self.batcher.release(len(result.batch))
         if self.dedup is not None:
@@ -330,7 +390,6 @@ class Pipeline:
         self.counts["dead_lettered"] += 1
         self.metrics.dead_lettered.add(1, {"reason": letter.reason})
         self.ledger.finish(letter.envelope.coords, letter.envelope.generation, Fate.DEAD_LETTERED)
-
 
     async def _commit(self, only: set[TopicPartition] | None = None) -> None:
         offsets = self.ledger.committable()
@@ -353,7 +412,8 @@ class Pipeline:
         """Flush, wait (one deadline for every step) for their in-flight work, commit, forget."""
         deadline = time.monotonic() + self.config.revoke_timeout_s
         self.batcher.flush()
-        while time.monotonic() < deadline and any(self.ledger.unfinished(tp) for tp in partitions):
+        # Fates arrive from delivery and the dead-letter writer alike.
+        while time.monotonic() < deadline and any(self.ledger.unfinished(tp) for tp in partitions):  # noqa: ASYNC110
             await asyncio.sleep(0.01)
         await self._commit(set(partitions))
         for tp in partitions:
@@ -362,7 +422,6 @@ class Pipeline:
     async def _on_lost(self, partitions: list[TopicPartition]) -> None:
         for tp in partitions:
             self.ledger.lose(tp)
-
 
     def liveness(self) -> tuple[bool, dict[str, Any]]:
         stalled_s = time.monotonic() - self.source.last_turn_s
@@ -382,8 +441,17 @@ class Pipeline:
 
     def stats(self) -> dict[str, Any]:
         return {
-            **{k: self.counts[k] for k in ("consumed", "delivered", "deduplicated", "skipped",
-                                           "failed", "dead_lettered")},
+            **{
+                k: self.counts[k]
+                for k in (
+                    "consumed",
+                    "delivered",
+                    "deduplicated",
+                    "skipped",
+                    "failed",
+                    "dead_lettered",
+                )
+            },
             "pending": self.batcher.pending,
             "unfinished_offsets": self.ledger.unfinished(),
             "assigned": sorted(f"{t}/{p}" for t, p in self.source.assigned),

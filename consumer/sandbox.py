@@ -72,15 +72,24 @@ def _error(status: int, code: int, message: str) -> web.Response:
 
 
 def _json(status: int, body: Any) -> web.Response:
-    return web.Response(status=status, body=orjson.dumps(body), content_type="application/json",
-                        headers={"x-pinterest-rid": uuid.uuid4().hex[:16]})
+    return web.Response(
+        status=status,
+        body=orjson.dumps(body),
+        content_type="application/json",
+        headers={"x-pinterest-rid": uuid.uuid4().hex[:16]},
+    )
 
 
 class Sandbox:
     """`tokens` maps an access token to the ad accounts it may use ("*" for any)."""
 
-    def __init__(self, tokens: dict[str, set[str]] | None = None, is_strict: bool = True,
-                 keep_events: int = 200_000, seed: int | None = None) -> None:
+    def __init__(
+        self,
+        tokens: dict[str, set[str]] | None = None,
+        is_strict: bool = True,
+        keep_events: int = 200_000,
+        seed: int | None = None,
+    ) -> None:
         self.tokens = tokens if tokens is not None else {"sandbox-token": {"*"}}
         self.is_strict = is_strict
         self.keep_events = keep_events
@@ -129,8 +138,11 @@ class Sandbox:
         if self.faults.outage:
             return _error(503, 4197, "Service is ramped down.")
         if self.faults.error_rate and self._rng.random() < self.faults.error_rate:
-            response = _error(self.faults.error_status, 8 if self.faults.error_status == 429
-                              else 4197, "Injected fault.")
+            response = _error(
+                self.faults.error_status,
+                8 if self.faults.error_status == 429 else 4197,
+                "Injected fault.",
+            )
             if self.faults.retry_after_s is not None:
                 response.headers["Retry-After"] = str(self.faults.retry_after_s)
             return response
@@ -140,10 +152,14 @@ class Sandbox:
             return _error(400, 1, "Invalid JSON body.")
         data = body.get("data") if isinstance(body, dict) else None
         if not isinstance(body, dict) or set(body) != {"data"} or not isinstance(data, list):
-            return _error(400, 4196, "Invalid request: body must be {\"data\": [...]}")
+            return _error(400, 4196, 'Invalid request: body must be {"data": [...]}')
         if not 1 <= len(data) <= MAX_EVENTS_PER_REQUEST:
-            return _error(400, 4196, f"Invalid request: data must hold 1 to "
-                                     f"{MAX_EVENTS_PER_REQUEST} events, got {len(data)}")
+            return _error(
+                400,
+                4196,
+                f"Invalid request: data must hold 1 to "
+                f"{MAX_EVENTS_PER_REQUEST} events, got {len(data)}",
+            )
         is_test = request.query.get("test") == "true"
         now_s = int(time.time())
         results = []
@@ -157,24 +173,30 @@ class Sandbox:
         events_out = []
         for event, error in zip(data, results, strict=True):
             if error is None:
-                events_out.append({"status": "processed", "error_message": None,
-                                   "warning_message": None})
+                events_out.append(
+                    {"status": "processed", "error_message": None, "warning_message": None}
+                )
                 if not is_test:
                     self._record(ad_account, event)
             else:
-                events_out.append({"status": "failed", "error_message": str(error),
-                                   "warning_message": None})
+                events_out.append(
+                    {"status": "failed", "error_message": str(error), "warning_message": None}
+                )
         processed = sum(1 for e in results if e is None)
         self.stats.events_received += len(data)
         self.stats.events_failed += len(data) - processed
-        answer = {"num_events_received": len(data), "num_events_processed": processed,
-                  "events": events_out}
+        answer = {
+            "num_events_received": len(data),
+            "num_events_processed": processed,
+            "events": events_out,
+        }
         if processed < len(data):
             for event in events_out:
                 event["error_message"] = event["error_message"] or ""
                 event["warning_message"] = event["warning_message"] or ""
-            return _json(422, {"code": 953, "message": "Not all events were processed.",
-                               "details": answer})
+            return _json(
+                422, {"code": 953, "message": "Not all events were processed.", "details": answer}
+            )
         return _json(200, answer)
 
     @staticmethod

@@ -30,10 +30,18 @@ RevokeCallback = Callable[[list[TP]], Awaitable[None]]
 
 
 class KafkaSource:
-    def __init__(self, config: dict[str, Any], topics: Sequence[str], handler: Handler,
-                 on_assign: AssignCallback, on_revoke: RevokeCallback, on_lost: RevokeCallback,
-                 batch_size: int = 1000, poll_timeout_s: float = 0.2,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        config: dict[str, Any],
+        topics: Sequence[str],
+        handler: Handler,
+        on_assign: AssignCallback,
+        on_revoke: RevokeCallback,
+        on_lost: RevokeCallback,
+        batch_size: int = 1000,
+        poll_timeout_s: float = 0.2,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._config = {
             **config,
             "enable.auto.offset.store": False,
@@ -71,8 +79,9 @@ class KafkaSource:
         config["stats_cb"] = self._on_stats
         config["error_cb"] = self._on_error
         self._consumer = AIOConsumer(config, max_workers=4)
-        await self._consumer.subscribe(self._topics, on_assign=self._assigned,
-                                       on_revoke=self._revoked, on_lost=self._lost)
+        await self._consumer.subscribe(
+            self._topics, on_assign=self._assigned, on_revoke=self._revoked, on_lost=self._lost
+        )
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until `stop` is set. Never awaits a full stage: backpressure pauses instead."""
@@ -104,8 +113,10 @@ class KafkaSource:
             self._transient_failures += 1
             delay = min(30.0, 0.5 * 2 ** min(self._transient_failures, 6))
             self._retry_at_s = self._clock() + delay
-            logger.warning("transient failure, holding records",
-                           extra={"error": str(exc), "retry_in_s": delay, "held": len(envelopes)})
+            logger.warning(
+                "transient failure, holding records",
+                extra={"error": str(exc), "retry_in_s": delay, "held": len(envelopes)},
+            )
         if accepted < len(envelopes):
             self._held = envelopes[accepted:] + self._held
             await self._pause_all()
@@ -130,16 +141,18 @@ class KafkaSource:
                 for key, value in header_tuple:
                     if key == "traceparent":
                         traceparent = value.decode("ascii", "replace")
-            envelopes.append(Envelope(
-                Coordinates(topic, partition, message.offset()),
-                value=message.value() or b"",
-                key=message.key(),
-                headers=header_tuple,
-                timestamp_ms=message.timestamp()[1],
-                traceparent=traceparent,
-                generation=self.generations.get((topic, partition), 0),
-                consumed_at_s=now,
-            ))
+            envelopes.append(
+                Envelope(
+                    Coordinates(topic, partition, message.offset()),
+                    value=message.value() or b"",
+                    key=message.key(),
+                    headers=header_tuple,
+                    timestamp_ms=message.timestamp()[1],
+                    traceparent=traceparent,
+                    generation=self.generations.get((topic, partition), 0),
+                    consumed_at_s=now,
+                )
+            )
         return envelopes
 
     async def _pause_all(self) -> None:
@@ -217,9 +230,9 @@ class KafkaSource:
         for topic, topic_stats in (stats.get("topics") or {}).items():
             for partition, p in (topic_stats.get("partitions") or {}).items():
                 key = (topic, int(partition))
-                if key in self.assigned and isinstance(p.get("consumer_lag"), int):
-                    if p["consumer_lag"] >= 0:
-                        self.lag[key] = p["consumer_lag"]
+                lag = p.get("consumer_lag")
+                if key in self.assigned and isinstance(lag, int) and lag >= 0:
+                    self.lag[key] = lag
 
     async def _on_error(self, error: KafkaError) -> None:
         logger.warning("kafka client error", extra={"error": error.str(), "fatal": error.fatal()})

@@ -64,7 +64,7 @@ M_EVENT_TO_ACK: Final = "capi.delivery.event_to_ack.duration"  # event_time → 
 M_CONSUME_TO_ACK: Final = "capi.delivery.consume_to_ack.duration"  # consume → ack, s
 M_IN_FLIGHT: Final = "capi.events.in_flight"  # consumed, not yet final
 M_PAUSED: Final = "capi.consumer.paused_partitions"  # partitions paused by backpressure
-M_LAG: Final = "capi.consumer.lag"  # high watermark − position, per partition
+M_LAG: Final = "capi.consumer.lag"  # high watermark - position, per partition
 M_HALTED: Final = "capi.delivery.halted_accounts"  # accounts halted on 401/403
 M_COMMITTED: Final = "capi.consumer.committed_offsets"  # offsets committed, per commit call
 
@@ -92,8 +92,9 @@ Gauges = Callable[[], Iterable[tuple[str, float, dict[str, str]]]]
 class Telemetry:
     """Tracer, meter and instruments; `gauges` is polled at export time for the observables."""
 
-    def __init__(self, tracer_provider: trace.TracerProvider,
-                 meter_provider: metrics.MeterProvider) -> None:
+    def __init__(
+        self, tracer_provider: trace.TracerProvider, meter_provider: metrics.MeterProvider
+    ) -> None:
         self.tracer_provider = tracer_provider
         self.meter_provider = meter_provider
         self.tracer = tracer_provider.get_tracer(INSTRUMENTATION)
@@ -113,12 +114,16 @@ class Telemetry:
             retries=meter.create_counter(M_RETRIES, "{request}"),
             committed=meter.create_counter(M_COMMITTED, "{offset}"),
             batch_size=meter.create_histogram(
-                M_BATCH_SIZE, "{event}",
-                explicit_bucket_boundaries_advisory=[1, 10, 50, 100, 250, 500, 750, 1000]),
+                M_BATCH_SIZE,
+                "{event}",
+                explicit_bucket_boundaries_advisory=[1, 10, 50, 100, 250, 500, 750, 1000],
+            ),
             event_to_ack_s=meter.create_histogram(
-                M_EVENT_TO_ACK, "s", explicit_bucket_boundaries_advisory=latency_buckets),
+                M_EVENT_TO_ACK, "s", explicit_bucket_boundaries_advisory=latency_buckets
+            ),
             consume_to_ack_s=meter.create_histogram(
-                M_CONSUME_TO_ACK, "s", explicit_bucket_boundaries_advisory=latency_buckets),
+                M_CONSUME_TO_ACK, "s", explicit_bucket_boundaries_advisory=latency_buckets
+            ),
         )
         for name in (M_IN_FLIGHT, M_PAUSED, M_LAG, M_HALTED):
             meter.create_observable_gauge(name, callbacks=[self._observe(name)])
@@ -175,8 +180,10 @@ def _metric_readers(extra: list[MetricReader]) -> list[MetricReader]:
     return readers
 
 
-def setup_telemetry(extra_readers: list[MetricReader] | None = None,
-                    span_processors: list[SpanProcessor] | None = None) -> Telemetry:
+def setup_telemetry(
+    extra_readers: list[MetricReader] | None = None,
+    span_processors: list[SpanProcessor] | None = None,
+) -> Telemetry:
     """Providers from OTEL_* (service name, resource attributes, sampler, exporters)."""
     resource = Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", SERVICE_NAME)})
     tracer_provider = TracerProvider(resource=resource)

@@ -20,12 +20,26 @@ from consumer.mapping import MappingRules, map_record
 from consumer.normalize import NormalizeOptions, UserDataHasher, normalize_conversion
 from consumer.records import Coordinates, Decoded, Envelope, Skip
 
-COVERAGE_FIELDS = ("em", "ph", "external_id", "hashed_maids", "click_id", "fn", "ln", "zp",
-                   "ct", "st", "country", "client_ip_address", "client_user_agent")
+COVERAGE_FIELDS = (
+    "em",
+    "ph",
+    "external_id",
+    "hashed_maids",
+    "click_id",
+    "fn",
+    "ln",
+    "zp",
+    "ct",
+    "st",
+    "country",
+    "client_ip_address",
+    "client_user_agent",
+)
 
 
-def transform_record(line: dict[str, Any], mapping: MappingRules, hasher: UserDataHasher,
-                     now_s: int, offset: int = 0) -> dict[str, Any]:
+def transform_record(
+    line: dict[str, Any], mapping: MappingRules, hasher: UserDataHasher, now_s: int, offset: int = 0
+) -> dict[str, Any]:
     topic = line.get("topic")
     value = line.get("value")
     if not isinstance(topic, str) or not isinstance(value, dict):
@@ -59,8 +73,11 @@ def transform_lines(mapping_path: Path, lines: Iterable[str], out: IO[str], now_
         except orjson.JSONDecodeError as exc:
             result: dict[str, Any] = {"error": f"line {number + 1} is not JSON: {exc}"}
         else:
-            result = (transform_record(line, mapping, hasher, now_s, number)
-                      if isinstance(line, dict) else {"error": "line is not a JSON object"})
+            result = (
+                transform_record(line, mapping, hasher, now_s, number)
+                if isinstance(line, dict)
+                else {"error": "line is not a JSON object"}
+            )
         out.write(orjson.dumps(result).decode() + "\n")
         if "event" in result:
             outcomes["built"] += 1

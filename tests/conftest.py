@@ -16,6 +16,7 @@ from consumer.records import (
     EventId,
 )
 from devenv.kafka import KafkaBroker
+from devenv.redis import RedisServer
 from devenv.registry import SchemaRegistry
 
 
@@ -86,3 +87,10 @@ def conversion_factory(envelope_factory: EnvelopeFactory) -> ConversionFactory:
         )
 
     return make
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    server = RedisServer().start()
+    yield server
+    server.cleanup()

@@ -1,0 +1,105 @@
+"""One behaviour suite run against every `DedupStore` (memory and a real Redis)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+
+from consumer.dedup import DedupKey, DedupStore, FingerprintTable, MemoryDedupStore, fingerprint
+from consumer.dedup_redis import RedisDedupStore
+from devenv.redis import RedisServer
+
+NOW = 1_800_000_000
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def store(request: pytest.FixtureRequest) -> AsyncIterator[DedupStore]:
+    made: DedupStore
+    if request.param == "memory":
+        made = MemoryDedupStore(window_s=48 * 3600)
+    else:
+        server: RedisServer = request.getfixturevalue("redis_server")
+        import uuid
+
+        made = RedisDedupStore(server.url, 48 * 3600, prefix=f"t{uuid.uuid4().hex[:6]}:",
+                               wall_clock=lambda: NOW)
+    yield made
+    await made.close()
+
+
+def key(event_id: str, account: str = "1", event_time: int = NOW) -> DedupKey:
+    return DedupKey(fingerprint(account, event_id), event_time)
+
+
+async def test_dedup_new_key_is_claimed_once_while_in_flight(store: DedupStore) -> None:
+    assert await store.claim_many([key("a"), key("a")]) == [True, False]
+
+
+async def test_dedup_confirmed_key_is_seen(store: DedupStore) -> None:
+    await store.claim_many([key("a")])
+    await store.confirm_many([key("a")])
+    assert await store.claim_many([key("a"), key("b")]) == [False, True]
+
+
+async def test_dedup_released_key_can_be_claimed_again(store: DedupStore) -> None:
+    await store.claim_many([key("a")])
+    await store.release_many([key("a")])
+    assert await store.claim_many([key("a")]) == [True]
+
+
+async def test_dedup_scoped_per_ad_account(store: DedupStore) -> None:
+    await store.claim_many([key("a", "1")])
+    await store.confirm_many([key("a", "1")])
+    assert await store.claim_many([key("a", "2")]) == [True]
+
+
+async def test_dedup_keys_older_than_window_are_forgotten(store: DedupStore) -> None:
+    old = key("old", event_time=NOW - 49 * 3600)
+    await store.claim_many([old])
+    await store.confirm_many([old])
+    fresh = key("fresh", event_time=NOW)
+    await store.claim_many([fresh])
+    await store.confirm_many([fresh])
+    assert await store.claim_many([old]) == [True]
+
+
+def test_memory_dedup_expires_buckets_as_event_time_advances() -> None:
+    store = MemoryDedupStore(window_s=3600, buckets=4)
+    first = key("x", event_time=NOW)
+    assert store.claim(first)
+    store.confirm(first)
+    assert not store.claim(first)
+    later = key("y", event_time=NOW + 2 * 3600)
+    store.claim(later)
+    store.confirm(later)
+    assert store.claim(first)
+
+
+def test_memory_dedup_size_cap_evicts_oldest_bucket() -> None:
+    store = MemoryDedupStore(window_s=48 * 3600, max_keys=5000, buckets=48)
+    for i in range(12_000):
+        k = key(str(i), event_time=NOW + (i // 1000) * 3600)
+        store.claim(k)
+        store.confirm(k)
+    assert len(store) <= 5000
+    assert not store.claim(key("11999", event_time=NOW + 11 * 3600))
+
+
+def test_fingerprint_table_grows_and_stays_compact() -> None:
+    table = FingerprintTable()
+    values = [fingerprint("1", str(i)) for i in range(100_000)]
+    for value in values:
+        table.add(value)
+    assert all(value in table for value in values[::97])
+    assert fingerprint("1", "absent") not in table
+    assert table.count == 100_000
+    assert table.nbytes / table.count <= 24
+
+
+def test_fingerprint_is_stable_and_nonzero() -> None:
+    assert fingerprint("1", "a") == fingerprint("1", "a") != fingerprint("2", "a")
+    assert fingerprint("1", "a") != 0
+
+
+StoreFactory = Callable[[], DedupStore]

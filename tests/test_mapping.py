@@ -1,0 +1,218 @@
+from __future__ import annotations
+
+import datetime as dt
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from hypothesis import given
+from hypothesis import strategies as st
+
+from consumer.errors import ConfigError, PermanentError
+from consumer.mapping import MappingRules, compile_mapping, event_time_seconds, map_record
+from consumer.records import Conversion, Coordinates, Decoded, Envelope, Skip
+from devenv.samples import engagement_record, order_record
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "schemas" / "mapping.example.yaml"
+ORDER = "com.example.shop.orders.OrderEvent"
+NOW_S = int(time.time())
+
+
+@pytest.fixture(scope="module")
+def mapping() -> MappingRules:
+    return compile_mapping(yaml.safe_load(EXAMPLE.read_text()))
+
+
+def decoded(topic: str, record: dict[str, Any], name: str = "", offset: int = 0) -> Decoded:
+    return Decoded(Envelope(Coordinates(topic, 0, offset), value=b""), record, name)
+
+
+def order(**changes: Any) -> dict[str, Any]:
+    record = order_record(random.Random(3), 42, NOW_S * 1000)
+    record.update(event_type="ORDER_PLACED", is_test=False, store_id="store-us", channel="WEB")
+    record["consent"] = {"ads_personalization": True, "limited_data_processing": False}
+    record["occurred_at"] = dt.datetime.fromtimestamp(NOW_S - 60, dt.UTC)
+    record.update(changes)
+    return record
+
+
+def test_map_order_builds_checkout_with_all_fields(mapping: MappingRules) -> None:
+    record = order()
+    result = map_record(decoded("shop.orders", record, ORDER, offset=5), mapping, NOW_S)
+    assert isinstance(result, Conversion)
+    assert result.coords == Coordinates("shop.orders", 0, 5)
+    assert result.ad_account == "549755885176"
+    assert result.event_id == "ord-00000042"
+    event = result.event
+    assert event["event_name"] == "checkout"
+    assert event["action_source"] == "web"
+    assert event["event_time"] == NOW_S - 60
+    assert event["user_data"]["em"] == record["customer"]["email"]
+    assert event["user_data"]["ct"] == record["customer"]["address"]["city"]
+    assert event["user_data"]["client_ip_address"] == record["context"]["ip_address"]
+    custom = event["custom_data"]
+    assert custom["order_id"] == "ord-00000042"
+    assert custom["content_ids"] == [item["sku"] for item in record["items"]]
+    assert custom["num_items"] == sum(item["quantity"] for item in record["items"])
+    assert custom["contents"][0]["item_price"] == record["items"][0]["unit_price"]
+    assert event["event_source_url"] == record["context"]["page_url"]
+
+
+def test_map_order_filters_and_consent_drop_with_reasons(mapping: MappingRules) -> None:
+    test_order = map_record(decoded("shop.orders", order(is_test=True), ORDER), mapping, NOW_S)
+    assert test_order == Skip(Coordinates("shop.orders", 0, 0), "filter.test_order")
+    record = order()
+    record["customer"]["email"] = "ops@example-shop.internal"
+    assert isinstance(skip := map_record(decoded("shop.orders", record, ORDER), mapping, NOW_S),
+                      Skip)
+    assert skip.reason == "filter.internal_user"
+    no_consent = order(consent={"ads_personalization": False, "limited_data_processing": False})
+    result = map_record(decoded("shop.orders", no_consent, ORDER), mapping, NOW_S)
+    assert isinstance(result, Skip) and result.reason == "consent.denied"
+
+
+def test_map_paid_orders_have_no_rule_and_are_skipped(mapping: MappingRules) -> None:
+    result = map_record(decoded("shop.orders", order(event_type="ORDER_PAID"), ORDER), mapping,
+                        NOW_S)
+    assert isinstance(result, Skip) and result.reason == "map.no_rule"
+
+
+def test_map_engagement_consent_denied_sends_ldp(mapping: MappingRules) -> None:
+    record = engagement_record(random.Random(1), 1, NOW_S * 1000)
+    record.update(event_type="ADD_TO_CART", ads_consent=False, platform="IOS")
+    result = map_record(decoded("shop.engagement", record), mapping, NOW_S)
+    assert isinstance(result, Conversion)
+    assert result.event["event_name"] == "add_to_cart"
+    assert result.event["action_source"] == "app_ios"
+    assert result.event["custom_data"]["opt_out_type"] == "LDP"
+    assert result.event["custom_data"]["value"] == 49.9
+
+
+def test_map_event_time_policy_old_and_future_go_to_dead_letter(mapping: MappingRules) -> None:
+    old = order(occurred_at=dt.datetime.fromtimestamp(NOW_S - 8 * 86400, dt.UTC))
+    with pytest.raises(PermanentError) as info:
+        map_record(decoded("shop.orders", old, ORDER), mapping, NOW_S)
+    assert info.value.reason == "map.event_too_old"
+    future = order(occurred_at=dt.datetime.fromtimestamp(NOW_S + 3600, dt.UTC))
+    with pytest.raises(PermanentError) as info:
+        map_record(decoded("shop.orders", future, ORDER), mapping, NOW_S)
+    assert info.value.reason == "map.event_in_future"
+
+
+def test_map_unmapped_store_is_a_permanent_error_naming_key(mapping: MappingRules) -> None:
+    with pytest.raises(PermanentError) as info:
+        map_record(decoded("shop.orders", order(store_id="store-mars"), ORDER), mapping, NOW_S)
+    assert info.value.reason == "map.unmapped_value"
+    assert "ad_account" in info.value.detail
+
+
+def test_map_missing_event_id_field_names_it() -> None:
+    rules = compile_mapping({"topics": [{
+        "topic": "t", "event_name": "lead", "action_source": "web", "ad_account": "1",
+        "event_id": "{lead.id}:{event_name}", "event_time": "ts"}]})
+    with pytest.raises(PermanentError) as info:
+        map_record(decoded("t", {"ts": NOW_S, "lead": {}}), rules, NOW_S)
+    assert "lead.id" in info.value.detail
+    result = map_record(decoded("t", {"ts": NOW_S, "lead": {"id": 7}}), rules, NOW_S)
+    assert isinstance(result, Conversion) and result.event_id == "7:lead"
+
+
+def test_map_topic_pattern_record_name_first_and_const() -> None:
+    rules = compile_mapping({"topics": [
+        {"topic_pattern": r"shop\..*", "record": "A", "event_name": "lead", "action_source": "web",
+         "ad_account": 1, "event_id": "{id}", "event_time": {"field": "ts", "unit": "seconds"}},
+        {"topic_pattern": r"shop\..*", "event_name": "signup", "action_source": "offline",
+         "ad_account": {"const": "2"}, "event_id": "{id}", "event_time": "ts",
+         "user_data": {"em": {"first": ["a", "b"]}},
+         "custom_data": {"num_items": {"count": "items"}}},
+    ]})
+    a = map_record(decoded("shop.x", {"id": 1, "ts": NOW_S}, "A"), rules, NOW_S)
+    b = map_record(decoded("shop.y", {"id": 1, "ts": NOW_S, "b": "x@y", "items": [1, 2]}, "B"),
+                   rules, NOW_S)
+    assert isinstance(a, Conversion) and a.event_name == "lead" and a.ad_account == "1"
+    assert isinstance(b, Conversion) and b.event_name == "signup" and b.ad_account == "2"
+    assert b.event["user_data"] == {"em": "x@y"}
+    assert b.event["custom_data"] == {"num_items": 2}
+
+
+@pytest.mark.parametrize(("value", "unit", "expected"), [
+    (1_700_000_000, "seconds", 1_700_000_000),
+    (1_700_000_000_123, "millis", 1_700_000_000),
+    (1_700_000_000_123_456, "micros", 1_700_000_000),
+    (1_700_000_000_123, "auto", 1_700_000_000),
+    ("2023-11-14T22:13:20Z", "iso8601", 1_700_000_000),
+    ("2023-11-14T23:13:20+01:00", "auto", 1_700_000_000),
+    (dt.datetime(2023, 11, 14, 22, 13, 20, tzinfo=dt.UTC), "auto", 1_700_000_000),
+])  # fmt: skip
+def test_event_time_seconds_units(value: object, unit: Any, expected: int) -> None:
+    assert event_time_seconds(value, unit) == expected
+
+
+@pytest.mark.parametrize(("document", "key"), [
+    ({}, "mapping.topics"),
+    ({"topics": [{"topic": "t"}]}, "mapping.topics[0].event_name"),
+    ({"topics": [{"topic": "t", "event_name": "purchase", "action_source": "web",
+                  "ad_account": "1", "event_id": "{a}", "event_time": "t"}]},
+     "mapping.topics[0].event_name"),
+    ({"topics": [{"topic": "t", "event_name": "lead", "action_source": "tv",
+                  "ad_account": "1", "event_id": "{a}", "event_time": "t"}]},
+     "mapping.topics[0].action_source"),
+    ({"topics": [{"topic": "t", "event_name": "lead", "action_source": "web",
+                  "ad_account": "1", "event_id": "{a}", "event_time": "t",
+                  "user_data": {"email": "x"}}]}, "mapping.topics[0].user_data.email"),
+    ({"topics": [{"topic": "t", "event_name": "lead", "action_source": "web",
+                  "ad_account": "1", "event_id": "{a}", "event_time": "t",
+                  "custom_data": {"price": "x"}}]}, "mapping.topics[0].custom_data.price"),
+    ({"topics": [{"topic": "t", "event_name": "lead", "action_source": "web",
+                  "ad_account": "1", "event_id": "{a", "event_time": "t"}]},
+     "mapping.topics[0].event_id"),
+    ({"topics": [{"topic": "t", "event_name": "lead", "action_source": "web",
+                  "ad_account": "1", "event_id": "{a}", "event_time": "t",
+                  "filters": [{"field": "x", "equals": 1}]}]}, "mapping.topics[0].filters[0]"),
+    ({"topics": [{"topic": "t", "topic_pattern": "x", "event_name": "lead"}]},
+     "mapping.topics[0].topic"),
+    ({"defaults": {"max_event_age": "a week"}, "topics": [{"topic": "t"}]},
+     "mapping.defaults.max_event_age"),
+])  # fmt: skip
+def test_compile_mapping_errors_name_the_key(document: Any, key: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        compile_mapping(document)
+    assert info.value.key.startswith(key), info.value.key
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=4)
+    | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    max_leaves=20,
+)
+
+
+@given(st.dictionaries(st.sampled_from(["order_id", "event_type", "occurred_at", "store_id",
+                                        "channel", "customer", "context", "items", "total",
+                                        "currency", "consent", "is_test"]),
+                       json_values))
+def test_map_record_on_arbitrary_records_returns_or_raises_permanent_only(
+    record: dict[str, Any],
+) -> None:
+    rules = compile_mapping(yaml.safe_load(EXAMPLE.read_text()))
+    try:
+        result = map_record(decoded("shop.orders", record, ORDER), rules, NOW_S)
+    except PermanentError:
+        return
+    assert isinstance(result, Conversion | Skip)
+
+
+@given(st.text(min_size=1, max_size=40))
+def test_map_event_id_template_is_deterministic(order_id: str) -> None:
+    rules = compile_mapping({"topics": [{
+        "topic": "t", "event_name": "checkout", "action_source": "web", "ad_account": "1",
+        "event_id": "{order_id}:{event_name}", "event_time": "ts"}]})
+    record = {"order_id": order_id, "ts": NOW_S}
+    first = map_record(decoded("t", record), rules, NOW_S)
+    second = map_record(decoded("t", dict(record), offset=9), rules, NOW_S)
+    assert isinstance(first, Conversion) and isinstance(second, Conversion)
+    assert first.event_id == second.event_id == f"{order_id}:checkout"

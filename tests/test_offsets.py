@@ -1,0 +1,113 @@
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from consumer.offsets import LedgerError, OffsetLedger
+from consumer.records import Coordinates, Fate
+
+TP = ("orders", 0)
+
+
+def at(offset: int) -> Coordinates:
+    return Coordinates("orders", 0, offset)
+
+
+def ledger_with(offsets: list[int]) -> OffsetLedger:
+    ledger = OffsetLedger()
+    ledger.assign(TP, 1)
+    for offset in offsets:
+        ledger.track(at(offset), 1)
+    return ledger
+
+
+def test_ledger_finish_out_of_order_commits_prefix_only() -> None:
+    ledger = ledger_with([10, 11, 12])
+    ledger.finish(at(12), 1, Fate.DELIVERED)
+    ledger.finish(at(11), 1, Fate.DUPLICATE)
+    assert ledger.committable() == {}
+    ledger.finish(at(10), 1, Fate.DEAD_LETTERED)
+    assert ledger.committable() == {TP: 13}
+
+
+def test_ledger_sparse_offsets_commit_last_finished_plus_one() -> None:
+    ledger = ledger_with([3, 7, 20])  # gaps: transaction markers, compaction
+    ledger.finish(at(3), 1, Fate.DELIVERED)
+    ledger.finish(at(7), 1, Fate.SKIPPED)
+    assert ledger.committable() == {TP: 8}
+
+
+def test_ledger_fan_out_finishes_with_last_event() -> None:
+    ledger = OffsetLedger()
+    ledger.assign(TP, 1)
+    ledger.track(at(0), 1, events=2)
+    ledger.finish(at(0), 1, Fate.DELIVERED)
+    assert ledger.committable() == {}
+    ledger.finish(at(0), 1, Fate.DELIVERED)
+    assert ledger.committable() == {TP: 1}
+
+
+def test_ledger_mark_committed_hides_unchanged_offsets() -> None:
+    ledger = ledger_with([0])
+    ledger.finish(at(0), 1, Fate.DELIVERED)
+    ledger.mark_committed(ledger.committable())
+    assert ledger.committable() == {}
+
+
+def test_ledger_broken_invariants_raise() -> None:
+    ledger = ledger_with([5])
+    with pytest.raises(LedgerError):
+        ledger.track(at(5), 1)
+    with pytest.raises(LedgerError):
+        ledger.finish(at(6), 1, Fate.DELIVERED)
+    ledger.finish(at(5), 1, Fate.DELIVERED)
+    with pytest.raises(LedgerError):
+        ledger.finish(at(5), 1, Fate.DELIVERED)
+    with pytest.raises(LedgerError):
+        ledger.track(Coordinates("other", 0, 1), 1)
+
+
+def test_ledger_results_for_revoked_or_older_generation_are_ignored() -> None:
+    ledger = ledger_with([0, 1])
+    ledger.revoke(TP)
+    assert ledger.finish(at(0), 1, Fate.DELIVERED) is False
+    ledger.assign(TP, 2)
+    ledger.track(at(0), 2)
+    assert ledger.finish(at(0), 1, Fate.DELIVERED) is False
+    assert ledger.unfinished(TP) == 1
+    assert ledger.finish(at(0), 2, Fate.DELIVERED) is True
+    assert ledger.stale_results == 2
+
+
+@given(st.lists(st.integers(1, 5), min_size=1, max_size=60), st.randoms(use_true_random=False),
+       st.integers(0, 60))
+def test_ledger_any_finish_order_never_commits_past_unfinished(
+    gaps: list[int], rng: object, finished_count: int,
+) -> None:
+    import random
+
+    assert isinstance(rng, random.Random)
+    offsets, offset = [], 0
+    for gap in gaps:
+        offset += gap
+        offsets.append(offset)
+    ledger = ledger_with(offsets)
+    order = offsets[:]
+    rng.shuffle(order)
+    finished: set[int] = set()
+    for done in order[:finished_count]:
+        ledger.finish(at(done), 1, Fate.DELIVERED)
+        finished.add(done)
+        committed = ledger.committable().get(TP)
+        if committed is not None:
+            # every offset below the commit point is finished ...
+            assert all(o in finished for o in offsets if o < committed)
+            # ... and the commit point is just past a finished offset
+            assert committed - 1 in finished
+        unfinished = [o for o in offsets if o not in finished]
+        if unfinished:
+            assert committed is None or committed <= min(unfinished)
+    if finished_count >= len(offsets):
+        assert ledger.committable() == {TP: offsets[-1] + 1}
+        assert ledger.unfinished() == 0
