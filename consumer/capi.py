@@ -145,8 +145,10 @@ def _check_user_data(user_data: object) -> None:
         if key in RAW_USER_FIELDS:
             _check_string(value, name)
             continue
-        if not isinstance(value, list) or not value:
-            raise InvalidEvent(f"{name} must be a non-empty array of SHA-256 hex digests")
+        if not isinstance(value, list):
+            raise InvalidEvent(f"{name} must be an array of SHA-256 hex digests", True)
+        if not value:
+            raise InvalidEvent(f"{name} must not be empty")
         for item in value:
             if not isinstance(item, str) or not is_hex_digest(item):
                 raise InvalidEvent(f"{name} must hold lowercase SHA-256 hex digests")

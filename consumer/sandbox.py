@@ -51,6 +51,7 @@ class Stats:
     duplicates_received: int = 0
     max_concurrency: int = 0
     concurrency: int = 0
+    client_ports: set[int] = field(default_factory=set)  # one per TCP connection seen
     event_ids: dict[str, set[str]] = field(default_factory=dict)  # ad account → event ids
     events: list[dict[str, Any]] = field(default_factory=list)
 
@@ -64,6 +65,7 @@ class Stats:
             "distinct_event_ids": sum(len(ids) for ids in self.event_ids.values()),
             "duplicates_received": self.duplicates_received,
             "max_concurrency": self.max_concurrency,
+            "connections": len(self.client_ports),
         }
 
 
@@ -108,6 +110,9 @@ class Sandbox:
 
     async def events(self, request: web.Request) -> web.Response:
         self.stats.requests += 1
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        if peer:
+            self.stats.client_ports.add(int(peer[1]))
         self.stats.concurrency += 1
         self.stats.max_concurrency = max(self.stats.max_concurrency, self.stats.concurrency)
         try:

@@ -1,0 +1,89 @@
+from __future__ import annotations
+
+import asyncio
+
+import orjson
+import pytest
+
+from consumer.batcher import Batcher
+from consumer.errors import Backpressure
+from consumer.records import Batch
+from tests.conftest import ConversionFactory
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make_batcher(**kwargs: object) -> tuple[Batcher, list[Batch], FakeClock]:
+    batches: list[Batch] = []
+    clock = FakeClock()
+    batcher = Batcher(batches.append, clock=clock, **kwargs)  # type: ignore[arg-type]
+    return batcher, batches, clock
+
+
+def test_batcher_closes_at_max_events_per_account(conversion_factory: ConversionFactory) -> None:
+    batcher, batches, _ = make_batcher(max_events=3)
+    for offset in range(7):
+        batcher.submit(conversion_factory(offset=offset, ad_account="1"))
+    batcher.submit(conversion_factory(offset=7, ad_account="2"))
+    assert [len(b) for b in batches] == [3, 3]
+    assert {b.ad_account for b in batches} == {"1"}
+    assert batcher.open_events == 2
+
+
+def test_batcher_body_is_the_exact_api_shape(conversion_factory: ConversionFactory) -> None:
+    batcher, batches, _ = make_batcher(max_events=2)
+    conversions = [conversion_factory(offset=i) for i in range(2)]
+    for conversion in conversions:
+        batcher.submit(conversion)
+    body = orjson.loads(batches[0].body)
+    assert body == {"data": [c.event for c in conversions]}
+    assert [c.coords for c in batches[0].conversions] == [c.coords for c in conversions]
+
+
+def test_batcher_closes_before_byte_cap(conversion_factory: ConversionFactory) -> None:
+    one = len(orjson.dumps(conversion_factory().event))
+    batcher, batches, _ = make_batcher(max_bytes=one * 2 + 20)
+    for offset in range(3):
+        batcher.submit(conversion_factory(offset=offset))
+    assert [len(b) for b in batches] == [2]
+    assert all(len(b.body) <= one * 2 + 20 for b in batches)
+
+
+def test_batcher_linger_starts_at_first_event(conversion_factory: ConversionFactory) -> None:
+    batcher, batches, clock = make_batcher(linger_s=0.5)
+    batcher.submit(conversion_factory(offset=0))
+    clock.now += 0.4
+    batcher.submit(conversion_factory(offset=1))
+    assert batcher.close_due() == pytest.approx(100.5)
+    clock.now += 0.1
+    assert batcher.close_due() is None
+    assert [len(b) for b in batches] == [2]
+
+
+def test_batcher_backpressure_hysteresis(conversion_factory: ConversionFactory) -> None:
+    batcher, _, _ = make_batcher(high_watermark=4, low_watermark=2, max_events=10)
+    for offset in range(4):
+        batcher.submit(conversion_factory(offset=offset))
+    with pytest.raises(Backpressure):
+        batcher.submit(conversion_factory(offset=4))
+    batcher.release(1)
+    assert batcher.is_backpressured
+    batcher.release(2)
+    assert not batcher.is_backpressured
+    batcher.submit(conversion_factory(offset=5))
+
+
+async def test_batcher_run_closes_lingering_batch(conversion_factory: ConversionFactory) -> None:
+    batches: list[Batch] = []
+    batcher = Batcher(batches.append, linger_s=0.05)
+    task = asyncio.create_task(batcher.run())
+    batcher.submit(conversion_factory())
+    await asyncio.sleep(0.2)
+    task.cancel()
+    assert [len(b) for b in batches] == [1]

@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from consumer.capi import InvalidEvent, is_hex_digest, validate_event
+from tests.conftest import valid_event
+
+NOW = 1_700_000_100
+DIGEST = "973dfe463ec85785f5f95af5ba3906eedb2d931c24e69824a89ea65dba4e813b"
+
+
+def test_validate_accepts_a_complete_event() -> None:
+    event = valid_event(
+        event_source_url="https://x", opt_out=False, partner_name="ss-shop", language="en",
+        custom_data={"value": "10.5", "currency": "USD", "content_ids": ["a"], "num_items": 1,
+                     "contents": [{"id": "a", "item_price": "10.5", "quantity": 1}],
+                     "opt_out_type": "LDP"},
+        user_data={"ph": [DIGEST], "client_ip_address": "1.2.3.4", "client_user_agent": "UA",
+                   "click_id": "epik"},
+    )
+    validate_event(event, NOW)
+
+
+@pytest.mark.parametrize(("change", "field", "is_structural"), [
+    ({"event_name": "purchase"}, "event_name", False),
+    ({"action_source": "email"}, "action_source", False),
+    ({"event_time": 1_700_000_000_000}, "event_time", False),
+    ({"event_time": "1700000000"}, "event_time", True),
+    ({"event_id": ""}, "event_id", False),
+    ({"colour": "red"}, "colour", True),
+    ({"user_data": {"em": ["test@example.com"]}}, "user_data.em", False),
+    ({"user_data": {"em": DIGEST}}, "user_data.em", True),
+    ({"user_data": {"ph": [DIGEST]}}, "user_data", False),
+    ({"user_data": {"email": [DIGEST]}}, "user_data.email", True),
+    ({"custom_data": {"value": 72.39}}, "custom_data.value", True),
+    ({"custom_data": {"value": "72,39"}}, "custom_data.value", False),
+    ({"custom_data": {"currency": "usd"}}, "custom_data.currency", False),
+    ({"custom_data": {"price": "1"}}, "custom_data.price", True),
+    ({"custom_data": {"num_items": "2"}}, "custom_data.num_items", True),
+    ({"custom_data": {"contents": [{"id": "a", "quantity": 1.5}]}}, "quantity", True),
+    ({"partner_name": "Shop"}, "partner_name", False),
+    ({"opt_out": "yes"}, "opt_out", True),
+])  # fmt: skip
+def test_validate_rejects_naming_the_field(change: dict[str, Any], field: str,
+                                            is_structural: bool) -> None:
+    with pytest.raises(InvalidEvent) as info:
+        validate_event(valid_event(**change), NOW)
+    assert field in str(info.value)
+    assert info.value.is_structural is is_structural
+
+
+def test_validate_missing_required_field() -> None:
+    event = valid_event()
+    del event["event_id"]
+    with pytest.raises(InvalidEvent, match="event_id is required"):
+        validate_event(event, NOW)
+
+
+def test_is_hex_digest_only_lowercase_64_hex() -> None:
+    assert is_hex_digest(DIGEST)
+    assert not is_hex_digest(DIGEST.upper())
+    assert not is_hex_digest(DIGEST[:-1])

@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from consumer.delivery import RateLimiter, Secret, backoff_s, parse_outcomes
+from consumer.records import EventOutcome
+
+
+def test_backoff_full_jitter_stays_within_exponential_cap() -> None:
+    rng = random.Random(5)
+    for attempt in range(1, 12):
+        for _ in range(50):
+            delay = backoff_s(attempt, 0.5, 60.0, rng)
+            assert 0 <= delay <= min(60.0, 0.5 * 2 ** (attempt - 1))
+
+
+def test_backoff_never_sooner_than_retry_after() -> None:
+    assert backoff_s(1, 0.5, 60.0, random.Random(1), retry_after_s=7.0) >= 7.0
+
+
+def test_rate_limiter_token_bucket_with_fake_clock() -> None:
+    now = [0.0]
+    limiter = RateLimiter(rate_per_s=10, burst=2, clock=lambda: now[0])
+    assert limiter.delay_s() == 0
+    assert limiter.delay_s() == 0
+    assert limiter.delay_s() == pytest.approx(0.1)
+    now[0] += 1.0
+    assert limiter.delay_s() == 0
+
+
+def test_parse_outcomes_200_and_422_shapes() -> None:
+    ok = {"num_events_received": 2, "num_events_processed": 1, "events": [
+        {"status": "processed", "error_message": None, "warning_message": "w"},
+        {"status": "failed", "error_message": "bad em", "warning_message": None}]}
+    assert parse_outcomes(ok, 2) == [
+        EventOutcome("processed", message="w"),
+        EventOutcome("failed", "pinterest.event_failed", "bad em")]
+    unprocessable = {"code": 953, "message": "x", "details": {**ok, "events": [
+        {"status": "failed", "error_message": "", "warning_message": ""},
+        {"status": "processed", "error_message": "", "warning_message": ""}]}}
+    outcomes = parse_outcomes(unprocessable, 2)
+    assert outcomes is not None
+    assert [o.status for o in outcomes] == ["failed", "processed"]
+    assert outcomes[1].message == ""
+
+
+def test_parse_outcomes_mismatch_returns_none() -> None:
+    assert parse_outcomes({"events": [{"status": "processed"}]}, 2) is None
+    assert parse_outcomes({"num_events_processed": 2}, 2) == [EventOutcome("processed")] * 2
+    assert parse_outcomes(None, 1) is None
+
+
+def test_secret_never_shows_itself() -> None:
+    secret = Secret("pina_TOKEN")
+    assert "pina_TOKEN" not in repr(secret) and "pina_TOKEN" not in str(secret)
+    assert "pina_TOKEN" not in f"{secret}"
+    assert secret.reveal() == "pina_TOKEN"
