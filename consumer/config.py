@@ -282,7 +282,7 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
     get("auth_retry_s", lambda k, v: _float(k, v, 0.01))
     get("max_retry_age_s", lambda k, v: _float(k, v, 1.0))
     get("dedup_backend", lambda k, v: _choice(k, v, ("memory", "redis", "off")))
-    get("dedup_window_s", parse_duration_s)
+    get("dedup_window_s", lambda k, v: parse_duration_s(v, k))
     get("dedup_max_keys", lambda k, v: _int(k, v, 1000))
     get("redis_url", _url)
     get("backlog_high_watermark", lambda k, v: _int(k, v, 1))

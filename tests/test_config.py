@@ -1,0 +1,86 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from consumer.config import load_config
+from consumer.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+BASE = {
+    "CAPI_KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9092",
+    "CAPI_MAPPING_FILE": str(ROOT / "schemas" / "mapping.example.yaml"),
+    "CAPI_SCHEMA_REGISTRY_URL": "http://127.0.0.1:8081",
+    "CAPI_ACCESS_TOKEN": "pina_SECRET",
+}
+
+
+def test_config_defaults_and_topics_from_mapping() -> None:
+    config = load_config(BASE)
+    assert config.topics == ("shop.orders", "shop.engagement")
+    assert config.batch_max_events == 1000 and config.linger_ms == 200
+    assert config.dedup_window_s == 48 * 3600
+    assert config.token_for("1") is not None
+
+
+def test_config_kafka_passthrough_and_secret_masking(tmp_path: Path) -> None:
+    secret_file = tmp_path / "password"
+    secret_file.write_text("s3cret-pass\n")
+    token_file = tmp_path / "token"
+    token_file.write_text("pina_FILE_TOKEN")
+    config = load_config({
+        **BASE,
+        "CAPI_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+        "CAPI_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+        "CAPI_KAFKA_SASL_USERNAME": "capi",
+        "CAPI_KAFKA_SASL_PASSWORD_FILE": str(secret_file),
+        "CAPI_ACCESS_TOKEN_FILE_549755885175": str(token_file),
+        "CAPI_DEDUP_WINDOW_S": "24h",
+    })
+    client = config.kafka_client_config()
+    assert client["security.protocol"] == "SASL_SSL"
+    assert client["sasl.password"] == "s3cret-pass"
+    token = config.token_for("549755885175")
+    assert token is not None and token.reveal() == "pina_FILE_TOKEN"
+    dumped = str(config.masked()) + repr(config)
+    for secret in ("s3cret-pass", "pina_FILE_TOKEN", "pina_SECRET"):
+        assert secret not in dumped
+    assert config.dedup_window_s == 24 * 3600
+
+
+@pytest.mark.parametrize(("changes", "key"), [
+    ({"CAPI_KAFKA_BOOTSTRAP_SERVERS": ""}, "CAPI_KAFKA_BOOTSTRAP_SERVERS"),
+    ({"CAPI_MAPPING_FILE": "/nope.yaml"}, "CAPI_MAPPING_FILE"),
+    ({"CAPI_LINGER_MS": "soon"}, "CAPI_LINGER_MS"),
+    ({"CAPI_BATCH_MAX_EVENTS": "1001"}, "CAPI_BATCH_MAX_EVENTS"),
+    ({"CAPI_BATCH_MAX_EVENTS": "0"}, "CAPI_BATCH_MAX_EVENTS"),
+    ({"CAPI_DEDUP_BACKEND": "memcached"}, "CAPI_DEDUP_BACKEND"),
+    ({"CAPI_DEDUP_BACKEND": "redis"}, "CAPI_REDIS_URL"),
+    ({"CAPI_API_BASE_URL": "api.pinterest.com"}, "CAPI_API_BASE_URL"),
+    ({"CAPI_TEST_MODE": "maybe"}, "CAPI_TEST_MODE"),
+    ({"CAPI_ACCESS_TOKEN": ""}, "CAPI_ACCESS_TOKEN"),
+    ({"CAPI_ACCESS_TOKEN_FILE": "/missing"}, "CAPI_ACCESS_TOKEN_FILE"),
+    ({"CAPI_BACKLOG_LOW_WATERMARK": "60000"}, "CAPI_BACKLOG_LOW_WATERMARK"),
+    ({"CAPI_SCHEMA_REGISTRY_URL": ""}, "CAPI_SCHEMA_REGISTRY_URL"),
+    ({"CAPI_LOCAL_SCHEMAS": "orders"}, "CAPI_LOCAL_SCHEMAS"),
+    ({"CAPI_LINGR_MS": "5"}, "CAPI_LINGR_MS"),
+    ({"CAPI_HEALTH_PORT": "70000"}, "CAPI_HEALTH_PORT"),
+])  # fmt: skip
+def test_config_invalid_setting_names_the_key(changes: dict[str, str], key: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config({**BASE, **changes})
+    assert info.value.key == key, str(info.value)
+
+
+def test_config_bad_mapping_names_file_and_rule_key(tmp_path: Path) -> None:
+    mapping = tmp_path / "m.yaml"
+    mapping.write_text("topics:\n  - topic: t\n    event_name: purchase\n")
+    with pytest.raises(ConfigError) as info:
+        load_config({**BASE, "CAPI_MAPPING_FILE": str(mapping)})
+    assert info.value.key.startswith("m.yaml.topics[0]")
+
+
+def test_config_dry_run_needs_no_token() -> None:
+    env = {k: v for k, v in BASE.items() if k != "CAPI_ACCESS_TOKEN"}
+    assert load_config({**env, "CAPI_DRY_RUN": "true"}).is_dry_run

@@ -1,0 +1,90 @@
+from __future__ import annotations
+
+import json
+import struct
+from io import BytesIO
+from pathlib import Path
+from typing import Any
+
+import fastavro
+import pytest
+
+from consumer.decode import Decoder, load_reader_schemas
+from consumer.errors import PermanentError, TransientError
+from consumer.records import Coordinates, Envelope
+
+SCHEMAS = Path(__file__).resolve().parent.parent / "schemas"
+V1 = fastavro.parse_schema(json.loads((SCHEMAS / "engagement_event.v1.avsc").read_text()))
+RECORD = {"event_uuid": "u1", "event_type": "SEARCH", "occurred_at": 1_700_000_000_000,
+          "store_id": "s", "platform": "WEB", "session_id": "x", "user_id": None, "email": None,
+          "email_sha256": None, "advertising_id": None, "ip_address": None, "user_agent": None,
+          "epik": None, "page_url": "https://x", "search_query": "q", "category": None,
+          "product_ids": [], "cart_value": None, "currency": None, "ads_consent": True}
+
+
+class FakeRegistry:
+    def __init__(self, schemas: dict[int, str], is_down: bool = False) -> None:
+        self.schemas = schemas
+        self.is_down = is_down
+        self.calls = 0
+
+    async def fetch(self, schema_id: int) -> str | None:
+        self.calls += 1
+        if self.is_down:
+            raise TransientError("schema registry unreachable")
+        return self.schemas.get(schema_id)
+
+
+def avro(record: dict[str, Any], schema: Any = V1) -> bytes:
+    buffer = BytesIO()
+    fastavro.schemaless_writer(buffer, schema, record)
+    return buffer.getvalue()
+
+
+def wire(schema_id: int, payload: bytes) -> bytes:
+    return struct.pack(">bI", 0, schema_id) + payload
+
+
+def envelope(value: bytes, topic: str = "shop.engagement") -> Envelope:
+    return Envelope(Coordinates(topic, 0, 0), value=value)
+
+
+async def test_decode_wire_format_caches_schema_and_resolves_to_reader() -> None:
+    registry = FakeRegistry({7: (SCHEMAS / "engagement_event.v1.avsc").read_text()})
+    decoder = Decoder(registry, {}, load_reader_schemas(SCHEMAS))  # type: ignore[arg-type]
+    messages = [envelope(wire(7, avro(RECORD))) for _ in range(3)]
+    await decoder.prepare(messages)
+    await decoder.prepare(messages)
+    decoded = decoder.decode(messages[0])
+    assert registry.calls == 1
+    assert decoded.record_name == "com.example.shop.engagement.EngagementEvent"
+    assert decoded.record["search_query"] == "q"
+    assert decoded.record["referrer"] is None  # v2 reader adds the field with its default
+
+
+@pytest.mark.parametrize(("value", "reason"), [
+    (b"", "decode.too_short"),
+    (b"\x01\x00\x00\x00\x07abc", "decode.bad_magic_byte"),
+    (wire(99, b"abc"), "decode.unknown_schema_id"),
+    (wire(7, avro(RECORD)[:10]), "decode.bad_avro"),
+    (wire(7, avro(RECORD) + b"\x00\x00"), "decode.trailing_bytes"),
+])  # fmt: skip
+async def test_decode_poison_is_permanent_with_reason(value: bytes, reason: str) -> None:
+    registry = FakeRegistry({7: (SCHEMAS / "engagement_event.v1.avsc").read_text()})
+    decoder = Decoder(registry, {}, {})  # type: ignore[arg-type]
+    await decoder.prepare([envelope(value)])
+    with pytest.raises(PermanentError) as info:
+        decoder.decode(envelope(value))
+    assert info.value.reason == reason
+
+
+async def test_decode_registry_outage_is_transient() -> None:
+    decoder = Decoder(FakeRegistry({}, is_down=True), {}, {})  # type: ignore[arg-type]
+    with pytest.raises(TransientError):
+        await decoder.prepare([envelope(wire(7, avro(RECORD)))])
+
+
+async def test_decode_local_avsc_plain_avro_without_header() -> None:
+    decoder = Decoder(None, {"shop.engagement": V1}, {})
+    await decoder.prepare([envelope(avro(RECORD))])
+    assert decoder.decode(envelope(avro(RECORD))).record["event_uuid"] == "u1"

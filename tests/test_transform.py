@@ -1,0 +1,73 @@
+from __future__ import annotations
+
+import datetime as dt
+import random
+import subprocess
+import sys
+import time
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from devenv.samples import engagement_record, order_record
+
+ROOT = Path(__file__).resolve().parent.parent
+MAPPING = ROOT / "schemas" / "mapping.example.yaml"
+
+
+def jsonable(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    raise TypeError(type(value))
+
+
+def run_transform(lines: list[bytes], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "consumer", "transform", "--mapping", str(MAPPING), *args],
+        input=b"\n".join(lines).decode(), capture_output=True, text=True, timeout=60, cwd=ROOT)
+
+
+def test_transform_cli_builds_drops_and_reports_errors() -> None:
+    now_ms = int(time.time() * 1000)
+    rng = random.Random(9)
+    order = order_record(rng, 1, now_ms)
+    order.update(event_type="ORDER_PLACED", is_test=False, store_id="store-us")
+    order["consent"]["ads_personalization"] = True
+    order["occurred_at"] = now_ms - 1000
+    test_order = {**order, "is_test": True}
+    engagement = engagement_record(rng, 2, now_ms)
+    bad = {**order, "store_id": "store-nowhere"}
+    lines = [orjson.dumps({"topic": t, "value": v, "record": r}, default=jsonable) for t, v, r in [
+        ("shop.orders", order, "com.example.shop.orders.OrderEvent"),
+        ("shop.orders", test_order, "com.example.shop.orders.OrderEvent"),
+        ("shop.engagement", engagement, ""),
+        ("shop.orders", bad, "com.example.shop.orders.OrderEvent"),
+    ]] + [b"not json"]
+    result = run_transform(lines, "--summary")
+    assert result.returncode == 0, result.stderr
+    out = [orjson.loads(line) for line in result.stdout.splitlines()]
+    assert out[0]["ad_account_id"] == "549755885176"
+    event = out[0]["event"]
+    assert event["event_name"] == "checkout" and event["event_id"] == "ord-00000001"
+    assert len(event["user_data"]["em"][0]) == 64
+    assert isinstance(event["custom_data"]["value"], str)
+    assert out[1] == {"dropped": "filter.test_order"}
+    assert "event" in out[2]
+    assert "ad_account" in out[3]["error"]
+    assert "not JSON" in out[4]["error"]
+    assert "built 2, dropped 1, errors 2" in result.stderr
+    assert "em" in result.stderr
+
+
+def test_transform_cli_bad_mapping_exits_nonzero_naming_key(tmp_path: Path) -> None:
+    mapping = tmp_path / "bad.yaml"
+    mapping.write_text("topics: []\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "consumer", "transform", "--mapping", str(mapping)],
+        input="", capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert result.returncode == 2
+    assert "topics" in result.stderr
