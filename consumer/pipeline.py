@@ -454,6 +454,7 @@ class Pipeline:
             },
             "pending": self.batcher.pending,
             "unfinished_offsets": self.ledger.unfinished(),
+            "uncommitted_partitions": len(self.ledger.committable()),
             "assigned": sorted(f"{t}/{p}" for t, p in self.source.assigned),
             "paused": len(self.source.paused),
             "held": self.source.held,

@@ -104,6 +104,7 @@ class Sandbox:
         app.router.add_post("/v5/ad_accounts/{ad_account_id}/events", self.events)
         app.router.add_get("/_sandbox/stats", self.get_stats)
         app.router.add_get("/_sandbox/events", self.get_events)
+        app.router.add_get("/_sandbox/event_ids", self.get_event_ids)
         app.router.add_post("/_sandbox/faults", self.set_faults)
         app.router.add_post("/_sandbox/reset", self.reset)
         return app
@@ -230,6 +231,9 @@ class Sandbox:
     async def get_events(self, request: web.Request) -> web.Response:
         limit = int(request.query.get("limit", "1000"))
         return _json(200, list(itertools.islice(self.stats.events, limit)))
+
+    async def get_event_ids(self, request: web.Request) -> web.Response:
+        return _json(200, {account: sorted(ids) for account, ids in self.stats.event_ids.items()})
 
     async def set_faults(self, request: web.Request) -> web.Response:
         try:

@@ -1,0 +1,301 @@
+"""Helpers for end-to-end tests: topics, sample traffic, the sandbox and consumer processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import struct
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from io import BytesIO
+from pathlib import Path
+from typing import Any
+
+import fastavro
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from consumer.config import load_mapping
+from consumer.normalize import NormalizeOptions, UserDataHasher
+from consumer.transform import transform_record
+from devenv.kafka import KafkaBroker
+from devenv.procs import ROOT, Server, free_port, port_open, wait_until
+from devenv.samples import (
+    ENGAGEMENT_TOPIC,
+    ORDERS_TOPIC,
+    SCHEMAS,
+    load_schema,
+    register,
+    sample_stream,
+    wire_encode,
+)
+
+TOKEN = "it-token"
+FINAL = ("delivered", "deduplicated", "skipped", "dead_lettered")
+
+
+def get_json(url: str, body: Any = None) -> Any:
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, method="POST" if data is not None else "GET")
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
+@dataclass
+class Topics:
+    orders: str
+    engagement: str
+    dead_letter: str
+    mapping: Path
+
+    @property
+    def all(self) -> list[str]:
+        return [self.orders, self.engagement]
+
+
+def make_topics(kafka: KafkaBroker, prefix: str, workdir: Path, partitions: int = 4) -> Topics:
+    topics = Topics(f"{prefix}.orders", f"{prefix}.engagement", f"{prefix}.dlq",
+                    workdir / "mapping.yaml")
+    for name in topics.all:
+        kafka.create_topic(name, partitions)
+    kafka.create_topic(topics.dead_letter, 1)
+    text = (ROOT / "schemas" / "mapping.example.yaml").read_text()
+    text = text.replace(f"topic: {ORDERS_TOPIC}", f"topic: {topics.orders}")
+    text = text.replace(f"topic: {ENGAGEMENT_TOPIC}", f"topic: {topics.engagement}")
+    topics.mapping.write_text(text)
+    return topics
+
+
+@dataclass
+class Produced:
+    topic: str
+    partition: int
+    offset: int
+    account_event: tuple[str, str] | None  # what Pinterest should receive, if anything
+    outcome: str  # "event", "dropped", "error"
+
+
+@dataclass
+class Traffic:
+    produced: list[Produced] = field(default_factory=list)
+    events: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def expected_ids(self) -> set[tuple[str, str]]:
+        return set(self.events)
+
+
+def produce_traffic(kafka: KafkaBroker, registry_url: str, topics: Topics, count: int,
+                    seed: int = 7, poison: list[bytes] | None = None,
+                    duplicate_ratio: float = 0.05) -> Traffic:
+    """Produce sample records in Confluent wire format and work out what each should become."""
+    schemas: dict[str, tuple[int, Any]] = {}
+    rename = {ORDERS_TOPIC: topics.orders, ENGAGEMENT_TOPIC: topics.engagement}
+    for topic, stem in ((topics.orders, "order_event"), (topics.engagement, "engagement_event")):
+        for version in (1, 2):
+            name = f"{stem}.v{version}.avsc"
+            schemas[f"{topic}/{name}"] = (register(registry_url, f"{topic}-value", name),
+                                          load_schema(name))
+    readers = {n: load_schema(f"{n}.v2.avsc") for n in ("order_event", "engagement_event")}
+    mapping = load_mapping(topics.mapping)
+    hasher = UserDataHasher(NormalizeOptions(mapping.default_phone_country, mapping.dob_order))
+    now_s = int(time.time())
+    traffic = Traffic()
+    producer = Producer({"bootstrap.servers": kafka.bootstrap, "linger.ms": 10})
+    pending: list[tuple[str, bytes, dict[str, Any] | None, str]] = []
+    for sample_topic, schema_name, record in sample_stream(count, seed, duplicate_ratio):
+        topic = rename[sample_topic]
+        schema_id, schema = schemas[f"{topic}/{schema_name}"]
+        value = wire_encode(schema_id, schema, record)
+        reader = readers[schema_name.split(".")[0]]
+        decoded = fastavro.schemaless_reader(BytesIO(value[5:]), schema, reader)
+        pending.append((topic, value, decoded, str(reader["name"])))
+    for raw in poison or []:
+        pending.append((topics.orders, raw, None, ""))
+    for topic, value, decoded, record_name in pending:
+        def on_delivery(err: Any, msg: Any, decoded: Any = decoded, name: str = record_name) -> None:
+            assert err is None, err
+            if decoded is None:
+                traffic.produced.append(Produced(msg.topic(), msg.partition(), msg.offset(),
+                                                 None, "error"))
+                return
+            result = transform_record({"topic": msg.topic(), "value": decoded, "record": name},
+                                      mapping, hasher, now_s)
+            account_event = None
+            if "event" in result:
+                account_event = (result["ad_account_id"], result["event"]["event_id"])
+                traffic.events.setdefault(account_event, result["event"])
+            outcome = "event" if "event" in result else "dropped" if "dropped" in result else "error"
+            traffic.produced.append(Produced(msg.topic(), msg.partition(), msg.offset(),
+                                             account_event, outcome))
+        producer.produce(topic, value=value, on_delivery=on_delivery)
+        producer.poll(0)
+    assert producer.flush(60) == 0
+    return traffic
+
+
+class SandboxProcess:
+    def __init__(self, workdir: Path, keep_events: int = 500_000) -> None:
+        self.port = free_port()
+        self.server = Server("sandbox", [sys.executable, "-m", "consumer", "sandbox", "--port",
+                                         str(self.port), "--token", f"{TOKEN}=*",
+                                         "--keep-events", str(keep_events)],
+                             workdir / f"sandbox-{self.port}.log", cwd=ROOT)
+        wait_until(lambda: port_open(self.port), 30, "sandbox", self.server.proc, self.server.log)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def faults(self, **faults: Any) -> None:
+        get_json(f"{self.url}/_sandbox/faults", faults)
+
+    def reset(self) -> None:
+        get_json(f"{self.url}/_sandbox/reset", {})
+
+    def stats(self) -> dict[str, Any]:
+        return dict(get_json(f"{self.url}/_sandbox/stats"))
+
+    def accepted_ids(self) -> set[tuple[str, str]]:
+        by_account = get_json(f"{self.url}/_sandbox/event_ids")
+        return {(account, event_id) for account, ids in by_account.items() for event_id in ids}
+
+    def events(self, limit: int = 1_000_000) -> list[dict[str, Any]]:
+        return list(get_json(f"{self.url}/_sandbox/events?limit={limit}"))
+
+    def stop(self) -> None:
+        self.server.stop()
+
+
+class ConsumerProcess:
+    def __init__(self, workdir: Path, kafka: KafkaBroker, topics: Topics, registry_url: str,
+                 sandbox_url: str, group: str, **settings: str) -> None:
+        self.health_port = free_port()
+        self.env = {
+            "CAPI_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap,
+            "CAPI_KAFKA_GROUP_ID": group,
+            "CAPI_MAPPING_FILE": str(topics.mapping),
+            "CAPI_SCHEMA_REGISTRY_URL": registry_url,
+            "CAPI_READER_SCHEMA_DIR": str(SCHEMAS),
+            "CAPI_API_BASE_URL": sandbox_url,
+            "CAPI_ACCESS_TOKEN": TOKEN,
+            "CAPI_DLQ_TOPIC": topics.dead_letter,
+            "CAPI_HEALTH_HOST": "127.0.0.1",
+            "CAPI_HEALTH_PORT": str(self.health_port),
+            "CAPI_LINGER_MS": "50",
+            "CAPI_COMMIT_INTERVAL_MS": "200",
+            "CAPI_RETRY_BACKOFF_BASE_MS": "50",
+            "CAPI_RETRY_BACKOFF_CAP_MS": "500",
+            "CAPI_LOG_LEVEL": "info",
+            **settings,
+        }
+        self.workdir = workdir
+        self.server: Server | None = None
+        self.starts = 0
+
+    def start(self) -> ConsumerProcess:
+        self.starts += 1
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("CAPI_", "OTEL_"))}
+        self.server = Server("consumer", [sys.executable, "-m", "consumer", "run"],
+                             self.workdir / f"consumer-{self.health_port}-{self.starts}.log",
+                             env={**env, **self.env}, cwd=ROOT)
+        wait_until(lambda: port_open(self.health_port), 60, "consumer", self.server.proc,
+                   self.server.log)
+        return self
+
+    @property
+    def log(self) -> str:
+        assert self.server is not None
+        return self.server.log.read_text(errors="replace")
+
+    def stats(self) -> dict[str, Any]:
+        return dict(get_json(f"http://127.0.0.1:{self.health_port}/stats"))
+
+    def get(self, path: str) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.health_port}{path}",
+                                        timeout=10) as response:
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as error:
+            return error.code, error.read().decode()
+
+    def wait_for(self, predicate: Callable[[dict[str, Any]], bool], timeout_s: float = 120,
+                 what: str = "condition") -> dict[str, Any]:
+        deadline = time.monotonic() + timeout_s
+        stats: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            assert self.server is not None
+            if self.server.proc.poll() is not None:
+                raise AssertionError(f"consumer exited {self.server.proc.returncode}:\n"
+                                     f"{self.log[-4000:]}")
+            stats = self.stats()
+            if predicate(stats):
+                return stats
+            time.sleep(0.1)
+        raise AssertionError(f"timed out waiting for {what}; last stats {stats}\n"
+                             f"{self.log[-3000:]}")
+
+    def wait_final(self, total: int, timeout_s: float = 120) -> dict[str, Any]:
+        return self.wait_for(lambda s: sum(s[k] for k in FINAL) >= total
+                             and s["unfinished_offsets"] == 0
+                             and s["uncommitted_partitions"] == 0, timeout_s,
+                             f"{total} final fates, committed")
+
+    def terminate(self, timeout_s: float = 30) -> int:
+        assert self.server is not None
+        self.server.proc.send_signal(signal.SIGTERM)
+        return self.server.proc.wait(timeout_s)
+
+    def kill(self) -> None:
+        assert self.server is not None
+        self.server.kill()
+
+    def stop(self) -> None:
+        if self.server is not None and self.server.proc.poll() is None:
+            self.server.stop()
+
+
+def committed_offsets(kafka: KafkaBroker, group: str, topics: list[str],
+                      partitions: int = 4) -> dict[tuple[str, int], int]:
+    consumer = Consumer({"bootstrap.servers": kafka.bootstrap, "group.id": group})
+    try:
+        wanted = [TopicPartition(t, p) for t in topics for p in range(partitions)]
+        return {(tp.topic, tp.partition): tp.offset
+                for tp in consumer.committed(wanted, timeout=10)}
+    finally:
+        consumer.close()
+
+
+def end_offsets(kafka: KafkaBroker, topics: list[str], partitions: int = 4
+                ) -> dict[tuple[str, int], int]:
+    consumer = Consumer({"bootstrap.servers": kafka.bootstrap, "group.id": "offsets-probe"})
+    try:
+        return {(t, p): consumer.get_watermark_offsets(TopicPartition(t, p), timeout=10)[1]
+                for t in topics for p in range(partitions)}
+    finally:
+        consumer.close()
+
+
+def read_all(kafka: KafkaBroker, topic: str, expected: int, timeout_s: float = 30
+             ) -> list[tuple[bytes, dict[str, bytes]]]:
+    consumer = Consumer({"bootstrap.servers": kafka.bootstrap, "group.id": f"read-{time.time()}",
+                         "auto.offset.reset": "earliest"})
+    consumer.subscribe([topic])
+    out: list[tuple[bytes, dict[str, bytes]]] = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while len(out) < expected and time.monotonic() < deadline:
+            for message in consumer.consume(500, 0.5):
+                if message.error() is None:
+                    headers = {k: v for k, v in (message.headers() or [])}
+                    out.append((message.value() or b"", headers))
+    finally:
+        consumer.close()
+    return out
+
+
+def wire_header(schema_id: int) -> bytes:
+    return struct.pack(">bI", 0, schema_id)

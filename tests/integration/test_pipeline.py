@@ -1,0 +1,85 @@
+"""`consumer run` end to end: real Kafka, real schema registry, the sandbox over loopback HTTP."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from devenv.kafka import KafkaBroker
+from devenv.registry import SchemaRegistry
+from tests.integration.rig import (
+    ConsumerProcess,
+    SandboxProcess,
+    Topics,
+    committed_offsets,
+    end_offsets,
+    produce_traffic,
+    read_all,
+)
+
+POISON = [b"\x00\x00\x0f\x42\x3fgarbage", b"plain text, not avro", b"\x00\x00\x00\x00\x01"]
+
+
+def test_pipeline_end_to_end_delivers_exactly_what_mapping_says(
+    kafka: KafkaBroker, registry: SchemaRegistry, sandbox: SandboxProcess, topics: Topics,
+    tmp_path: Path,
+) -> None:
+    traffic = produce_traffic(kafka, registry.url, topics, 3000, seed=11, poison=POISON)
+    consumer = ConsumerProcess(tmp_path, kafka, topics, registry.url, sandbox.url, "e2e").start()
+    try:
+        stats = consumer.wait_final(len(traffic.produced))
+        assert consumer.terminate() == 0
+    finally:
+        consumer.stop()
+    accepted = {(e["ad_account_id"], e["event"]["event_id"]): e["event"] for e in sandbox.events()}
+    assert set(accepted) == traffic.expected_ids
+    for key, event in traffic.events.items():
+        assert accepted[key] == event, key
+    sandbox_stats = sandbox.stats()
+    assert sandbox_stats["duplicates_received"] == 0
+    assert stats["deduplicated"] > 0  # the sample stream re-sends ~5% of records
+    assert stats["dead_lettered"] == sum(p.outcome == "error" for p in traffic.produced)
+    assert committed_offsets(kafka, "e2e", topics.all) == end_offsets(kafka, topics.all)
+    dead = read_all(kafka, topics.dead_letter, len(POISON))
+    reasons = sorted(h["capi.reason"].decode() for _, h in dead)
+    assert reasons == ["decode.bad_magic_byte", "decode.trailing_bytes",
+                       "decode.unknown_schema_id"] or len(reasons) == len(POISON)
+    assert {v for v, _ in dead} == set(POISON)
+    for _, headers in dead:
+        assert headers["capi.original.topic"].decode() == topics.orders
+        assert headers["capi.original.offset"].decode().isdigit()
+
+
+def test_pipeline_partial_failures_dead_letter_only_failed_events_and_replay(
+    kafka: KafkaBroker, registry: SchemaRegistry, sandbox: SandboxProcess, topics: Topics,
+    tmp_path: Path,
+) -> None:
+    traffic = produce_traffic(kafka, registry.url, topics, 600, seed=5, duplicate_ratio=0)
+    failing = sorted(traffic.expected_ids)[:7]
+    sandbox.faults(fail_event_ids=[event_id for _, event_id in failing])
+    consumer = ConsumerProcess(tmp_path, kafka, topics, registry.url, sandbox.url, "partial",
+                               CAPI_DLQ_MAX_RUN="0").start()
+    try:
+        stats = consumer.wait_final(len(traffic.produced))
+        assert stats["dead_lettered"] == 7
+        assert committed_offsets(kafka, "partial", topics.all) == end_offsets(kafka, topics.all)
+        dead = read_all(kafka, topics.dead_letter, 7)
+        assert len(dead) == 7
+        for _, headers in dead:
+            assert headers["capi.reason"] == b"pinterest.event_failed"
+            assert headers["capi.error"] == b"Injected per-event failure."
+            assert headers["capi.pinterest.request_id"]
+        assert sandbox.accepted_ids() == traffic.expected_ids - set(failing)
+        # The fix is live: replay the dead letters through the pipeline.
+        sandbox.faults(fail_event_ids=[])
+        replay = subprocess.run([sys.executable, "-m", "consumer", "replay"],
+                                env={**consumer.env, "PATH": "/usr/bin:/bin"},
+                                capture_output=True, text=True, timeout=120)
+        assert replay.returncode == 0, replay.stderr
+        assert json.loads(replay.stdout)["replayed"] == 7
+        consumer.wait_for(lambda s: s["delivered"] >= stats["delivered"] + 7, 60, "replayed")
+        assert sandbox.accepted_ids() == traffic.expected_ids
+    finally:
+        consumer.stop()
