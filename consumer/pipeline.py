@@ -395,9 +395,10 @@ class Pipeline:
         offsets = self.ledger.committable()
         if only is not None:
             offsets = {tp: o for tp, o in offsets.items() if tp in only}
-        if offsets and await self.source.commit(offsets):
-            self.ledger.mark_committed(offsets)
-            self.metrics.committed.add(len(offsets))
+        if offsets:
+            committed = await self.source.commit(offsets)
+            self.ledger.mark_committed(committed)
+            self.metrics.committed.add(len(committed))
 
     async def _commit_loop(self) -> None:
         while True:

@@ -168,22 +168,32 @@ class KafkaSource:
             logger.info("resumed partitions", extra={"count": len(self.paused)})
             self.paused.clear()
 
-    async def commit(self, offsets: dict[TP, int]) -> bool:
-        """Store then commit `offsets` (next offset per partition). False if Kafka refused."""
+    async def commit(self, offsets: dict[TP, int]) -> dict[TP, int]:
+        """Store then commit `offsets` (next offset per partition); return what Kafka took.
+
+        A synchronous commit reports failures per partition (for example during a rebalance)
+        without raising, so each partition's error is checked: the caller retries the rest.
+        """
         owned = {tp: o for tp, o in offsets.items() if tp in self.assigned}
         if not owned:
-            return True
+            return {}
         partitions = [TopicPartition(t, p, o) for (t, p), o in owned.items()]
         try:
             await self.client.store_offsets(offsets=partitions)
-            await self.client.commit(offsets=partitions, asynchronous=False)
+            answered = await self.client.commit(offsets=partitions, asynchronous=False)
         except KafkaException as exc:
-            error = exc.args[0] if exc.args else None
-            if isinstance(error, KafkaError) and error.code() == KafkaError._NO_OFFSET:
-                return True
             logger.warning("commit failed, will retry", extra={"error": str(exc)})
-            return False
-        return True
+            return {}
+        committed = {}
+        for tp in answered or []:
+            key = (tp.topic, tp.partition)
+            if tp.error is None and key in owned:
+                committed[key] = owned[key]
+            elif tp.error is not None:
+                logger.warning("commit failed for a partition, will retry",
+                               extra={"partition": f"{tp.topic}/{tp.partition}",
+                                      "error": str(tp.error)})
+        return committed
 
     async def _assigned(self, _consumer: Any, partitions: list[TopicPartition]) -> None:
         assigned = []
@@ -197,7 +207,8 @@ class KafkaSource:
             # Cooperative-sticky does not carry pause state to new partitions: assign, then pause.
             await self.client.incremental_assign(partitions)
             await self._pause_all()
-        logger.info("partitions assigned", extra={"partitions": [f"{t}/{p}" for t, p in assigned]})
+        names = [f"{t}/{p}" for (t, p), _ in assigned]
+        logger.info("partitions assigned", extra={"partitions": names})
 
     def _forget(self, partitions: list[TopicPartition]) -> list[TP]:
         keys = [(tp.topic, tp.partition) for tp in partitions]
