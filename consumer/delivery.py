@@ -19,6 +19,8 @@ from typing import Any
 import aiohttp
 import orjson
 from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.context import Context
 
 from consumer import telemetry as tm
 from consumer.records import AdAccountId, Batch, BatchResult, EventOutcome
@@ -274,11 +276,18 @@ class DeliveryClient:
     ) -> _Answer:
         url = self._url(batch.ad_account)
         body = b'{"data":[' + b",".join(encoded) + b"]}"
-        links = [trace.Link(c) for conv in batch.conversions if (c := _span_context(conv))]
+        traced = [c for conv in batch.conversions if (c := _span_context(conv))]
+        # The first traced message's process span is also the parent, so backends without
+        # span links (Zipkin) still show producer → process → POST in one trace; untraced
+        # batches get a root span rather than the context of whichever chunk opened them.
+        parent = (
+            trace.set_span_in_context(trace.NonRecordingSpan(traced[0])) if traced else Context()
+        )
         with self._telemetry.tracer.start_as_current_span(
             tm.SPAN_DELIVER,
+            context=parent,
             kind=trace.SpanKind.CLIENT,
-            links=links[:128],
+            links=[trace.Link(c) for c in traced[:128]],
             attributes={
                 tm.ATTR_HTTP_METHOD: "POST",
                 tm.ATTR_URL: url,
@@ -291,6 +300,11 @@ class DeliveryClient:
             self._telemetry.instruments.requests.add(1, {"status": str(answer.status)})
             span.set_attribute(tm.ATTR_HTTP_STATUS, answer.status)
             span.set_attribute(tm.ATTR_REQUEST_ID, answer.request_id)
+            if answer.status in (200, 422):
+                outcomes = parse_outcomes(answer.payload, len(encoded)) or []
+                processed = sum(1 for o in outcomes if o.status == "processed")
+                span.set_attribute(tm.ATTR_PROCESSED, processed)
+                span.set_attribute(tm.ATTR_FAILED, len(outcomes) - processed)
             if answer.status >= 400 or answer.status == 0:
                 span.set_attribute(tm.ATTR_ERROR_TYPE, str(answer.status or "connection"))
             return answer

@@ -190,9 +190,10 @@ class KafkaSource:
             if tp.error is None and key in owned:
                 committed[key] = owned[key]
             elif tp.error is not None:
-                logger.warning("commit failed for a partition, will retry",
-                               extra={"partition": f"{tp.topic}/{tp.partition}",
-                                      "error": str(tp.error)})
+                logger.warning(
+                    "commit failed for a partition, will retry",
+                    extra={"partition": f"{tp.topic}/{tp.partition}", "error": str(tp.error)},
+                )
         return committed
 
     async def _assigned(self, _consumer: Any, partitions: list[TopicPartition]) -> None:

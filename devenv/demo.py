@@ -86,9 +86,20 @@ def main() -> int:
         kafka.create_topic("capi.dead-letter", partitions=1)
         python = sys.executable
         sandbox_port = free_port()
-        sandbox = Server("sandbox", [python, "-m", "consumer", "sandbox", "--port",
-                                     str(sandbox_port), "--token", f"{TOKEN}=*"],
-                         workdir / "sandbox.log")
+        sandbox = Server(
+            "sandbox",
+            [
+                python,
+                "-m",
+                "consumer",
+                "sandbox",
+                "--port",
+                str(sandbox_port),
+                "--token",
+                f"{TOKEN}=*",
+            ],
+            workdir / "sandbox.log",
+        )
         started_services.append(sandbox)
         wait_until(lambda: port_open(sandbox_port), 20, "sandbox", sandbox.proc, sandbox.log)
         print(f"sandbox at http://127.0.0.1:{sandbox_port}", flush=True)
@@ -109,8 +120,9 @@ def main() -> int:
             "CAPI_LOG_LEVEL": "warning",
         }
         print("running the consumer ...", flush=True)
-        consumer = Server("consumer", [python, "-m", "consumer", "run"], workdir / "consumer.log",
-                          env=env)
+        consumer = Server(
+            "consumer", [python, "-m", "consumer", "run"], workdir / "consumer.log", env=env
+        )
         started_services.append(consumer)
         wait_until(lambda: port_open(health_port), 30, "consumer", consumer.proc, consumer.log)
         began = time.monotonic()
@@ -139,9 +151,11 @@ def main() -> int:
         print(f"  deduplicated            {stats.get('deduplicated')}")
         print(f"  skipped by mapping      {stats.get('skipped')}  (filters, consent, non-checkout)")
         print(f"  dead-lettered           {stats.get('dead_lettered')}")
-        print(f"  sandbox accepted        {sandbox_stats['events_processed']} events in "
-              f"{sandbox_stats['requests']} requests "
-              f"({sandbox_stats['duplicates_received']} duplicates received)")
+        print(
+            f"  sandbox accepted        {sandbox_stats['events_processed']} events in "
+            f"{sandbox_stats['requests']} requests "
+            f"({sandbox_stats['duplicates_received']} duplicates received)"
+        )
         print(f"  throughput              {total / elapsed:,.0f} messages/s over {elapsed:.1f}s")
         print(f"  exit code of consumer   {consumer.proc.returncode} (SIGTERM drain)")
         return 0 if consumer.proc.returncode == 0 else 1

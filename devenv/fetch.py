@@ -2,7 +2,9 @@
 
 from devenv.kafka import fetch_jars
 from devenv.registry import fetch_registry
+from devenv.zipkin import fetch_zipkin
 
 if __name__ == "__main__":
     fetch_jars()
     fetch_registry()
+    fetch_zipkin()

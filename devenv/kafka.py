@@ -1,7 +1,7 @@
 """A real single-node Apache Kafka broker (KRaft) from the Maven Central jars, on loopback.
 
-    python -m devenv.kafka fetch      # download jars into .kafka/libs (cached)
-    python -m devenv.kafka run        # start a broker and print its bootstrap address
+python -m devenv.kafka fetch      # download jars into .kafka/libs (cached)
+python -m devenv.kafka run        # start a broker and print its bootstrap address
 """
 
 from __future__ import annotations
@@ -44,8 +44,16 @@ def fetch_jars() -> Path:
     if mvn is None:
         raise RuntimeError("Maven (mvn) is needed to fetch the Kafka jars")
     subprocess.run(
-        [mvn, "-B", "-q", "-f", str(POM), "dependency:copy-dependencies",
-         "-DincludeScope=runtime", f"-DoutputDirectory={LIBS}"],
+        [
+            mvn,
+            "-B",
+            "-q",
+            "-f",
+            str(POM),
+            "dependency:copy-dependencies",
+            "-DincludeScope=runtime",
+            f"-DoutputDirectory={LIBS}",
+        ],
         check=True,
     )
     marker.write_text(POM.read_text())
@@ -62,9 +70,13 @@ def _java() -> str:
 class KafkaBroker:
     """Formats fresh KRaft storage in a temp dir and runs `kafka.Kafka` until `stop()`."""
 
-    def __init__(self, workdir: Path | None = None, heap: str = "512m",
-                 extra_properties: dict[str, str] | None = None,
-                 extra_listeners: dict[str, tuple[str, int]] | None = None) -> None:
+    def __init__(
+        self,
+        workdir: Path | None = None,
+        heap: str = "512m",
+        extra_properties: dict[str, str] | None = None,
+        extra_listeners: dict[str, tuple[str, int]] | None = None,
+    ) -> None:
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="kafka-"))
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
@@ -81,8 +93,10 @@ class KafkaBroker:
         return f"127.0.0.1:{self.port}"
 
     def _properties(self) -> str:
-        listeners = [f"PLAINTEXT://127.0.0.1:{self.port}",
-                     f"CONTROLLER://127.0.0.1:{self.controller_port}"]
+        listeners = [
+            f"PLAINTEXT://127.0.0.1:{self.port}",
+            f"CONTROLLER://127.0.0.1:{self.controller_port}",
+        ]
         protocols = ["PLAINTEXT:PLAINTEXT", "CONTROLLER:PLAINTEXT"]
         for name, (protocol, port) in self.extra_listeners.items():
             listeners.append(f"{name}://127.0.0.1:{port}")
@@ -124,23 +138,49 @@ class KafkaBroker:
         if not (self.workdir / "data" / "meta.properties").exists():
             cluster_id = subprocess.run(
                 [java, "-cp", classpath, "kafka.tools.StorageTool", "random-uuid"],
-                check=True, capture_output=True, text=True,
+                check=True,
+                capture_output=True,
+                text=True,
             ).stdout.strip()
             subprocess.run(
-                [java, "-cp", classpath, f"-Dlog4j2.configurationFile={log4j}",
-                 "kafka.tools.StorageTool", "format", "--standalone", "-t", cluster_id,
-                 "-c", str(config), *(format_args or [])],
-                check=True, capture_output=True, text=True,
+                [
+                    java,
+                    "-cp",
+                    classpath,
+                    f"-Dlog4j2.configurationFile={log4j}",
+                    "kafka.tools.StorageTool",
+                    "format",
+                    "--standalone",
+                    "-t",
+                    cluster_id,
+                    "-c",
+                    str(config),
+                    *(format_args or []),
+                ],
+                check=True,
+                capture_output=True,
+                text=True,
             )
         self.server = Server(
             "kafka",
-            [java, f"-Xmx{self.heap}", f"-Xms{self.heap}", "-XX:+UseG1GC",
-             "-XX:TieredStopAtLevel=1", "-Xshare:auto",
-             f"-Dlog4j2.configurationFile={log4j}", "-cp", classpath, "kafka.Kafka", str(config)],
+            [
+                java,
+                f"-Xmx{self.heap}",
+                f"-Xms{self.heap}",
+                "-XX:+UseG1GC",
+                "-XX:TieredStopAtLevel=1",
+                "-Xshare:auto",
+                f"-Dlog4j2.configurationFile={log4j}",
+                "-cp",
+                classpath,
+                "kafka.Kafka",
+                str(config),
+            ],
             log=self.workdir / "stdout.log",
         )
-        wait_until(self.is_ready, timeout_s, "kafka broker", self.server.proc,
-                   self.workdir / "server.log")
+        wait_until(
+            self.is_ready, timeout_s, "kafka broker", self.server.proc, self.workdir / "server.log"
+        )
         self.startup_s = time.monotonic() - started
         return self
 
@@ -153,7 +193,9 @@ class KafkaBroker:
         metadata = admin.list_topics(timeout=2)
         return len(metadata.brokers) == 1
 
-    def create_topic(self, name: str, partitions: int = 1, config: dict[str, str] | None = None) -> None:
+    def create_topic(
+        self, name: str, partitions: int = 1, config: dict[str, str] | None = None
+    ) -> None:
         from confluent_kafka.admin import AdminClient, NewTopic
 
         admin = AdminClient({"bootstrap.servers": self.bootstrap, "log_level": 3})
@@ -183,8 +225,10 @@ def main(argv: list[str]) -> int:
         print(fetch_jars())
         return 0
     broker = KafkaBroker().start()
-    print(f"kafka ready at {broker.bootstrap} in {broker.startup_s:.1f}s (Ctrl-C stops it)",
-          flush=True)
+    print(
+        f"kafka ready at {broker.bootstrap} in {broker.startup_s:.1f}s (Ctrl-C stops it)",
+        flush=True,
+    )
     try:
         while True:
             time.sleep(3600)

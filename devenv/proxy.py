@@ -40,13 +40,15 @@ class ToggleProxy:
             return
         try:
             upstream_reader, upstream_writer = await asyncio.open_connection(
-                "127.0.0.1", self.target_port)
+                "127.0.0.1", self.target_port
+            )
         except OSError:
             writer.close()
             return
         self._writers |= {writer, upstream_writer}
-        await asyncio.gather(self._pipe(reader, upstream_writer),
-                             self._pipe(upstream_reader, writer))
+        await asyncio.gather(
+            self._pipe(reader, upstream_writer), self._pipe(upstream_reader, writer)
+        )
         self._writers -= {writer, upstream_writer}
 
     def down(self) -> None:

@@ -23,9 +23,23 @@ class RedisServer:
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server not installed (apt-get install redis-server)")
-        self.server = Server("redis", [binary, "--port", str(self.port), "--bind", "127.0.0.1",
-                                       "--save", "", "--appendonly", "no",
-                                       "--dir", str(self.workdir)], self.workdir / "redis.log")
+        self.server = Server(
+            "redis",
+            [
+                binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.workdir),
+            ],
+            self.workdir / "redis.log",
+        )
         wait_until(lambda: port_open(self.port), 20, "redis", self.server.proc, self.server.log)
         return self
 

@@ -27,9 +27,14 @@ def fetch_registry() -> Path:
         return runner
     download = Path(tempfile.mkdtemp(prefix="apicurio-"))
     subprocess.run(
-        ["mvn", "-B", "-q", "org.apache.maven.plugins:maven-dependency-plugin:3.8.1:copy",
-         f"-Dartifact=io.apicurio:apicurio-registry-app:{VERSION}:tar.gz:all",
-         f"-DoutputDirectory={download}"],
+        [
+            "mvn",
+            "-B",
+            "-q",
+            "org.apache.maven.plugins:maven-dependency-plugin:3.8.1:copy",
+            f"-Dartifact=io.apicurio:apicurio-registry-app:{VERSION}:tar.gz:all",
+            f"-DoutputDirectory={download}",
+        ],
         check=True,
     )
     unpacked = Path(tempfile.mkdtemp(prefix="apicurio-", dir=CACHE))
@@ -65,12 +70,20 @@ class SchemaRegistry:
         java = shutil.which("java") or "java"
         self.server = Server(
             "schema-registry",
-            [java, "-Xmx384m", "-XX:TieredStopAtLevel=1",
-             "-Dquarkus.http.host=127.0.0.1", f"-Dquarkus.http.port={self.port}",
-             "-Dquarkus.management.host=127.0.0.1",
-             f"-Dquarkus.management.port={self.management_port}",
-             "-Dquarkus.log.level=WARN", "-jar", str(runner)],
-            log=self.workdir / "registry.log", cwd=runner.parent,
+            [
+                java,
+                "-Xmx384m",
+                "-XX:TieredStopAtLevel=1",
+                "-Dquarkus.http.host=127.0.0.1",
+                f"-Dquarkus.http.port={self.port}",
+                "-Dquarkus.management.host=127.0.0.1",
+                f"-Dquarkus.management.port={self.management_port}",
+                "-Dquarkus.log.level=WARN",
+                "-jar",
+                str(runner),
+            ],
+            log=self.workdir / "registry.log",
+            cwd=runner.parent,
         )
         wait_until(self.is_ready, timeout_s, "schema registry", self.server.proc, self.server.log)
         self.startup_s = time.monotonic() - started

@@ -20,22 +20,60 @@ SCHEMAS = Path(__file__).resolve().parent.parent / "schemas"
 ORDERS_TOPIC = "shop.orders"
 ENGAGEMENT_TOPIC = "shop.engagement"
 
-FIRST = ["Ana", "Björn", "Chloé", "Dmitri", "Emma", "François", "Günther", "Hana", "Ines", "José",
-         "Kai", "Léa", "Marta", "Noah", "Olga", "Priya", "Quinn", "Ren", "Sofía", "Zoë"]
-LAST = ["García", "Müller", "O'Brien", "Nguyen", "Smith", "Dubois", "Rossi", "Kowalski", "Sato",
-        "Johnson", "Ñúñez", "Andersson"]
-CITIES = [("San Francisco", "CA", "94107", "US", "+1 (415) 555-{:04d}"),
-          ("New York", "NY", "10001-2345", "US", "(212) 555-{:04d}"),
-          ("London", "", "SW1A 1AA", "United Kingdom", "+44 (0)20 7946 {:04d}"),
-          ("München", "", "80331", "DE", "0049 89 1234{:04d}"),
-          ("Saint-Étienne", "", "42000", "France", "+33 4 77 12 {:04d}")]
-PRODUCTS = [("SKU-1001", "Linen throw", "Casa", "Home > Textiles", "49.90"),
-            ("SKU-2002", "Ceramic vase", "Forma", "Home > Decor", "35.00"),
-            ("SKU-3003", "Trail shoes", "Peak", "Sport > Shoes", "119.99"),
-            ("SKU-4004", "Yoga mat", "Peak", "Sport > Yoga", "24.50"),
-            ("SKU-5005", "Espresso cups", "Casa", "Kitchen", "18.75")]
-AGENT = ("Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5) AppleWebKit/605.1.15 "
-         "(KHTML, like Gecko) Version/17.5 Safari/605.1.15")
+FIRST = [
+    "Ana",
+    "Björn",
+    "Chloé",
+    "Dmitri",
+    "Emma",
+    "François",
+    "Günther",
+    "Hana",
+    "Ines",
+    "José",
+    "Kai",
+    "Léa",
+    "Marta",
+    "Noah",
+    "Olga",
+    "Priya",
+    "Quinn",
+    "Ren",
+    "Sofía",
+    "Zoë",
+]
+LAST = [
+    "García",
+    "Müller",
+    "O'Brien",
+    "Nguyen",
+    "Smith",
+    "Dubois",
+    "Rossi",
+    "Kowalski",
+    "Sato",
+    "Johnson",
+    "Ñúñez",
+    "Andersson",
+]
+CITIES = [
+    ("San Francisco", "CA", "94107", "US", "+1 (415) 555-{:04d}"),
+    ("New York", "NY", "10001-2345", "US", "(212) 555-{:04d}"),
+    ("London", "", "SW1A 1AA", "United Kingdom", "+44 (0)20 7946 {:04d}"),
+    ("München", "", "80331", "DE", "0049 89 1234{:04d}"),
+    ("Saint-Étienne", "", "42000", "France", "+33 4 77 12 {:04d}"),
+]
+PRODUCTS = [
+    ("SKU-1001", "Linen throw", "Casa", "Home > Textiles", "49.90"),
+    ("SKU-2002", "Ceramic vase", "Forma", "Home > Decor", "35.00"),
+    ("SKU-3003", "Trail shoes", "Peak", "Sport > Shoes", "119.99"),
+    ("SKU-4004", "Yoga mat", "Peak", "Sport > Yoga", "24.50"),
+    ("SKU-5005", "Espresso cups", "Casa", "Kitchen", "18.75"),
+]
+AGENT = (
+    "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5) AppleWebKit/605.1.15 "
+    "(KHTML, like Gecko) Version/17.5 Safari/605.1.15"
+)
 
 
 def _dob(rng: random.Random) -> dt.date:
@@ -51,8 +89,16 @@ def order_record(rng: random.Random, n: int, now_ms: int, version: int = 1) -> d
     first, last = rng.choice(FIRST), rng.choice(LAST)
     items = []
     for sku, name, brand, category, price in rng.sample(PRODUCTS, rng.randint(1, 3)):
-        items.append({"sku": sku, "name": name, "brand": brand, "category": category,
-                      "unit_price": Decimal(price), "quantity": rng.randint(1, 3)})
+        items.append(
+            {
+                "sku": sku,
+                "name": name,
+                "brand": brand,
+                "category": category,
+                "unit_price": Decimal(price),
+                "quantity": rng.randint(1, 3),
+            }
+        )
     total = sum((i["unit_price"] * i["quantity"] for i in items), Decimal("0"))
     record: dict[str, Any] = {
         "order_id": f"ord-{n:08d}",
@@ -64,21 +110,29 @@ def order_record(rng: random.Random, n: int, now_ms: int, version: int = 1) -> d
             "customer_id": f"cust-{rng.randint(1, 5000)}",
             "email": f"{first.lower()}.{n % 997}@Example.com ",
             "phone": phone.format(rng.randint(0, 9999)),
-            "first_name": first, "last_name": last,
+            "first_name": first,
+            "last_name": last,
             "date_of_birth": None if rng.random() < 0.5 else _dob(rng),
             "gender": rng.choice(["female", "male", "F", "non-binary", None]),
-            "address": {"line1": "1 Main St", "city": city, "state": state or None,
-                        "postal_code": postal, "country": country},
+            "address": {
+                "line1": "1 Main St",
+                "city": city,
+                "state": state or None,
+                "postal_code": postal,
+                "country": country,
+            },
         },
-        "context": {"ip_address": f"203.0.113.{rng.randint(1, 254)}", "user_agent": AGENT,
-                    "epik": f"dj0yJnU9{uuid.UUID(int=rng.getrandbits(128)).hex[:20]}",
-                    "page_url": "https://shop.example.com/checkout/thank-you",
-                    "language": "en"},
+        "context": {
+            "ip_address": f"203.0.113.{rng.randint(1, 254)}",
+            "user_agent": AGENT,
+            "epik": f"dj0yJnU9{uuid.UUID(int=rng.getrandbits(128)).hex[:20]}",
+            "page_url": "https://shop.example.com/checkout/thank-you",
+            "language": "en",
+        },
         "items": items,
         "currency": rng.choice(["USD", "EUR", "gbp"]),
         "total": total,
-        "consent": {"ads_personalization": rng.random() > 0.05,
-                    "limited_data_processing": False},
+        "consent": {"ads_personalization": rng.random() > 0.05, "limited_data_processing": False},
         "is_test": rng.random() < 0.02,
     }
     if version == 2:
@@ -131,8 +185,9 @@ def register(registry_url: str, subject: str, schema_file: str) -> int:
     return int(client.register_schema(subject, Schema((SCHEMAS / schema_file).read_text(), "AVRO")))
 
 
-def sample_stream(count: int, seed: int = 7, duplicate_ratio: float = 0.05
-                  ) -> Iterator[tuple[str, str, dict[str, Any]]]:
+def sample_stream(
+    count: int, seed: int = 7, duplicate_ratio: float = 0.05
+) -> Iterator[tuple[str, str, dict[str, Any]]]:
     """(topic, schema file, record) triples: ~40% orders, the rest engagement, some re-sent."""
     rng = random.Random(seed)
     now_ms = int(time.time() * 1000)
@@ -143,11 +198,17 @@ def sample_stream(count: int, seed: int = 7, duplicate_ratio: float = 0.05
             continue
         version = 1 if rng.random() < 0.5 else 2
         if rng.random() < 0.4:
-            item = (ORDERS_TOPIC, f"order_event.v{version}.avsc",
-                    order_record(rng, n, now_ms, version))
+            item = (
+                ORDERS_TOPIC,
+                f"order_event.v{version}.avsc",
+                order_record(rng, n, now_ms, version),
+            )
         else:
-            item = (ENGAGEMENT_TOPIC, f"engagement_event.v{version}.avsc",
-                    engagement_record(rng, n, now_ms, version))
+            item = (
+                ENGAGEMENT_TOPIC,
+                f"engagement_event.v{version}.avsc",
+                engagement_record(rng, n, now_ms, version),
+            )
         if len(produced) < 500:
             produced.append(item)
         yield item

@@ -48,15 +48,21 @@ ConversionFactory = Callable[..., Conversion]
 
 @pytest.fixture
 def envelope_factory() -> EnvelopeFactory:
-    def make(topic: str = "orders", partition: int = 0, offset: int = 0,
-             value: bytes = b"", **kwargs: Any) -> Envelope:
+    def make(
+        topic: str = "orders",
+        partition: int = 0,
+        offset: int = 0,
+        value: bytes = b"",
+        **kwargs: Any,
+    ) -> Envelope:
         return Envelope(Coordinates(topic, partition, offset), value=value, **kwargs)
 
     return make
 
 
-def valid_event(event_id: str = "order-1", event_time: int = 1_700_000_000,
-                **overrides: Any) -> dict[str, Any]:
+def valid_event(
+    event_id: str = "order-1", event_time: int = 1_700_000_000, **overrides: Any
+) -> dict[str, Any]:
     event: dict[str, Any] = {
         "event_name": "checkout",
         "action_source": "web",
@@ -71,9 +77,15 @@ def valid_event(event_id: str = "order-1", event_time: int = 1_700_000_000,
 
 @pytest.fixture
 def conversion_factory(envelope_factory: EnvelopeFactory) -> ConversionFactory:
-    def make(offset: int = 0, partition: int = 0, topic: str = "orders",
-             ad_account: str = "111", event_id: str | None = None,
-             event_time_s: int = 1_700_000_000, **overrides: Any) -> Conversion:
+    def make(
+        offset: int = 0,
+        partition: int = 0,
+        topic: str = "orders",
+        ad_account: str = "111",
+        event_id: str | None = None,
+        event_time_s: int = 1_700_000_000,
+        **overrides: Any,
+    ) -> Conversion:
         envelope = envelope_factory(topic, partition, offset, value=b"raw")
         event_id = event_id or f"order-{partition}-{offset}"
         return Conversion(

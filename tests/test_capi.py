@@ -13,12 +13,24 @@ DIGEST = "973dfe463ec85785f5f95af5ba3906eedb2d931c24e69824a89ea65dba4e813b"
 
 def test_validate_accepts_a_complete_event() -> None:
     event = valid_event(
-        event_source_url="https://x", opt_out=False, partner_name="ss-shop", language="en",
-        custom_data={"value": "10.5", "currency": "USD", "content_ids": ["a"], "num_items": 1,
-                     "contents": [{"id": "a", "item_price": "10.5", "quantity": 1}],
-                     "opt_out_type": "LDP"},
-        user_data={"ph": [DIGEST], "client_ip_address": "1.2.3.4", "client_user_agent": "UA",
-                   "click_id": "epik"},
+        event_source_url="https://x",
+        opt_out=False,
+        partner_name="ss-shop",
+        language="en",
+        custom_data={
+            "value": "10.5",
+            "currency": "USD",
+            "content_ids": ["a"],
+            "num_items": 1,
+            "contents": [{"id": "a", "item_price": "10.5", "quantity": 1}],
+            "opt_out_type": "LDP",
+        },
+        user_data={
+            "ph": [DIGEST],
+            "client_ip_address": "1.2.3.4",
+            "client_user_agent": "UA",
+            "click_id": "epik",
+        },
     )
     validate_event(event, NOW)
 
@@ -43,8 +55,9 @@ def test_validate_accepts_a_complete_event() -> None:
     ({"partner_name": "Shop"}, "partner_name", False),
     ({"opt_out": "yes"}, "opt_out", True),
 ])  # fmt: skip
-def test_validate_rejects_naming_the_field(change: dict[str, Any], field: str,
-                                            is_structural: bool) -> None:
+def test_validate_rejects_naming_the_field(
+    change: dict[str, Any], field: str, is_structural: bool
+) -> None:
     with pytest.raises(InvalidEvent) as info:
         validate_event(valid_event(**change), NOW)
     assert field in str(info.value)

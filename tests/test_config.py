@@ -29,15 +29,17 @@ def test_config_kafka_passthrough_and_secret_masking(tmp_path: Path) -> None:
     secret_file.write_text("s3cret-pass\n")
     token_file = tmp_path / "token"
     token_file.write_text("pina_FILE_TOKEN")
-    config = load_config({
-        **BASE,
-        "CAPI_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
-        "CAPI_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
-        "CAPI_KAFKA_SASL_USERNAME": "capi",
-        "CAPI_KAFKA_SASL_PASSWORD_FILE": str(secret_file),
-        "CAPI_ACCESS_TOKEN_FILE_549755885175": str(token_file),
-        "CAPI_DEDUP_WINDOW_S": "24h",
-    })
+    config = load_config(
+        {
+            **BASE,
+            "CAPI_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+            "CAPI_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+            "CAPI_KAFKA_SASL_USERNAME": "capi",
+            "CAPI_KAFKA_SASL_PASSWORD_FILE": str(secret_file),
+            "CAPI_ACCESS_TOKEN_FILE_549755885175": str(token_file),
+            "CAPI_DEDUP_WINDOW_S": "24h",
+        }
+    )
     client = config.kafka_client_config()
     assert client["security.protocol"] == "SASL_SSL"
     assert client["sasl.password"] == "s3cret-pass"

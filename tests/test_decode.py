@@ -15,11 +15,28 @@ from consumer.records import Coordinates, Envelope
 
 SCHEMAS = Path(__file__).resolve().parent.parent / "schemas"
 V1 = fastavro.parse_schema(json.loads((SCHEMAS / "engagement_event.v1.avsc").read_text()))
-RECORD = {"event_uuid": "u1", "event_type": "SEARCH", "occurred_at": 1_700_000_000_000,
-          "store_id": "s", "platform": "WEB", "session_id": "x", "user_id": None, "email": None,
-          "email_sha256": None, "advertising_id": None, "ip_address": None, "user_agent": None,
-          "epik": None, "page_url": "https://x", "search_query": "q", "category": None,
-          "product_ids": [], "cart_value": None, "currency": None, "ads_consent": True}
+RECORD = {
+    "event_uuid": "u1",
+    "event_type": "SEARCH",
+    "occurred_at": 1_700_000_000_000,
+    "store_id": "s",
+    "platform": "WEB",
+    "session_id": "x",
+    "user_id": None,
+    "email": None,
+    "email_sha256": None,
+    "advertising_id": None,
+    "ip_address": None,
+    "user_agent": None,
+    "epik": None,
+    "page_url": "https://x",
+    "search_query": "q",
+    "category": None,
+    "product_ids": [],
+    "cart_value": None,
+    "currency": None,
+    "ads_consent": True,
+}
 
 
 class FakeRegistry:

@@ -22,8 +22,9 @@ async def store(request: pytest.FixtureRequest) -> AsyncIterator[DedupStore]:
         server: RedisServer = request.getfixturevalue("redis_server")
         import uuid
 
-        made = RedisDedupStore(server.url, 48 * 3600, prefix=f"t{uuid.uuid4().hex[:6]}:",
-                               wall_clock=lambda: NOW)
+        made = RedisDedupStore(
+            server.url, 48 * 3600, prefix=f"t{uuid.uuid4().hex[:6]}:", wall_clock=lambda: NOW
+        )
     yield made
     await made.close()
 

@@ -31,15 +31,29 @@ def test_rate_limiter_token_bucket_with_fake_clock() -> None:
 
 
 def test_parse_outcomes_200_and_422_shapes() -> None:
-    ok = {"num_events_received": 2, "num_events_processed": 1, "events": [
-        {"status": "processed", "error_message": None, "warning_message": "w"},
-        {"status": "failed", "error_message": "bad em", "warning_message": None}]}
+    ok = {
+        "num_events_received": 2,
+        "num_events_processed": 1,
+        "events": [
+            {"status": "processed", "error_message": None, "warning_message": "w"},
+            {"status": "failed", "error_message": "bad em", "warning_message": None},
+        ],
+    }
     assert parse_outcomes(ok, 2) == [
         EventOutcome("processed", message="w"),
-        EventOutcome("failed", "pinterest.event_failed", "bad em")]
-    unprocessable = {"code": 953, "message": "x", "details": {**ok, "events": [
-        {"status": "failed", "error_message": "", "warning_message": ""},
-        {"status": "processed", "error_message": "", "warning_message": ""}]}}
+        EventOutcome("failed", "pinterest.event_failed", "bad em"),
+    ]
+    unprocessable = {
+        "code": 953,
+        "message": "x",
+        "details": {
+            **ok,
+            "events": [
+                {"status": "failed", "error_message": "", "warning_message": ""},
+                {"status": "processed", "error_message": "", "warning_message": ""},
+            ],
+        },
+    }
     outcomes = parse_outcomes(unprocessable, 2)
     assert outcomes is not None
     assert [o.status for o in outcomes] == ["failed", "processed"]

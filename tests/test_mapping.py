@@ -66,8 +66,9 @@ def test_map_order_filters_and_consent_drop_with_reasons(mapping: MappingRules) 
     assert test_order == Skip(Coordinates("shop.orders", 0, 0), "filter.test_order")
     record = order()
     record["customer"]["email"] = "ops@example-shop.internal"
-    assert isinstance(skip := map_record(decoded("shop.orders", record, ORDER), mapping, NOW_S),
-                      Skip)
+    assert isinstance(
+        skip := map_record(decoded("shop.orders", record, ORDER), mapping, NOW_S), Skip
+    )
     assert skip.reason == "filter.internal_user"
     no_consent = order(consent={"ads_personalization": False, "limited_data_processing": False})
     result = map_record(decoded("shop.orders", no_consent, ORDER), mapping, NOW_S)
@@ -75,8 +76,9 @@ def test_map_order_filters_and_consent_drop_with_reasons(mapping: MappingRules) 
 
 
 def test_map_paid_orders_have_no_rule_and_are_skipped(mapping: MappingRules) -> None:
-    result = map_record(decoded("shop.orders", order(event_type="ORDER_PAID"), ORDER), mapping,
-                        NOW_S)
+    result = map_record(
+        decoded("shop.orders", order(event_type="ORDER_PAID"), ORDER), mapping, NOW_S
+    )
     assert isinstance(result, Skip) and result.reason == "map.no_rule"
 
 
@@ -110,9 +112,20 @@ def test_map_unmapped_store_is_a_permanent_error_naming_key(mapping: MappingRule
 
 
 def test_map_missing_event_id_field_names_it() -> None:
-    rules = compile_mapping({"topics": [{
-        "topic": "t", "event_name": "lead", "action_source": "web", "ad_account": "1",
-        "event_id": "{lead.id}:{event_name}", "event_time": "ts"}]})
+    rules = compile_mapping(
+        {
+            "topics": [
+                {
+                    "topic": "t",
+                    "event_name": "lead",
+                    "action_source": "web",
+                    "ad_account": "1",
+                    "event_id": "{lead.id}:{event_name}",
+                    "event_time": "ts",
+                }
+            ]
+        }
+    )
     with pytest.raises(PermanentError) as info:
         map_record(decoded("t", {"ts": NOW_S, "lead": {}}), rules, NOW_S)
     assert "lead.id" in info.value.detail
@@ -121,17 +134,35 @@ def test_map_missing_event_id_field_names_it() -> None:
 
 
 def test_map_topic_pattern_record_name_first_and_const() -> None:
-    rules = compile_mapping({"topics": [
-        {"topic_pattern": r"shop\..*", "record": "A", "event_name": "lead", "action_source": "web",
-         "ad_account": 1, "event_id": "{id}", "event_time": {"field": "ts", "unit": "seconds"}},
-        {"topic_pattern": r"shop\..*", "event_name": "signup", "action_source": "offline",
-         "ad_account": {"const": "2"}, "event_id": "{id}", "event_time": "ts",
-         "user_data": {"em": {"first": ["a", "b"]}},
-         "custom_data": {"num_items": {"count": "items"}}},
-    ]})
+    rules = compile_mapping(
+        {
+            "topics": [
+                {
+                    "topic_pattern": r"shop\..*",
+                    "record": "A",
+                    "event_name": "lead",
+                    "action_source": "web",
+                    "ad_account": 1,
+                    "event_id": "{id}",
+                    "event_time": {"field": "ts", "unit": "seconds"},
+                },
+                {
+                    "topic_pattern": r"shop\..*",
+                    "event_name": "signup",
+                    "action_source": "offline",
+                    "ad_account": {"const": "2"},
+                    "event_id": "{id}",
+                    "event_time": "ts",
+                    "user_data": {"em": {"first": ["a", "b"]}},
+                    "custom_data": {"num_items": {"count": "items"}},
+                },
+            ]
+        }
+    )
     a = map_record(decoded("shop.x", {"id": 1, "ts": NOW_S}, "A"), rules, NOW_S)
-    b = map_record(decoded("shop.y", {"id": 1, "ts": NOW_S, "b": "x@y", "items": [1, 2]}, "B"),
-                   rules, NOW_S)
+    b = map_record(
+        decoded("shop.y", {"id": 1, "ts": NOW_S, "b": "x@y", "items": [1, 2]}, "B"), rules, NOW_S
+    )
     assert isinstance(a, Conversion) and a.event_name == "lead" and a.ad_account == "1"
     assert isinstance(b, Conversion) and b.event_name == "signup" and b.ad_account == "2"
     assert b.event["user_data"] == {"em": "x@y"}
@@ -185,16 +216,34 @@ def test_compile_mapping_errors_name_the_key(document: Any, key: str) -> None:
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
     max_leaves=20,
 )
 
 
-@given(st.dictionaries(st.sampled_from(["order_id", "event_type", "occurred_at", "store_id",
-                                        "channel", "customer", "context", "items", "total",
-                                        "currency", "consent", "is_test"]),
-                       json_values))
+@given(
+    st.dictionaries(
+        st.sampled_from(
+            [
+                "order_id",
+                "event_type",
+                "occurred_at",
+                "store_id",
+                "channel",
+                "customer",
+                "context",
+                "items",
+                "total",
+                "currency",
+                "consent",
+                "is_test",
+            ]
+        ),
+        json_values,
+    )
+)
 def test_map_record_on_arbitrary_records_returns_or_raises_permanent_only(
     record: dict[str, Any],
 ) -> None:
@@ -208,9 +257,20 @@ def test_map_record_on_arbitrary_records_returns_or_raises_permanent_only(
 
 @given(st.text(min_size=1, max_size=40))
 def test_map_event_id_template_is_deterministic(order_id: str) -> None:
-    rules = compile_mapping({"topics": [{
-        "topic": "t", "event_name": "checkout", "action_source": "web", "ad_account": "1",
-        "event_id": "{order_id}:{event_name}", "event_time": "ts"}]})
+    rules = compile_mapping(
+        {
+            "topics": [
+                {
+                    "topic": "t",
+                    "event_name": "checkout",
+                    "action_source": "web",
+                    "ad_account": "1",
+                    "event_id": "{order_id}:{event_name}",
+                    "event_time": "ts",
+                }
+            ]
+        }
+    )
     record = {"order_id": order_id, "ts": NOW_S}
     first = map_record(decoded("t", record), rules, NOW_S)
     second = map_record(decoded("t", dict(record), offset=9), rules, NOW_S)

@@ -102,7 +102,9 @@ def test_normalize_country_vectors(raw: str, expected: str) -> None:
     ("San Francisco", "sanfrancisco"), ("Saint-Étienne", "saintétienne"),
     ("München", "münchen"), ("St. Louis", "stlouis"), ("  New  York ", "newyork"),
 ])  # fmt: skip
-def test_normalize_city_keeps_unicode_letters_drops_spaces_punctuation(raw: str, expected: str) -> None:
+def test_normalize_city_keeps_unicode_letters_drops_spaces_punctuation(
+    raw: str, expected: str
+) -> None:
     assert normalize_city(raw) == expected
 
 
@@ -131,16 +133,34 @@ def test_normalize_names_and_email_trim_lowercase_nfc() -> None:
 def test_hash_user_data_each_field_against_own_vectors() -> None:
     hasher = UserDataHasher(NormalizeOptions(default_phone_country="US"))
     raw = {
-        "em": "Test@Example.com", "ph": "(650) 555-1234", "fn": "José", "ln": "O'Brien",
-        "ge": "female", "db": "03/07/1990", "ct": "San Francisco", "st": "California",
-        "zp": "94107-1234", "country": "United States", "external_id": " cust-42 ",
+        "em": "Test@Example.com",
+        "ph": "(650) 555-1234",
+        "fn": "José",
+        "ln": "O'Brien",
+        "ge": "female",
+        "db": "03/07/1990",
+        "ct": "San Francisco",
+        "st": "California",
+        "zp": "94107-1234",
+        "country": "United States",
+        "external_id": " cust-42 ",
         "hashed_maids": "AEBE52E7-03EE-455A-B3C4-E57283966239",
-        "client_ip_address": "203.0.113.9", "client_user_agent": "UA", "click_id": "epik-1",
+        "client_ip_address": "203.0.113.9",
+        "client_user_agent": "UA",
+        "click_id": "epik-1",
     }
     expected = {
-        "em": sha("test@example.com"), "ph": sha("16505551234"), "fn": sha("josé"),
-        "ln": sha("o'brien"), "ge": sha("f"), "db": sha("19900307"), "ct": sha("sanfrancisco"),
-        "st": sha("ca"), "zp": sha("94107"), "country": sha("us"), "external_id": sha("cust-42"),
+        "em": sha("test@example.com"),
+        "ph": sha("16505551234"),
+        "fn": sha("josé"),
+        "ln": sha("o'brien"),
+        "ge": sha("f"),
+        "db": sha("19900307"),
+        "ct": sha("sanfrancisco"),
+        "st": sha("ca"),
+        "zp": sha("94107"),
+        "country": sha("us"),
+        "external_id": sha("cust-42"),
         "hashed_maids": sha("aebe52e7-03ee-455a-b3c4-e57283966239"),
     }
     user_data = hasher.hash_user_data(raw)
@@ -158,7 +178,8 @@ def test_hash_user_data_already_hashed_passes_through_lowercased() -> None:
 
 def test_hash_user_data_empty_values_are_omitted_not_hashed() -> None:
     user_data = UserDataHasher(NormalizeOptions()).hash_user_data(
-        {"em": "   ", "ph": "", "fn": None, "ge": "banana", "client_ip_address": " "})
+        {"em": "   ", "ph": "", "fn": None, "ge": "banana", "client_ip_address": " "}
+    )
     assert user_data == {}
 
 
@@ -216,15 +237,25 @@ def test_format_int_and_currency() -> None:
 
 
 def test_normalize_custom_data_types() -> None:
-    custom = normalize_custom_data({
-        "value": Decimal("10.50"), "currency": "eur", "num_items": 2, "content_ids": ["a", 1],
-        "contents": [{"id": "a", "item_price": 5.25, "quantity": "2", "item_name": None}],
-        "order_id": 123, "search_string": None,
-    })
-    assert custom == {"value": "10.5", "currency": "EUR", "num_items": 2,
-                      "content_ids": ["a", "1"],
-                      "contents": [{"id": "a", "item_price": "5.25", "quantity": 2}],
-                      "order_id": "123"}
+    custom = normalize_custom_data(
+        {
+            "value": Decimal("10.50"),
+            "currency": "eur",
+            "num_items": 2,
+            "content_ids": ["a", 1],
+            "contents": [{"id": "a", "item_price": 5.25, "quantity": "2", "item_name": None}],
+            "order_id": 123,
+            "search_string": None,
+        }
+    )
+    assert custom == {
+        "value": "10.5",
+        "currency": "EUR",
+        "num_items": 2,
+        "content_ids": ["a", "1"],
+        "contents": [{"id": "a", "item_price": "5.25", "quantity": 2}],
+        "order_id": "123",
+    }
 
 
 def test_normalize_conversion_returns_new_record_keeping_coordinates(

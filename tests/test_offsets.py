@@ -80,10 +80,15 @@ def test_ledger_results_for_revoked_or_older_generation_are_ignored() -> None:
     assert ledger.stale_results == 2
 
 
-@given(st.lists(st.integers(1, 5), min_size=1, max_size=60), st.randoms(use_true_random=False),
-       st.integers(0, 60))
+@given(
+    st.lists(st.integers(1, 5), min_size=1, max_size=60),
+    st.randoms(use_true_random=False),
+    st.integers(0, 60),
+)
 def test_ledger_any_finish_order_never_commits_past_unfinished(
-    gaps: list[int], rng: object, finished_count: int,
+    gaps: list[int],
+    rng: object,
+    finished_count: int,
 ) -> None:
     import random
 

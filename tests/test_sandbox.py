@@ -28,12 +28,20 @@ async def api() -> AsyncIterator[tuple[Sandbox, str, aiohttp.ClientSession]]:
     await runner.cleanup()
 
 
-async def post(api: tuple[Sandbox, str, aiohttp.ClientSession], body: Any, account: str = "123",
-               headers: dict[str, str] | None = None, query: str = "") -> tuple[int, Any]:
+async def post(
+    api: tuple[Sandbox, str, aiohttp.ClientSession],
+    body: Any,
+    account: str = "123",
+    headers: dict[str, str] | None = None,
+    query: str = "",
+) -> tuple[int, Any]:
     _, url, session = api
     data = body if isinstance(body, bytes) else orjson.dumps(body)
-    async with session.post(f"{url}/v5/ad_accounts/{account}/events{query}", data=data,
-                            headers=AUTH if headers is None else headers) as response:
+    async with session.post(
+        f"{url}/v5/ad_accounts/{account}/events{query}",
+        data=data,
+        headers=AUTH if headers is None else headers,
+    ) as response:
         assert response.headers.get("x-pinterest-rid")
         return response.status, orjson.loads(await response.read())
 
@@ -46,8 +54,11 @@ def fresh(event_id: str = "e1", **overrides: Any) -> dict[str, Any]:
 async def test_sandbox_accepts_valid_batch_with_real_200_shape(api: Any) -> None:
     status, body = await post(api, {"data": [fresh("a"), fresh("b")]})
     assert status == 200
-    assert body == {"num_events_received": 2, "num_events_processed": 2, "events": [
-        {"status": "processed", "error_message": None, "warning_message": None}] * 2}
+    assert body == {
+        "num_events_received": 2,
+        "num_events_processed": 2,
+        "events": [{"status": "processed", "error_message": None, "warning_message": None}] * 2,
+    }
     assert api[0].stats.as_json()["distinct_event_ids"] == 2
 
 
@@ -65,20 +76,27 @@ async def test_sandbox_rejects_invalid_requests_with_400(api: Any, body: Any, co
     assert status == 400 and answer["code"] == code
 
 
-@pytest.mark.parametrize("bad", [
-    {"user_data": {"em": ["test@example.com"]}},  # raw PII in a hashed field
-    {"event_time": int(time.time()) - 8 * 86400},  # stale
-    {"event_time": int(time.time() * 1000)},  # milliseconds
-    {"user_data": {"client_ip_address": "1.2.3.4"}},  # no identifier
-])
-async def test_sandbox_per_event_failures_answer_422_with_details(api: Any,
-                                                                  bad: dict[str, Any]) -> None:
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"user_data": {"em": ["test@example.com"]}},  # raw PII in a hashed field
+        {"event_time": int(time.time()) - 8 * 86400},  # stale
+        {"event_time": int(time.time() * 1000)},  # milliseconds
+        {"user_data": {"client_ip_address": "1.2.3.4"}},  # no identifier
+    ],
+)
+async def test_sandbox_per_event_failures_answer_422_with_details(
+    api: Any, bad: dict[str, Any]
+) -> None:
     status, body = await post(api, {"data": [fresh("ok"), fresh("bad", **bad)]})
     assert status == 422 and body["code"] == 953
     details = body["details"]
     assert details["num_events_processed"] == 1
-    assert details["events"][0] == {"status": "processed", "error_message": "",
-                                    "warning_message": ""}
+    assert details["events"][0] == {
+        "status": "processed",
+        "error_message": "",
+        "warning_message": "",
+    }
     assert details["events"][1]["status"] == "failed" and details["events"][1]["error_message"]
 
 
@@ -96,7 +114,7 @@ async def test_sandbox_test_mode_records_nothing(api: Any) -> None:
 
 
 async def test_sandbox_faults_and_stats_admin_endpoints(api: Any) -> None:
-    sandbox, url, session = api
+    _, url, session = api
     async with session.post(f"{url}/_sandbox/faults", data=b'{"outage": true}') as response:
         assert response.status == 200
     status, body = await post(api, {"data": [fresh()]})

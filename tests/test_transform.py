@@ -28,7 +28,12 @@ def jsonable(value: Any) -> Any:
 def run_transform(lines: list[bytes], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "consumer", "transform", "--mapping", str(MAPPING), *args],
-        input=b"\n".join(lines).decode(), capture_output=True, text=True, timeout=60, cwd=ROOT)
+        input=b"\n".join(lines).decode(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
 
 
 def test_transform_cli_builds_drops_and_reports_errors() -> None:
@@ -41,12 +46,15 @@ def test_transform_cli_builds_drops_and_reports_errors() -> None:
     test_order = {**order, "is_test": True}
     engagement = engagement_record(rng, 2, now_ms)
     bad = {**order, "store_id": "store-nowhere"}
-    lines = [orjson.dumps({"topic": t, "value": v, "record": r}, default=jsonable) for t, v, r in [
-        ("shop.orders", order, "com.example.shop.orders.OrderEvent"),
-        ("shop.orders", test_order, "com.example.shop.orders.OrderEvent"),
-        ("shop.engagement", engagement, ""),
-        ("shop.orders", bad, "com.example.shop.orders.OrderEvent"),
-    ]] + [b"not json"]
+    lines = [
+        orjson.dumps({"topic": t, "value": v, "record": r}, default=jsonable)
+        for t, v, r in [
+            ("shop.orders", order, "com.example.shop.orders.OrderEvent"),
+            ("shop.orders", test_order, "com.example.shop.orders.OrderEvent"),
+            ("shop.engagement", engagement, ""),
+            ("shop.orders", bad, "com.example.shop.orders.OrderEvent"),
+        ]
+    ] + [b"not json"]
     result = run_transform(lines, "--summary")
     assert result.returncode == 0, result.stderr
     out = [orjson.loads(line) for line in result.stdout.splitlines()]
@@ -68,6 +76,11 @@ def test_transform_cli_bad_mapping_exits_nonzero_naming_key(tmp_path: Path) -> N
     mapping.write_text("topics: []\n")
     result = subprocess.run(
         [sys.executable, "-m", "consumer", "transform", "--mapping", str(mapping)],
-        input="", capture_output=True, text=True, timeout=60, cwd=ROOT)
+        input="",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
     assert result.returncode == 2
     assert "topics" in result.stderr

@@ -57,8 +57,9 @@ class Topics:
 
 
 def make_topics(kafka: KafkaBroker, prefix: str, workdir: Path, partitions: int = 4) -> Topics:
-    topics = Topics(f"{prefix}.orders", f"{prefix}.engagement", f"{prefix}.dlq",
-                    workdir / "mapping.yaml")
+    topics = Topics(
+        f"{prefix}.orders", f"{prefix}.engagement", f"{prefix}.dlq", workdir / "mapping.yaml"
+    )
     for name in topics.all:
         kafka.create_topic(name, partitions)
     kafka.create_topic(topics.dead_letter, 1)
@@ -88,17 +89,25 @@ class Traffic:
         return set(self.events)
 
 
-def produce_traffic(kafka: KafkaBroker, registry_url: str, topics: Topics, count: int,
-                    seed: int = 7, poison: list[bytes] | None = None,
-                    duplicate_ratio: float = 0.05) -> Traffic:
+def produce_traffic(
+    kafka: KafkaBroker,
+    registry_url: str,
+    topics: Topics,
+    count: int,
+    seed: int = 7,
+    poison: list[bytes] | None = None,
+    duplicate_ratio: float = 0.05,
+) -> Traffic:
     """Produce sample records in Confluent wire format and work out what each should become."""
     schemas: dict[str, tuple[int, Any]] = {}
     rename = {ORDERS_TOPIC: topics.orders, ENGAGEMENT_TOPIC: topics.engagement}
     for topic, stem in ((topics.orders, "order_event"), (topics.engagement, "engagement_event")):
         for version in (1, 2):
             name = f"{stem}.v{version}.avsc"
-            schemas[f"{topic}/{name}"] = (register(registry_url, f"{topic}-value", name),
-                                          load_schema(name))
+            schemas[f"{topic}/{name}"] = (
+                register(registry_url, f"{topic}-value", name),
+                load_schema(name),
+            )
     readers = {n: load_schema(f"{n}.v2.avsc") for n in ("order_event", "engagement_event")}
     mapping = load_mapping(topics.mapping)
     hasher = UserDataHasher(NormalizeOptions(mapping.default_phone_country, mapping.dob_order))
@@ -116,21 +125,30 @@ def produce_traffic(kafka: KafkaBroker, registry_url: str, topics: Topics, count
     for raw in poison or []:
         pending.append((topics.orders, raw, None, ""))
     for topic, value, decoded, record_name in pending:
-        def on_delivery(err: Any, msg: Any, decoded: Any = decoded, name: str = record_name) -> None:
+
+        def on_delivery(
+            err: Any, msg: Any, decoded: Any = decoded, name: str = record_name
+        ) -> None:
             assert err is None, err
             if decoded is None:
-                traffic.produced.append(Produced(msg.topic(), msg.partition(), msg.offset(),
-                                                 None, "error"))
+                traffic.produced.append(
+                    Produced(msg.topic(), msg.partition(), msg.offset(), None, "error")
+                )
                 return
-            result = transform_record({"topic": msg.topic(), "value": decoded, "record": name},
-                                      mapping, hasher, now_s)
+            result = transform_record(
+                {"topic": msg.topic(), "value": decoded, "record": name}, mapping, hasher, now_s
+            )
             account_event = None
             if "event" in result:
                 account_event = (result["ad_account_id"], result["event"]["event_id"])
                 traffic.events.setdefault(account_event, result["event"])
-            outcome = "event" if "event" in result else "dropped" if "dropped" in result else "error"
-            traffic.produced.append(Produced(msg.topic(), msg.partition(), msg.offset(),
-                                             account_event, outcome))
+            outcome = (
+                "event" if "event" in result else "dropped" if "dropped" in result else "error"
+            )
+            traffic.produced.append(
+                Produced(msg.topic(), msg.partition(), msg.offset(), account_event, outcome)
+            )
+
         producer.produce(topic, value=value, on_delivery=on_delivery)
         producer.poll(0)
     assert producer.flush(60) == 0
@@ -140,10 +158,23 @@ def produce_traffic(kafka: KafkaBroker, registry_url: str, topics: Topics, count
 class SandboxProcess:
     def __init__(self, workdir: Path, keep_events: int = 500_000) -> None:
         self.port = free_port()
-        self.server = Server("sandbox", [sys.executable, "-m", "consumer", "sandbox", "--port",
-                                         str(self.port), "--token", f"{TOKEN}=*",
-                                         "--keep-events", str(keep_events)],
-                             workdir / f"sandbox-{self.port}.log", cwd=ROOT)
+        self.server = Server(
+            "sandbox",
+            [
+                sys.executable,
+                "-m",
+                "consumer",
+                "sandbox",
+                "--port",
+                str(self.port),
+                "--token",
+                f"{TOKEN}=*",
+                "--keep-events",
+                str(keep_events),
+            ],
+            workdir / f"sandbox-{self.port}.log",
+            cwd=ROOT,
+        )
         wait_until(lambda: port_open(self.port), 30, "sandbox", self.server.proc, self.server.log)
 
     @property
@@ -171,8 +202,16 @@ class SandboxProcess:
 
 
 class ConsumerProcess:
-    def __init__(self, workdir: Path, kafka: KafkaBroker, topics: Topics, registry_url: str,
-                 sandbox_url: str, group: str, **settings: str) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        kafka: KafkaBroker,
+        topics: Topics,
+        registry_url: str,
+        sandbox_url: str,
+        group: str,
+        **settings: str,
+    ) -> None:
         self.health_port = free_port()
         self.env = {
             "CAPI_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap,
@@ -190,6 +229,9 @@ class ConsumerProcess:
             "CAPI_RETRY_BACKOFF_BASE_MS": "50",
             "CAPI_RETRY_BACKOFF_CAP_MS": "500",
             "CAPI_LOG_LEVEL": "info",
+            # A killed member is noticed after this long (librdkafka default 45 s).
+            "CAPI_KAFKA_SESSION_TIMEOUT_MS": "6000",
+            "CAPI_KAFKA_HEARTBEAT_INTERVAL_MS": "1000",
             **settings,
         }
         self.workdir = workdir
@@ -199,11 +241,16 @@ class ConsumerProcess:
     def start(self) -> ConsumerProcess:
         self.starts += 1
         env = {k: v for k, v in os.environ.items() if not k.startswith(("CAPI_", "OTEL_"))}
-        self.server = Server("consumer", [sys.executable, "-m", "consumer", "run"],
-                             self.workdir / f"consumer-{self.health_port}-{self.starts}.log",
-                             env={**env, **self.env}, cwd=ROOT)
-        wait_until(lambda: port_open(self.health_port), 60, "consumer", self.server.proc,
-                   self.server.log)
+        self.server = Server(
+            "consumer",
+            [sys.executable, "-m", "consumer", "run"],
+            self.workdir / f"consumer-{self.health_port}-{self.starts}.log",
+            env={**env, **self.env},
+            cwd=ROOT,
+        )
+        wait_until(
+            lambda: port_open(self.health_port), 60, "consumer", self.server.proc, self.server.log
+        )
         return self
 
     @property
@@ -216,33 +263,45 @@ class ConsumerProcess:
 
     def get(self, path: str) -> tuple[int, str]:
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.health_port}{path}",
-                                        timeout=10) as response:
+            with urllib.request.urlopen(
+                f"http://127.0.0.1:{self.health_port}{path}", timeout=10
+            ) as response:
                 return response.status, response.read().decode()
         except urllib.error.HTTPError as error:
             return error.code, error.read().decode()
 
-    def wait_for(self, predicate: Callable[[dict[str, Any]], bool], timeout_s: float = 120,
-                 what: str = "condition") -> dict[str, Any]:
+    def wait_for(
+        self,
+        predicate: Callable[[dict[str, Any]], bool],
+        timeout_s: float = 120,
+        what: str = "condition",
+    ) -> dict[str, Any]:
         deadline = time.monotonic() + timeout_s
         stats: dict[str, Any] = {}
         while time.monotonic() < deadline:
             assert self.server is not None
             if self.server.proc.poll() is not None:
-                raise AssertionError(f"consumer exited {self.server.proc.returncode}:\n"
-                                     f"{self.log[-4000:]}")
+                raise AssertionError(
+                    f"consumer exited {self.server.proc.returncode}:\n{self.log[-4000:]}"
+                )
             stats = self.stats()
             if predicate(stats):
                 return stats
             time.sleep(0.1)
-        raise AssertionError(f"timed out waiting for {what}; last stats {stats}\n"
-                             f"{self.log[-3000:]}")
+        raise AssertionError(
+            f"timed out waiting for {what}; last stats {stats}\n{self.log[-3000:]}"
+        )
 
     def wait_final(self, total: int, timeout_s: float = 120) -> dict[str, Any]:
-        return self.wait_for(lambda s: sum(s[k] for k in FINAL) >= total
-                             and s["unfinished_offsets"] == 0
-                             and s["uncommitted_partitions"] == 0, timeout_s,
-                             f"{total} final fates, committed")
+        return self.wait_for(
+            lambda s: (
+                sum(s[k] for k in FINAL) >= total
+                and s["unfinished_offsets"] == 0
+                and s["uncommitted_partitions"] == 0
+            ),
+            timeout_s,
+            f"{total} final fates, committed",
+        )
 
     def terminate(self, timeout_s: float = 30) -> int:
         assert self.server is not None
@@ -258,31 +317,49 @@ class ConsumerProcess:
             self.server.stop()
 
 
-def committed_offsets(kafka: KafkaBroker, group: str, topics: list[str],
-                      partitions: int = 4) -> dict[tuple[str, int], int]:
+def committed_offsets(
+    kafka: KafkaBroker, group: str, topics: list[str], partitions: int = 4
+) -> dict[tuple[str, int], int]:
     consumer = Consumer({"bootstrap.servers": kafka.bootstrap, "group.id": group})
     try:
         wanted = [TopicPartition(t, p) for t in topics for p in range(partitions)]
-        return {(tp.topic, tp.partition): tp.offset
-                for tp in consumer.committed(wanted, timeout=10)}
+        return {
+            (tp.topic, tp.partition): tp.offset for tp in consumer.committed(wanted, timeout=10)
+        }
     finally:
         consumer.close()
 
 
-def end_offsets(kafka: KafkaBroker, topics: list[str], partitions: int = 4
-                ) -> dict[tuple[str, int], int]:
+def is_fully_committed(kafka: KafkaBroker, group: str, topics: list[str]) -> bool:
+    """Every partition's committed offset is its end offset (empty partitions need none)."""
+    committed = committed_offsets(kafka, group, topics)
+    return all(end == 0 or committed[tp] == end for tp, end in end_offsets(kafka, topics).items())
+
+
+def end_offsets(
+    kafka: KafkaBroker, topics: list[str], partitions: int = 4
+) -> dict[tuple[str, int], int]:
     consumer = Consumer({"bootstrap.servers": kafka.bootstrap, "group.id": "offsets-probe"})
     try:
-        return {(t, p): consumer.get_watermark_offsets(TopicPartition(t, p), timeout=10)[1]
-                for t in topics for p in range(partitions)}
+        return {
+            (t, p): consumer.get_watermark_offsets(TopicPartition(t, p), timeout=10)[1]
+            for t in topics
+            for p in range(partitions)
+        }
     finally:
         consumer.close()
 
 
-def read_all(kafka: KafkaBroker, topic: str, expected: int, timeout_s: float = 30
-             ) -> list[tuple[bytes, dict[str, bytes]]]:
-    consumer = Consumer({"bootstrap.servers": kafka.bootstrap, "group.id": f"read-{time.time()}",
-                         "auto.offset.reset": "earliest"})
+def read_all(
+    kafka: KafkaBroker, topic: str, expected: int, timeout_s: float = 30
+) -> list[tuple[bytes, dict[str, bytes]]]:
+    consumer = Consumer(
+        {
+            "bootstrap.servers": kafka.bootstrap,
+            "group.id": f"read-{time.time()}",
+            "auto.offset.reset": "earliest",
+        }
+    )
     consumer.subscribe([topic])
     out: list[tuple[bytes, dict[str, bytes]]] = []
     deadline = time.monotonic() + timeout_s

@@ -33,12 +33,19 @@ class Rig:
     tokens: dict[str, Secret] = field(default_factory=dict)
 
     def client(self, **settings: Any) -> DeliveryClient:
-        defaults: dict[str, Any] = {"backoff_base_s": 0.01, "backoff_cap_s": 0.05,
-                                    "auth_retry_s": 0.05}
+        defaults: dict[str, Any] = {
+            "backoff_base_s": 0.01,
+            "backoff_cap_s": 0.05,
+            "auth_retry_s": 0.05,
+        }
         defaults.update(settings)
-        return DeliveryClient(self.session, DeliverySettings(self.url, **defaults),
-                              lambda account: self.tokens.get(account, Secret(TOKEN)),
-                              self.results.append, setup_telemetry(span_processors=[]))
+        return DeliveryClient(
+            self.session,
+            DeliverySettings(self.url, **defaults),
+            lambda account: self.tokens.get(account, Secret(TOKEN)),
+            self.results.append,
+            setup_telemetry(span_processors=[]),
+        )
 
 
 @pytest.fixture
@@ -52,15 +59,19 @@ async def rig() -> AsyncIterator[Rig]:
     await runner.cleanup()
 
 
-def batch_of(factory: ConversionFactory, count: int, start: int = 0,
-             account: str = ACCOUNT, **overrides: Any) -> Batch:
+def batch_of(
+    factory: ConversionFactory, count: int, start: int = 0, account: str = ACCOUNT, **overrides: Any
+) -> Batch:
     now = int(time.time()) - 60
-    conversions = tuple(factory(offset=start + i, ad_account=account, event_time_s=now,
-                                **overrides) for i in range(count))
+    conversions = tuple(
+        factory(offset=start + i, ad_account=account, event_time_s=now, **overrides)
+        for i in range(count)
+    )
     import orjson
 
-    return Batch(AdAccountId(account), conversions,
-                 tuple(orjson.dumps(c.event) for c in conversions))
+    return Batch(
+        AdAccountId(account), conversions, tuple(orjson.dumps(c.event) for c in conversions)
+    )
 
 
 async def settle(client: DeliveryClient, timeout_s: float = 10.0) -> None:
@@ -68,7 +79,8 @@ async def settle(client: DeliveryClient, timeout_s: float = 10.0) -> None:
 
 
 async def test_delivery_1000_events_one_request_all_processed(
-    rig: Rig, conversion_factory: ConversionFactory,
+    rig: Rig,
+    conversion_factory: ConversionFactory,
 ) -> None:
     client = rig.client()
     client.submit(batch_of(conversion_factory, 1000))
@@ -81,23 +93,30 @@ async def test_delivery_1000_events_one_request_all_processed(
 
 
 async def test_delivery_partial_422_fails_only_those_events(
-    rig: Rig, conversion_factory: ConversionFactory,
+    rig: Rig,
+    conversion_factory: ConversionFactory,
 ) -> None:
     rig.sandbox.faults.fail_event_ids = {"order-0-3", "order-0-7"}
     client = rig.client()
     client.submit(batch_of(conversion_factory, 10))
     await settle(client)
     [result] = rig.results
-    failed = [c.event_id for c, o in zip(result.batch.conversions, result.outcomes, strict=True)
-              if o.status == "failed"]
+    failed = [
+        c.event_id
+        for c, o in zip(result.batch.conversions, result.outcomes, strict=True)
+        if o.status == "failed"
+    ]
     assert failed == ["order-0-3", "order-0-7"]
     assert rig.sandbox.stats.requests == 1  # never re-sent as a whole
     assert rig.sandbox.stats.statuses[422] == 1
-    assert all(o.reason == "pinterest.event_failed" for o in result.outcomes if o.status == "failed")
+    assert all(
+        o.reason == "pinterest.event_failed" for o in result.outcomes if o.status == "failed"
+    )
 
 
 async def test_delivery_400_bisects_to_isolate_bad_event(
-    rig: Rig, conversion_factory: ConversionFactory,
+    rig: Rig,
+    conversion_factory: ConversionFactory,
 ) -> None:
     batch = batch_of(conversion_factory, 16)
     bad = list(batch.encoded)
@@ -119,7 +138,8 @@ async def test_delivery_400_bisects_to_isolate_bad_event(
 
 
 async def test_delivery_429_storm_retries_until_all_processed(
-    rig: Rig, conversion_factory: ConversionFactory,
+    rig: Rig,
+    conversion_factory: ConversionFactory,
 ) -> None:
     rig.sandbox.faults.update({"error_rate": 0.5, "error_status": 429})
     client = rig.client()
@@ -132,7 +152,9 @@ async def test_delivery_429_storm_retries_until_all_processed(
     assert sum(r.attempts for r in rig.results) == rig.sandbox.stats.requests
 
 
-async def test_delivery_honours_retry_after(rig: Rig, conversion_factory: ConversionFactory) -> None:
+async def test_delivery_honours_retry_after(
+    rig: Rig, conversion_factory: ConversionFactory
+) -> None:
     rig.sandbox.faults.update({"error_rate": 1.0, "error_status": 503, "retry_after_s": 0.3})
     client = rig.client()
     started = time.monotonic()
@@ -143,7 +165,9 @@ async def test_delivery_honours_retry_after(rig: Rig, conversion_factory: Conver
     assert time.monotonic() - started >= 0.3
 
 
-async def test_delivery_outage_then_recovery(rig: Rig, conversion_factory: ConversionFactory) -> None:
+async def test_delivery_outage_then_recovery(
+    rig: Rig, conversion_factory: ConversionFactory
+) -> None:
     rig.sandbox.faults.outage = True
     client = rig.client()
     client.submit(batch_of(conversion_factory, 3))
@@ -155,7 +179,9 @@ async def test_delivery_outage_then_recovery(rig: Rig, conversion_factory: Conve
 
 
 async def test_delivery_401_halts_account_keeps_events_until_token_fixed(
-    rig: Rig, conversion_factory: ConversionFactory, caplog: pytest.LogCaptureFixture,
+    rig: Rig,
+    conversion_factory: ConversionFactory,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.DEBUG)
     rig.tokens[ACCOUNT] = Secret("wrong-token")
@@ -175,7 +201,8 @@ async def test_delivery_401_halts_account_keeps_events_until_token_fixed(
 
 
 async def test_delivery_403_for_account_the_token_cannot_use(
-    rig: Rig, conversion_factory: ConversionFactory,
+    rig: Rig,
+    conversion_factory: ConversionFactory,
 ) -> None:
     client = rig.client()
     client.submit(batch_of(conversion_factory, 1, account="777"))
@@ -186,7 +213,8 @@ async def test_delivery_403_for_account_the_token_cannot_use(
 
 
 async def test_delivery_in_flight_limit_and_connection_reuse(
-    rig: Rig, conversion_factory: ConversionFactory,
+    rig: Rig,
+    conversion_factory: ConversionFactory,
 ) -> None:
     rig.sandbox.faults.latency_ms = 50
     client = rig.client(max_in_flight_per_account=2)
@@ -199,7 +227,9 @@ async def test_delivery_in_flight_limit_and_connection_reuse(
     assert stats["connections"] <= 2  # one keep-alive connection per in-flight slot
 
 
-async def test_delivery_rate_limit_per_account(rig: Rig, conversion_factory: ConversionFactory) -> None:
+async def test_delivery_rate_limit_per_account(
+    rig: Rig, conversion_factory: ConversionFactory
+) -> None:
     client = rig.client(rate_per_minute=1200)  # 20/s, burst 20
     started = time.monotonic()
     for i in range(30):
@@ -209,7 +239,8 @@ async def test_delivery_rate_limit_per_account(rig: Rig, conversion_factory: Con
 
 
 async def test_delivery_max_retry_age_gives_up_with_reason(
-    rig: Rig, conversion_factory: ConversionFactory,
+    rig: Rig,
+    conversion_factory: ConversionFactory,
 ) -> None:
     rig.sandbox.faults.outage = True
     client = rig.client(max_retry_age_s=0.2)
@@ -219,7 +250,8 @@ async def test_delivery_max_retry_age_gives_up_with_reason(
 
 
 async def test_delivery_test_mode_validates_but_records_nothing(
-    rig: Rig, conversion_factory: ConversionFactory,
+    rig: Rig,
+    conversion_factory: ConversionFactory,
 ) -> None:
     client = rig.client(is_test=True)
     client.submit(batch_of(conversion_factory, 3))
@@ -229,7 +261,8 @@ async def test_delivery_test_mode_validates_but_records_nothing(
 
 
 async def test_dry_run_prints_payload_instead_of_sending(
-    rig: Rig, conversion_factory: ConversionFactory,
+    rig: Rig,
+    conversion_factory: ConversionFactory,
 ) -> None:
     lines: list[str] = []
     dry = DryRunDelivery(DeliverySettings(rig.url), rig.results.append, lines.append)

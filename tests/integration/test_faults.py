@@ -9,7 +9,6 @@ from collections import defaultdict
 from pathlib import Path
 
 import orjson
-import pytest
 
 from devenv.kafka import KafkaBroker
 from devenv.proxy import ToggleProxy
@@ -20,15 +19,16 @@ from tests.integration.rig import (
     Topics,
     Traffic,
     committed_offsets,
-    end_offsets,
+    is_fully_committed,
     produce_traffic,
 )
 
 IS_FULL = os.environ.get("CAPI_CHAOS_FULL") == "1"
 
 
-def assert_nothing_committed_undelivered(kafka: KafkaBroker, group: str, topics: Topics,
-                                         traffic: Traffic, sandbox: SandboxProcess) -> int:
+def assert_nothing_committed_undelivered(
+    kafka: KafkaBroker, group: str, topics: Topics, traffic: Traffic, sandbox: SandboxProcess
+) -> int:
     """Every event whose copies are all below the committed offsets was accepted by Pinterest."""
     committed = committed_offsets(kafka, group, topics.all)
     accepted = sandbox.accepted_ids()
@@ -44,7 +44,10 @@ def assert_nothing_committed_undelivered(kafka: KafkaBroker, group: str, topics:
 
 
 def test_crash_kill9_at_random_points_loses_nothing(
-    kafka: KafkaBroker, registry: SchemaRegistry, sandbox: SandboxProcess, topics: Topics,
+    kafka: KafkaBroker,
+    registry: SchemaRegistry,
+    sandbox: SandboxProcess,
+    topics: Topics,
     tmp_path: Path,
 ) -> None:
     events, kills = (1_000_000, 20) if IS_FULL else (20_000, 3)
@@ -59,15 +62,22 @@ def test_crash_kill9_at_random_points_loses_nothing(
             consumer.wait_for(lambda s: s["delivered"] > 0, 60, "first deliveries")
             time.sleep(rng.uniform(0.2, 2.0))
             consumer.kill()
-            checked.append(assert_nothing_committed_undelivered(
-                kafka, "crash", topics, traffic, sandbox))
+            checked.append(
+                assert_nothing_committed_undelivered(kafka, "crash", topics, traffic, sandbox)
+            )
         sandbox.faults(latency_ms=0, error_rate=0.0)
         consumer.start()
-        consumer.wait_for(lambda s: s["unfinished_offsets"] == 0
-                          and s["uncommitted_partitions"] == 0 and s["consumed"] > 0, 300,
-                          "drained after restarts")
+        consumer.wait_for(
+            lambda s: (
+                s["unfinished_offsets"] == 0
+                and s["uncommitted_partitions"] == 0
+                and s["consumed"] > 0
+            ),
+            300,
+            "drained after restarts",
+        )
         deadline = time.monotonic() + 120
-        while committed_offsets(kafka, "crash", topics.all) != end_offsets(kafka, topics.all):
+        while not is_fully_committed(kafka, "crash", topics.all):
             assert time.monotonic() < deadline, "offsets never reached the end"
             time.sleep(0.5)
         assert consumer.terminate() == 0
@@ -77,22 +87,34 @@ def test_crash_kill9_at_random_points_loses_nothing(
     lost = traffic.expected_ids - accepted
     stats = sandbox.stats()
     resent = stats["events_processed"] - stats["distinct_event_ids"]
-    print(f"\ncrash test: kills={kills} events={len(traffic.produced)} "
-          f"expected={len(traffic.expected_ids)} lost={len(lost)} re-sent={resent} "
-          f"({100 * resent / max(1, len(traffic.expected_ids)):.2f}%) "
-          f"committed-checks={checked}")
+    print(
+        f"\ncrash test: kills={kills} events={len(traffic.produced)} "
+        f"expected={len(traffic.expected_ids)} lost={len(lost)} re-sent={resent} "
+        f"({100 * resent / max(1, len(traffic.expected_ids)):.2f}%) "
+        f"committed-checks={checked}"
+    )
     assert not lost
 
 
 def test_sink_outage_pauses_then_catches_up(
-    kafka: KafkaBroker, registry: SchemaRegistry, sandbox: SandboxProcess, topics: Topics,
+    kafka: KafkaBroker,
+    registry: SchemaRegistry,
+    sandbox: SandboxProcess,
+    topics: Topics,
     tmp_path: Path,
 ) -> None:
     traffic = produce_traffic(kafka, registry.url, topics, 3000, seed=8)
     sandbox.faults(outage=True)
     consumer = ConsumerProcess(
-        tmp_path, kafka, topics, registry.url, sandbox.url, "outage",
-        CAPI_BACKLOG_HIGH_WATERMARK="300", CAPI_BACKLOG_LOW_WATERMARK="100").start()
+        tmp_path,
+        kafka,
+        topics,
+        registry.url,
+        sandbox.url,
+        "outage",
+        CAPI_BACKLOG_HIGH_WATERMARK="300",
+        CAPI_BACKLOG_LOW_WATERMARK="100",
+    ).start()
     try:
         stats = consumer.wait_for(lambda s: s["paused"] > 0, 60, "paused partitions")
         assert stats["pending"] <= 300 + 1000  # bounded by the watermark (plus one chunk held)
@@ -110,7 +132,10 @@ def test_sink_outage_pauses_then_catches_up(
 
 
 def test_registry_outage_holds_records_without_dead_lettering(
-    kafka: KafkaBroker, registry: SchemaRegistry, sandbox: SandboxProcess, topics: Topics,
+    kafka: KafkaBroker,
+    registry: SchemaRegistry,
+    sandbox: SandboxProcess,
+    topics: Topics,
     tmp_path: Path,
 ) -> None:
     traffic = produce_traffic(kafka, registry.url, topics, 500, seed=3)
@@ -134,13 +159,17 @@ def test_registry_outage_holds_records_without_dead_lettering(
 
 
 def test_auth_failure_halts_account_unready_commits_nothing_then_recovers(
-    kafka: KafkaBroker, registry: SchemaRegistry, sandbox: SandboxProcess, topics: Topics,
+    kafka: KafkaBroker,
+    registry: SchemaRegistry,
+    sandbox: SandboxProcess,
+    topics: Topics,
     tmp_path: Path,
 ) -> None:
     traffic = produce_traffic(kafka, registry.url, topics, 300, seed=4)
     sandbox.faults(auth_failure=True)
-    consumer = ConsumerProcess(tmp_path, kafka, topics, registry.url, sandbox.url, "auth",
-                               CAPI_AUTH_RETRY_S="0.5").start()
+    consumer = ConsumerProcess(
+        tmp_path, kafka, topics, registry.url, sandbox.url, "auth", CAPI_AUTH_RETRY_S="0.5"
+    ).start()
     try:
         consumer.wait_for(lambda s: bool(s["halted_accounts"]), 60, "halted account")
         status, body = consumer.get("/readyz")
@@ -148,9 +177,14 @@ def test_auth_failure_halts_account_unready_commits_nothing_then_recovers(
         assert "401" in orjson.loads(body)["halted_accounts"].popitem()[1]
         assert consumer.get("/healthz")[0] == 200
         for (topic, partition), offset in committed_offsets(kafka, "auth", topics.all).items():
-            committed_events = [p for p in traffic.produced if p.topic == topic
-                                and p.partition == partition and p.offset < offset
-                                and p.outcome == "event"]
+            committed_events = [
+                p
+                for p in traffic.produced
+                if p.topic == topic
+                and p.partition == partition
+                and p.offset < offset
+                and p.outcome == "event"
+            ]
             assert not committed_events
         sandbox.faults(auth_failure=False)
         consumer.wait_final(len(traffic.produced))
@@ -161,7 +195,10 @@ def test_auth_failure_halts_account_unready_commits_nothing_then_recovers(
 
 
 def test_rebalance_two_consumers_in_one_group_lose_nothing(
-    kafka: KafkaBroker, registry: SchemaRegistry, sandbox: SandboxProcess, topics: Topics,
+    kafka: KafkaBroker,
+    registry: SchemaRegistry,
+    sandbox: SandboxProcess,
+    topics: Topics,
     tmp_path: Path,
 ) -> None:
     traffic = produce_traffic(kafka, registry.url, topics, 6000, seed=9)
@@ -174,7 +211,7 @@ def test_rebalance_two_consumers_in_one_group_lose_nothing(
         second.start()
         second.wait_for(lambda s: len(s["assigned"]) > 0, 60, "second consumer assigned")
         deadline = time.monotonic() + 180
-        while committed_offsets(kafka, "pair", topics.all) != end_offsets(kafka, topics.all):
+        while not is_fully_committed(kafka, "pair", topics.all):
             assert time.monotonic() < deadline, "offsets never reached the end"
             time.sleep(0.5)
         assert first.terminate() == 0
@@ -186,13 +223,24 @@ def test_rebalance_two_consumers_in_one_group_lose_nothing(
 
 
 def test_sigterm_drains_commits_and_exits_zero(
-    kafka: KafkaBroker, registry: SchemaRegistry, sandbox: SandboxProcess, topics: Topics,
+    kafka: KafkaBroker,
+    registry: SchemaRegistry,
+    sandbox: SandboxProcess,
+    topics: Topics,
     tmp_path: Path,
 ) -> None:
     traffic = produce_traffic(kafka, registry.url, topics, 3000, seed=12)
     sandbox.faults(latency_ms=300)
-    consumer = ConsumerProcess(tmp_path, kafka, topics, registry.url, sandbox.url, "term",
-                               CAPI_SHUTDOWN_GRACE_S="15", CAPI_BATCH_MAX_EVENTS="100")
+    consumer = ConsumerProcess(
+        tmp_path,
+        kafka,
+        topics,
+        registry.url,
+        sandbox.url,
+        "term",
+        CAPI_SHUTDOWN_GRACE_S="15",
+        CAPI_BATCH_MAX_EVENTS="100",
+    )
     try:
         consumer.start()
         consumer.wait_for(lambda s: s["delivered"] > 0, 60, "first deliveries")
@@ -203,14 +251,15 @@ def test_sigterm_drains_commits_and_exits_zero(
         assert_nothing_committed_undelivered(kafka, "term", topics, traffic, sandbox)
         sandbox.faults(latency_ms=0)
         consumer.start()
-        consumer.wait_for(lambda s: s["unfinished_offsets"] == 0
-                          and s["uncommitted_partitions"] == 0, 60, "rest delivered")
+        consumer.wait_for(
+            lambda s: s["unfinished_offsets"] == 0 and s["uncommitted_partitions"] == 0,
+            60,
+            "rest delivered",
+        )
         deadline = time.monotonic() + 60
-        while committed_offsets(kafka, "term", topics.all) != end_offsets(kafka, topics.all):
+        while not is_fully_committed(kafka, "term", topics.all):
             assert time.monotonic() < deadline
             time.sleep(0.3)
     finally:
         consumer.stop()
     assert sandbox.accepted_ids() == traffic.expected_ids
-
-

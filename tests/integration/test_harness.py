@@ -30,11 +30,14 @@ async def test_harness_wire_format_round_trip_matches_field_by_field(
     records = [order_record(rng, n, now_ms) for n in range(50)]
     producer = Producer({"bootstrap.servers": kafka.bootstrap})
     for record in records:
-        producer.produce(topic, key=record["order_id"], value=wire_encode(schema_id, schema, record))
+        producer.produce(
+            topic, key=record["order_id"], value=wire_encode(schema_id, schema, record)
+        )
     assert producer.flush(30) == 0
 
-    consumer = AIOConsumer({"bootstrap.servers": kafka.bootstrap, "group.id": topic,
-                            "auto.offset.reset": "earliest"})
+    consumer = AIOConsumer(
+        {"bootstrap.servers": kafka.bootstrap, "group.id": topic, "auto.offset.reset": "earliest"}
+    )
     await consumer.subscribe([topic])
     received = []
     deadline = time.monotonic() + 30
@@ -45,8 +48,9 @@ async def test_harness_wire_format_round_trip_matches_field_by_field(
     await consumer.close()
 
     writer = fastavro.parse_schema(
-        __import__("json").loads(SchemaRegistryClient({"url": registry.url})
-                                 .get_schema(schema_id).schema_str)
+        __import__("json").loads(
+            SchemaRegistryClient({"url": registry.url}).get_schema(schema_id).schema_str
+        )
     )
     by_id = {r["order_id"]: r for r in records}
     assert len(received) == len(records)

@@ -13,8 +13,7 @@ from tests.integration.rig import (
     ConsumerProcess,
     SandboxProcess,
     Topics,
-    committed_offsets,
-    end_offsets,
+    is_fully_committed,
     produce_traffic,
     read_all,
 )
@@ -23,7 +22,10 @@ POISON = [b"\x00\x00\x0f\x42\x3fgarbage", b"plain text, not avro", b"\x00\x00\x0
 
 
 def test_pipeline_end_to_end_delivers_exactly_what_mapping_says(
-    kafka: KafkaBroker, registry: SchemaRegistry, sandbox: SandboxProcess, topics: Topics,
+    kafka: KafkaBroker,
+    registry: SchemaRegistry,
+    sandbox: SandboxProcess,
+    topics: Topics,
     tmp_path: Path,
 ) -> None:
     traffic = produce_traffic(kafka, registry.url, topics, 3000, seed=11, poison=POISON)
@@ -41,11 +43,14 @@ def test_pipeline_end_to_end_delivers_exactly_what_mapping_says(
     assert sandbox_stats["duplicates_received"] == 0
     assert stats["deduplicated"] > 0  # the sample stream re-sends ~5% of records
     assert stats["dead_lettered"] == sum(p.outcome == "error" for p in traffic.produced)
-    assert committed_offsets(kafka, "e2e", topics.all) == end_offsets(kafka, topics.all)
+    assert is_fully_committed(kafka, "e2e", topics.all)
     dead = read_all(kafka, topics.dead_letter, len(POISON))
     reasons = sorted(h["capi.reason"].decode() for _, h in dead)
-    assert reasons == ["decode.bad_magic_byte", "decode.trailing_bytes",
-                       "decode.unknown_schema_id"] or len(reasons) == len(POISON)
+    assert reasons == [
+        "decode.bad_magic_byte",
+        "decode.trailing_bytes",
+        "decode.unknown_schema_id",
+    ] or len(reasons) == len(POISON)
     assert {v for v, _ in dead} == set(POISON)
     for _, headers in dead:
         assert headers["capi.original.topic"].decode() == topics.orders
@@ -53,18 +58,22 @@ def test_pipeline_end_to_end_delivers_exactly_what_mapping_says(
 
 
 def test_pipeline_partial_failures_dead_letter_only_failed_events_and_replay(
-    kafka: KafkaBroker, registry: SchemaRegistry, sandbox: SandboxProcess, topics: Topics,
+    kafka: KafkaBroker,
+    registry: SchemaRegistry,
+    sandbox: SandboxProcess,
+    topics: Topics,
     tmp_path: Path,
 ) -> None:
     traffic = produce_traffic(kafka, registry.url, topics, 600, seed=5, duplicate_ratio=0)
     failing = sorted(traffic.expected_ids)[:7]
     sandbox.faults(fail_event_ids=[event_id for _, event_id in failing])
-    consumer = ConsumerProcess(tmp_path, kafka, topics, registry.url, sandbox.url, "partial",
-                               CAPI_DLQ_MAX_RUN="0").start()
+    consumer = ConsumerProcess(
+        tmp_path, kafka, topics, registry.url, sandbox.url, "partial", CAPI_DLQ_MAX_RUN="0"
+    ).start()
     try:
         stats = consumer.wait_final(len(traffic.produced))
         assert stats["dead_lettered"] == 7
-        assert committed_offsets(kafka, "partial", topics.all) == end_offsets(kafka, topics.all)
+        assert is_fully_committed(kafka, "partial", topics.all)
         dead = read_all(kafka, topics.dead_letter, 7)
         assert len(dead) == 7
         for _, headers in dead:
@@ -74,9 +83,13 @@ def test_pipeline_partial_failures_dead_letter_only_failed_events_and_replay(
         assert sandbox.accepted_ids() == traffic.expected_ids - set(failing)
         # The fix is live: replay the dead letters through the pipeline.
         sandbox.faults(fail_event_ids=[])
-        replay = subprocess.run([sys.executable, "-m", "consumer", "replay"],
-                                env={**consumer.env, "PATH": "/usr/bin:/bin"},
-                                capture_output=True, text=True, timeout=120)
+        replay = subprocess.run(
+            [sys.executable, "-m", "consumer", "replay"],
+            env={**consumer.env, "PATH": "/usr/bin:/bin"},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert replay.returncode == 0, replay.stderr
         assert json.loads(replay.stdout)["replayed"] == 7
         consumer.wait_for(lambda s: s["delivered"] >= stats["delivered"] + 7, 60, "replayed")
