@@ -20,7 +20,6 @@ import aiohttp
 import orjson
 from opentelemetry import trace
 from opentelemetry.context import Context
-from opentelemetry.context import Context
 
 from consumer import telemetry as tm
 from consumer.records import AdAccountId, Batch, BatchResult, EventOutcome
