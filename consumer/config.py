@@ -159,9 +159,11 @@ def _url(key: str, raw: str) -> str:
 def _secret(env: Mapping[str, str], name: str) -> Secret | None:
     """`CAPI_<NAME>` or the file named by `CAPI_<NAME>_FILE` (a mounted Kubernetes Secret)."""
     key = _env_name(name)
+    file_key = key + "_FILE"
+    if env.get(key) and env.get(file_key):
+        raise ConfigError(file_key, f"set either {key} or {file_key}, not both")
     if env.get(key):
         return Secret(env[key].strip())
-    file_key = key + "_FILE"
     if env.get(file_key):
         return Secret(_read_secret_file(file_key, env[file_key]))
     return None
@@ -199,6 +201,8 @@ def _kafka_settings(env: Mapping[str, str]) -> dict[str, str | Secret]:
 def _account_tokens(env: Mapping[str, str]) -> dict[str, Secret]:
     tokens: dict[str, Secret] = {}
     for key, raw in env.items():
+        if key == PREFIX + "ACCESS_TOKEN_FILE":
+            continue  # the default token's file, not an account's
         if key.startswith(PREFIX + _TOKEN_FILE_PREFIX):
             account = key[len(PREFIX + _TOKEN_FILE_PREFIX) :]
             tokens[account] = Secret(_read_secret_file(key, raw))

@@ -17,19 +17,11 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Producer
-
 from devenv.kafka import KafkaBroker
 from devenv.procs import ROOT, Server, free_port, port_open, wait_until
+from devenv.produce import produce_samples
 from devenv.registry import SchemaRegistry
-from devenv.samples import (
-    ENGAGEMENT_TOPIC,
-    ORDERS_TOPIC,
-    load_schema,
-    register,
-    sample_stream,
-    wire_encode,
-)
+from devenv.samples import ENGAGEMENT_TOPIC, ORDERS_TOPIC
 
 TOKEN = "demo-token"
 
@@ -37,28 +29,6 @@ TOKEN = "demo-token"
 def get_json(url: str) -> Any:
     with urllib.request.urlopen(url, timeout=5) as response:
         return json.loads(response.read())
-
-
-def produce_samples(bootstrap: str, registry_url: str, count: int) -> int:
-    ids = {}
-    for topic, stem in ((ORDERS_TOPIC, "order_event"), (ENGAGEMENT_TOPIC, "engagement_event")):
-        for version in (1, 2):
-            name = f"{stem}.v{version}.avsc"
-            ids[name] = (register(registry_url, f"{topic}-value", name), load_schema(name))
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20})
-    produced = 0
-    for topic, name, record in sample_stream(count):
-        schema_id, schema = ids[name]
-        key = record.get("order_id") or record.get("session_id")
-        producer.produce(topic, key=str(key), value=wire_encode(schema_id, schema, record))
-        produced += 1
-        if produced % 1000 == 0:
-            producer.poll(0)
-    for poison in (b"\x00\x00\x00\x03\xe7garbage", b"not avro at all", b"\x00\x00\x00\x00\x01"):
-        producer.produce(ORDERS_TOPIC, value=poison)
-        produced += 1
-    assert producer.flush(30) == 0
-    return produced
 
 
 def progress_line(stats: dict[str, Any], total: int, started: float) -> str:

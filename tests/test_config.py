@@ -86,3 +86,13 @@ def test_config_bad_mapping_names_file_and_rule_key(tmp_path: Path) -> None:
 def test_config_dry_run_needs_no_token() -> None:
     env = {k: v for k, v in BASE.items() if k != "CAPI_ACCESS_TOKEN"}
     assert load_config({**env, "CAPI_DRY_RUN": "true"}).is_dry_run
+
+
+def test_config_default_token_from_file(tmp_path: Path) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text("pina_DEFAULT\n")
+    env = {k: v for k, v in BASE.items() if k != "CAPI_ACCESS_TOKEN"}
+    config = load_config({**env, "CAPI_ACCESS_TOKEN_FILE": str(token_file)})
+    token = config.token_for("123")
+    assert token is not None and token.reveal() == "pina_DEFAULT"
+    assert config.account_tokens == {}
