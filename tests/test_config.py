@@ -96,3 +96,16 @@ def test_config_default_token_from_file(tmp_path: Path) -> None:
     token = config.token_for("123")
     assert token is not None and token.reveal() == "pina_DEFAULT"
     assert config.account_tokens == {}
+
+
+def test_readme_documents_every_setting() -> None:
+    import dataclasses
+
+    from consumer.config import Config, _env_name
+
+    readme = (ROOT / "README.md").read_text()
+    for field in dataclasses.fields(Config):
+        if field.name in ("mapping", "kafka", "account_tokens", "mapping_file",
+                          "bootstrap_servers"):
+            continue
+        assert _env_name(field.name) in readme, field.name
