@@ -107,7 +107,7 @@ class Config:
 
 
 # Booleans are named is_* in code; their variables read naturally without the prefix.
-_ENV_NAMES = {"is_test_mode": "TEST_MODE", "is_dry_run": "DRY_RUN"}
+_ENV_NAMES = {"is_test_mode": "TEST_MODE", "is_dry_run": "DRY_RUN", "group_id": "KAFKA_GROUP_ID"}
 
 
 def _env_name(name: str) -> str:
@@ -255,7 +255,7 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         raise ConfigError(mapping_key, "is required: the YAML file of topic → event rules")
     mapping_file = Path(env[mapping_key])
     mapping = load_mapping(mapping_file, mapping_key)
-    values["group_id"] = env.get(PREFIX + "KAFKA_GROUP_ID", "capi-consumer").strip()
+    get("group_id", lambda k, v: v.strip())
     get("topics", lambda k, v: tuple(t.strip() for t in v.split(",") if t.strip()))
     if "topics" not in values:
         values["topics"] = tuple(
