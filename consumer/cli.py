@@ -91,14 +91,15 @@ def _sandbox(args: argparse.Namespace) -> int:
 def _replay(args: argparse.Namespace) -> int:
     from consumer.config import load_config
     from consumer.deadletter import ReplayStats, replay_dead_letters
+    from consumer.progress import Progress
 
     config = load_config()
+    bar: Progress | None = None
 
     def progress(stats: ReplayStats, total: int) -> None:
-        sys.stderr.write(
-            f"replay: read {stats.read}/{total}, replayed {stats.replayed}, "
-            f"skipped {stats.skipped}\n"
-        )
+        nonlocal bar
+        bar = bar or Progress("replay", total)
+        bar.update(stats.read, is_final=stats.read >= total)
 
     stats = replay_dead_letters(
         config.kafka_client_config(),
@@ -115,6 +116,17 @@ def _replay(args: argparse.Namespace) -> int:
         + "\n"
     )
     return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    from consumer.status import collect, render
+
+    status = collect(args.url, args.interval)
+    if args.json:
+        sys.stdout.write(orjson.dumps(status, option=orjson.OPT_INDENT_2).decode() + "\n")
+    else:
+        sys.stdout.write(render(status) + "\n")
+    return 0 if status["ready"] else 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -147,6 +159,11 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--to-topic", default=None, help="instead of each original topic")
     replay.add_argument("--group", default="capi-replay")
     replay.set_defaults(func=_replay)
+    status = commands.add_parser("status", help="summarize a running instance")
+    status.add_argument("--url", default="http://127.0.0.1:8080", help="its health server")
+    status.add_argument("--interval", type=float, default=1.0, help="seconds between samples")
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(func=_status)
     return parser
 
 

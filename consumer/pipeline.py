@@ -31,6 +31,7 @@ from consumer.health import HealthChecks, start_health_server
 from consumer.mapping import map_record
 from consumer.normalize import NormalizeOptions, UserDataHasher, normalize_conversion
 from consumer.offsets import OffsetLedger
+from consumer.quality import MatchQuality
 from consumer.records import (
     AdAccountId,
     Batch,
@@ -46,6 +47,28 @@ from consumer.source import KafkaSource
 logger = logging.getLogger(__name__)
 _PROPAGATOR = TraceContextTextMapPropagator()
 LIVENESS_STALL_S = 60.0
+
+
+_CONSUMER_ONLY = (
+    "group.",
+    "auto.offset",
+    "auto.commit",
+    "enable.auto",
+    "session.timeout",
+    "heartbeat.",
+    "max.poll",
+    "partition.assignment",
+    "fetch.",
+    "queued.",
+    "isolation.level",
+    "check.crcs",
+    "enable.partition.eof",
+)
+
+
+def _is_consumer_only(setting: str) -> bool:
+    """librdkafka consumer settings the dead-letter producer would warn about."""
+    return setting.startswith(_CONSUMER_ONLY)
 
 
 def _build_dedup(config: Config) -> DedupStore | None:
@@ -79,6 +102,7 @@ class Pipeline:
         )
         self.dedup = _build_dedup(config)
         self.counts: Counter[str] = Counter()
+        self.quality = MatchQuality()
         self.dlq_run = 0
         self.halt_reason: str | None = None
         self.started_s = time.monotonic()
@@ -94,7 +118,7 @@ class Pipeline:
         )
         kafka = {**config.kafka_client_config(), "logger": logging.getLogger("librdkafka")}
         self.dead_letters = DeadLetterWriter(
-            {k: v for k, v in kafka.items() if not k.startswith(("group.", "auto.offset"))},
+            {k: v for k, v in kafka.items() if not _is_consumer_only(k)},
             config.dlq_topic,
             self._on_dead_lettered,
         )
@@ -322,6 +346,9 @@ class Pipeline:
                 self.metrics.deduplicated.add(1)
                 self._finish(envelope, Fate.DUPLICATE)
             else:
+                self.quality.observe(
+                    result.ad_account, result.event_name, result.event["user_data"]
+                )
                 self.batcher.submit(result)
         if unaccepted_claims and self.dedup is not None:
             self._spawn(self.dedup.release_many(unaccepted_claims))
@@ -462,6 +489,7 @@ class Pipeline:
             "lag": {f"{t}/{p}": lag for (t, p), lag in self.source.lag.items()},
             "halted_accounts": dict(self.delivery.halted) if self.delivery else {},
             "halted": self.halt_reason,
+            "match_coverage": {k: round(v, 4) for k, v in self.quality.coverage().items()},
             "uptime_s": round(time.monotonic() - self.started_s, 1),
         }
 
@@ -470,9 +498,20 @@ class Pipeline:
             (tm.M_IN_FLIGHT, float(self.ledger.unfinished()), {}),
             (tm.M_PAUSED, float(len(self.source.paused)), {}),
             (tm.M_HALTED, float(len(self.delivery.halted) if self.delivery else 0), {}),
+            (tm.M_READY, 1.0 if self.readiness()[0] else 0.0, {}),
         ]
         for (topic, partition), lag in self.source.lag.items():
             gauges.append((tm.M_LAG, float(lag), {"topic": topic, "partition": str(partition)}))
+        quality = self.quality
+        for (account, event_name), count in quality.events.items():
+            labels = {"ad_account": account, "event_name": event_name}
+            gauges.append((tm.M_MATCH_EVENTS, float(count), labels))
+        for (account, event_name, identifier), count in quality.by_identifier.items():
+            labels = {"ad_account": account, "event_name": event_name, "identifier": identifier}
+            gauges.append((tm.M_MATCH_IDENTIFIER, float(count), labels))
+        for (account, event_name, carried), count in quality.by_count.items():
+            labels = {"ad_account": account, "event_name": event_name, "identifiers": str(carried)}
+            gauges.append((tm.M_MATCH_COUNT, float(count), labels))
         return gauges
 
 

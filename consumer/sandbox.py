@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from consumer.capi import MAX_EVENTS_PER_REQUEST, InvalidEvent, validate_event
+from consumer.capi import MAX_EVENTS_PER_REQUEST, USER_FIELDS, InvalidEvent, validate_event
 
 MAX_EVENT_AGE_S = 7 * 86400
 
@@ -67,6 +67,17 @@ class Stats:
             "max_concurrency": self.max_concurrency,
             "connections": len(self.client_ports),
         }
+
+
+def _drop_unknown_user_fields(event: Any) -> str | None:
+    """user_data is not closed in the spec: unknown keys earn a warning, not a failure."""
+    user_data = event.get("user_data") if isinstance(event, dict) else None
+    if not isinstance(user_data, dict):
+        return None
+    unknown = sorted(k for k in user_data if k not in USER_FIELDS)
+    for key in unknown:
+        del user_data[key]
+    return f"Unknown user_data fields ignored: {', '.join(unknown)}" if unknown else None
 
 
 def _error(status: int, code: int, message: str) -> web.Response:
@@ -169,7 +180,9 @@ class Sandbox:
         is_test = request.query.get("test") == "true"
         now_s = int(time.time())
         results = []
+        warnings: list[str | None] = []
         for i, event in enumerate(data):
+            warnings.append(_drop_unknown_user_fields(event))
             error = self._check(event, now_s) if self.is_strict else None
             if isinstance(error, InvalidEvent) and error.is_structural:
                 return _error(400, 4196, f"Invalid request: data[{i}]: {error}")
@@ -177,10 +190,10 @@ class Sandbox:
                 error = InvalidEvent("Injected per-event failure.")
             results.append(error)
         events_out = []
-        for event, error in zip(data, results, strict=True):
+        for event, error, warning in zip(data, results, warnings, strict=True):
             if error is None:
                 events_out.append(
-                    {"status": "processed", "error_message": None, "warning_message": None}
+                    {"status": "processed", "error_message": None, "warning_message": warning}
                 )
                 if not is_test:
                     self._record(ad_account, event)

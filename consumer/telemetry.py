@@ -66,7 +66,11 @@ M_IN_FLIGHT: Final = "capi.events.in_flight"  # consumed, not yet final
 M_PAUSED: Final = "capi.consumer.paused_partitions"  # partitions paused by backpressure
 M_LAG: Final = "capi.consumer.lag"  # high watermark - position, per partition
 M_HALTED: Final = "capi.delivery.halted_accounts"  # accounts halted on 401/403
+M_READY: Final = "capi.consumer.ready"  # 1 when /readyz would answer 200
 M_COMMITTED: Final = "capi.consumer.committed_offsets"  # offsets committed, per commit call
+M_MATCH_EVENTS: Final = "capi.match.events"  # built events, by ad account and event name
+M_MATCH_IDENTIFIER: Final = "capi.match.identifier.events"  # events carrying each identifier
+M_MATCH_COUNT: Final = "capi.match.events_by_identifier_count"  # events by identifiers carried
 
 
 @dataclass(slots=True)
@@ -125,8 +129,22 @@ class Telemetry:
                 M_CONSUME_TO_ACK, "s", explicit_bucket_boundaries_advisory=latency_buckets
             ),
         )
-        for name in (M_IN_FLIGHT, M_PAUSED, M_LAG, M_HALTED):
+        # Unlabelled zero series, so dashboards and alerts see 0 rather than "no data".
+        for counter in (
+            self.instruments.warnings,
+            self.instruments.retries,
+            self.instruments.failed,
+            self.instruments.dead_lettered,
+            self.instruments.deduplicated,
+            self.instruments.skipped,
+        ):
+            counter.add(0)
+        for name in (M_IN_FLIGHT, M_PAUSED, M_LAG, M_HALTED, M_READY):
             meter.create_observable_gauge(name, callbacks=[self._observe(name)])
+        # Counted in plain Python per event and read at export time: an OTel add() per event
+        # and identifier would cost more than the rest of the mapping.
+        for name in (M_MATCH_EVENTS, M_MATCH_IDENTIFIER, M_MATCH_COUNT):
+            meter.create_observable_counter(name, callbacks=[self._observe(name)], unit="{event}")
 
     def add_gauges(self, source: Gauges) -> None:
         self._gauge_sources.append(source)

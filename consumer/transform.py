@@ -18,6 +18,7 @@ from consumer.config import load_mapping
 from consumer.errors import PermanentError
 from consumer.mapping import MappingRules, map_record
 from consumer.normalize import NormalizeOptions, UserDataHasher, normalize_conversion
+from consumer.quality import MatchQuality
 from consumer.records import Coordinates, Decoded, Envelope, Skip
 
 COVERAGE_FIELDS = (
@@ -64,7 +65,7 @@ def transform_lines(mapping_path: Path, lines: Iterable[str], out: IO[str], now_
     mapping = load_mapping(mapping_path, "--mapping")
     hasher = UserDataHasher(NormalizeOptions(mapping.default_phone_country, mapping.dob_order))
     outcomes: Counter[str] = Counter()
-    coverage: Counter[str] = Counter()
+    quality = MatchQuality()
     for number, raw in enumerate(lines):
         if not raw.strip():
             continue
@@ -81,13 +82,10 @@ def transform_lines(mapping_path: Path, lines: Iterable[str], out: IO[str], now_
         out.write(orjson.dumps(result).decode() + "\n")
         if "event" in result:
             outcomes["built"] += 1
-            user_data = result["event"]["user_data"]
-            coverage.update(f for f in COVERAGE_FIELDS if f in user_data)
+            event = result["event"]
+            quality.observe(result["ad_account_id"], event["event_name"], event["user_data"])
         else:
             outcomes["dropped" if "dropped" in result else "errors"] += 1
     built = outcomes["built"]
-    rows = [f"built {built}, dropped {outcomes['dropped']}, errors {outcomes['errors']}"]
-    for field in COVERAGE_FIELDS:
-        share = 100 * coverage[field] / built if built else 0.0
-        rows.append(f"  {field:<18} {coverage[field]:>8}  {share:5.1f}%")
-    return "\n".join(rows)
+    header = f"built {built}, dropped {outcomes['dropped']}, errors {outcomes['errors']}"
+    return header + "\n" + quality.table()

@@ -105,7 +105,12 @@ def test_readme_documents_every_setting() -> None:
 
     readme = (ROOT / "README.md").read_text()
     for field in dataclasses.fields(Config):
-        if field.name in ("mapping", "kafka", "account_tokens", "mapping_file",
-                          "bootstrap_servers"):
+        if field.name in (
+            "mapping",
+            "kafka",
+            "account_tokens",
+            "mapping_file",
+            "bootstrap_servers",
+        ):
             continue
         assert _env_name(field.name) in readme, field.name

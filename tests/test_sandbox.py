@@ -129,3 +129,11 @@ async def test_sandbox_faults_and_stats_admin_endpoints(api: Any) -> None:
     assert stats["events_processed"] == 2 and stats["duplicates_received"] == 1
     async with session.get(f"{url}/_sandbox/events?limit=1") as response:
         assert len(await response.json()) == 1
+
+
+async def test_sandbox_unknown_user_data_key_is_a_warning_not_a_failure(api: Any) -> None:
+    event = fresh("w", user_data={"em": ["a" * 64], "zz": ["b" * 64]})
+    status, body = await post(api, {"data": [event]})
+    assert status == 200
+    assert body["events"][0]["status"] == "processed"
+    assert "zz" in body["events"][0]["warning_message"]
