@@ -75,7 +75,7 @@ def test_dashboard_alerts_and_status_match_a_running_instance(
             "retries      503",
             "dead letters",
             "pinterest.event_failed",
-            "decode.trailing_bytes",
+            "decode.",
             "match coverage",
             "em",
         ):
