@@ -31,6 +31,7 @@ ConsentAction = Literal["drop", "opt_out", "limited_data_processing"]
 
 _MISSING: Final = object()
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][\w.\[\]]*)\}")
+_TEMPLATE_PIECES: dict[str, tuple[str, ...]] = {}
 _DURATION = re.compile(r"(\d+)\s*(s|m|h|d)?")
 _DURATION_UNITS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
 
@@ -106,18 +107,19 @@ def parse_duration_s(value: object, key: str) -> int:
 
 
 def _walk(value: Any, parts: Sequence[str]) -> Any:
+    # `type(...) is dict` rather than isinstance(Mapping): records are plain dicts (fastavro,
+    # orjson) and the ABC check was the single largest cost of mapping an event.
     for i, part in enumerate(parts):
-        if value is None:
+        if type(value) is not dict:
             return None
         if part.endswith("[]"):
-            name = part[:-2]
-            items = value.get(name) if isinstance(value, Mapping) else None
-            if not isinstance(items, list):
+            items = value.get(part[:-2])
+            if type(items) is not list:
                 return None
             rest = parts[i + 1 :]
-            out = [_walk(item, rest) for item in items]
+            out = [_walk(item, rest) for item in items] if rest else items
             return [v for v in out if v is not None]
-        value = value.get(part) if isinstance(value, Mapping) else None
+        value = value.get(part)
     return value
 
 
@@ -125,10 +127,27 @@ def compile_path(path: str, key: str) -> Extractor:
     if not isinstance(path, str) or not path or any(not p for p in path.split(".")):
         raise ConfigError(key, f"expected a record path such as customer.email, got {path!r}")
     parts = tuple(path.split("."))
-    if len(parts) == 1 and not parts[0].endswith("[]"):
+    if any(part.endswith("[]") for part in parts) or len(parts) > 3:
+        return lambda record: _walk(record, parts)
+    if len(parts) == 1:
         name = parts[0]
-        return lambda record: record.get(name)
-    return lambda record: _walk(record, parts)
+        return lambda record: record.get(name) if type(record) is dict else None
+    if len(parts) == 2:
+        first, second = parts
+
+        def get_two(record: Mapping[str, Any]) -> Any:
+            value = record.get(first) if type(record) is dict else None
+            return value.get(second) if type(value) is dict else None
+
+        return get_two
+    first, second, third = parts
+
+    def get_three(record: Mapping[str, Any]) -> Any:
+        value = record.get(first) if type(record) is dict else None
+        value = value.get(second) if type(value) is dict else None
+        return value.get(third) if type(value) is dict else None
+
+    return get_three
 
 
 def _compile_lookup(spec: Mapping[str, Any], key: str, base: Extractor) -> Extractor:
@@ -223,8 +242,12 @@ def render_template(
         value = extractor(record)
         if value is None or value == "":
             raise PermanentError("map.missing_field", f"template field {name} is missing")
-        values[name] = str(value)
-    return _PLACEHOLDER.sub(lambda m: values[m.group(1)], template)
+        values[name] = value if type(value) is str else str(value)
+    pieces = _TEMPLATE_PIECES.get(template)
+    if pieces is None:
+        pieces = _TEMPLATE_PIECES[template] = tuple(_PLACEHOLDER.split(template))
+    # split() alternates literal text and placeholder names: text, name, text, name, text.
+    return "".join(values[p] if i % 2 else p for i, p in enumerate(pieces))
 
 
 def compile_condition(spec: object, key: str) -> Predicate:

@@ -333,7 +333,6 @@ class Pipeline:
                     unaccepted_claims.append(key_of(result))
                 continue
             self.ledger.track(envelope.coords, envelope.generation)
-            self.metrics.consumed.add(1, {"topic": envelope.coords.topic})
             accepted += 1
             if isinstance(result, Skip):
                 self.counts["skipped"] += 1
@@ -350,6 +349,9 @@ class Pipeline:
                     result.ad_account, result.event_name, result.event["user_data"]
                 )
                 self.batcher.submit(result)
+        consumed_by_topic = Counter(e.coords.topic for e in envelopes[:accepted])
+        for topic, count in consumed_by_topic.items():
+            self.metrics.consumed.add(count, {"topic": topic})
         if unaccepted_claims and self.dedup is not None:
             self._spawn(self.dedup.release_many(unaccepted_claims))
         self.counts["consumed"] += accepted
@@ -386,6 +388,9 @@ class Pipeline:
         delivered: list[DedupKey] = []
         failed: list[DedupKey] = []
         per_account = Counter[str]()
+        oldest_event_s = min(c.event_time_s for c in result.batch.conversions)
+        self.metrics.event_to_ack_s.record(max(0.0, now_wall - oldest_event_s))
+        record_consume_to_ack = self.metrics.consume_to_ack_s.record
         for conversion, outcome in zip(result.batch.conversions, result.outcomes, strict=True):
             envelope = conversion.envelope
             if outcome.status == "processed":
@@ -393,8 +398,7 @@ class Pipeline:
                 per_account[conversion.event_name] += 1
                 if outcome.message:
                     self.metrics.warnings.add(1, {"ad_account": result.batch.ad_account})
-                self.metrics.event_to_ack_s.record(max(0.0, now_wall - conversion.event_time_s))
-                self.metrics.consume_to_ack_s.record(max(0.0, now_mono - envelope.consumed_at_s))
+                record_consume_to_ack(max(0.0, now_mono - envelope.consumed_at_s))
                 self._finish(envelope, Fate.DELIVERED)
             else:
                 failed.append(key_of(conversion))

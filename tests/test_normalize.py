@@ -266,3 +266,12 @@ def test_normalize_conversion_returns_new_record_keeping_coordinates(
     assert normalized.coords == conversion.coords
     assert normalized.event["user_data"] == {"em": [sha("x@y.z")]}
     assert conversion.event["user_data"] == {"em": "X@Y.z"}
+
+
+def test_hash_user_data_wrong_types_are_permanent_errors_naming_field() -> None:
+    hasher = UserDataHasher(NormalizeOptions())
+    for bad in ({"em": {"nested": "x"}}, {"ph": 6505551234}, {"fn": ["ok", 3]}):
+        with pytest.raises(PermanentError) as info:
+            hasher.hash_user_data(bad)
+        assert "user_data." in info.value.detail
+    assert hasher.hash_user_data({"db": dt.date(1990, 3, 7)}) == {"db": [sha("19900307")]}

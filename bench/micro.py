@@ -1,0 +1,141 @@
+"""Stage micro-benchmarks: CPU time per event for each pure stage, in one process."""
+
+from __future__ import annotations
+
+import gc
+import random
+import time
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+import yaml
+
+from consumer.batcher import Batcher
+from consumer.capi import validate_event
+from consumer.decode import Decoder
+from consumer.dedup import DedupKey, MemoryDedupStore, fingerprint
+from consumer.mapping import compile_mapping, map_record
+from consumer.normalize import NormalizeOptions, UserDataHasher, normalize_conversion
+from consumer.quality import MatchQuality
+from consumer.records import Conversion, Coordinates, Envelope
+from devenv.samples import SCHEMAS, load_schema, order_record, wire_encode
+
+ORDER = "com.example.shop.orders.OrderEvent"
+
+
+def per_event_us(work: Callable[[], int]) -> float:
+    """CPU microseconds per item of `work`, which returns how many items it did."""
+    started = time.process_time()
+    items = work()
+    return (time.process_time() - started) * 1e6 / max(1, items)
+
+
+def sample_envelopes(count: int) -> list[Envelope]:
+    rng = random.Random(4)
+    schema = load_schema("order_event.v1.avsc")
+    now_ms = int(time.time() * 1000)
+    envelopes = []
+    for n in range(count):
+        record = order_record(rng, n, now_ms)
+        record.update(event_type="ORDER_PLACED", is_test=False)
+        record["consent"]["ads_personalization"] = True
+        envelopes.append(
+            Envelope(Coordinates("shop.orders", 0, n), value=wire_encode(1, schema, record))
+        )
+    return envelopes
+
+
+def run_micro(
+    count: int = 20_000, dedup_sizes: tuple[int, ...] = (1_000_000, 10_000_000)
+) -> dict[str, Any]:
+    gc.freeze()  # the same collector settings as `consumer run`
+    gc.set_threshold(50_000, 20, 20)
+    envelopes = sample_envelopes(count)
+    writer = load_schema("order_event.v1.avsc")
+    decoder = Decoder(None, {"shop.orders.local": writer}, {})
+    plain = [
+        Envelope(Coordinates("shop.orders.local", 0, e.coords.offset), value=e.value[5:])
+        for e in envelopes
+    ]
+    decoded = []
+    results: dict[str, Any] = {"events": count}
+    results["decode_us"] = per_event_us(
+        lambda: len([decoded.append(decoder.decode(e)) for e in plain])
+    )
+    mapping = compile_mapping(yaml.safe_load((SCHEMAS / "mapping.example.yaml").read_text()))
+    now_s = int(time.time())
+    from consumer.records import Decoded
+
+    decoded = [
+        Decoded(
+            Envelope(
+                Coordinates("shop.orders", 0, d.envelope.coords.offset), value=d.envelope.value
+            ),
+            d.record,
+            ORDER,
+        )
+        for d in decoded
+    ]
+    conversions: list[Conversion] = []
+
+    def map_all(hasher: UserDataHasher) -> int:
+        conversions.clear()
+        for item in decoded:
+            mapped = map_record(item, mapping, now_s)
+            assert isinstance(mapped, Conversion)
+            conversion = normalize_conversion(mapped, hasher)
+            validate_event(conversion.event, now_s)
+            conversions.append(conversion)
+        return len(decoded)
+
+    results["map_normalize_hash_validate_uncached_us"] = per_event_us(
+        lambda: map_all(UserDataHasher(NormalizeOptions(), cache_size=0))
+    )
+    cached = UserDataHasher(NormalizeOptions())
+    map_all(cached)  # warm the digest cache as a long-running consumer would have it
+    results["map_normalize_hash_validate_cached_us"] = per_event_us(lambda: map_all(cached))
+    results["encode_us"] = per_event_us(lambda: len([orjson.dumps(c.event) for c in conversions]))
+    batcher = Batcher(lambda batch: None, high_watermark=10**9, low_watermark=0)
+    results["batch_assembly_us"] = per_event_us(
+        lambda: len([batcher.submit(c) for c in conversions])
+    )
+    quality = MatchQuality()
+    results["match_quality_us"] = per_event_us(
+        lambda: len(
+            [quality.observe(c.ad_account, c.event_name, c.event["user_data"]) for c in conversions]
+        )
+    )
+    results["event_bytes"] = sum(len(orjson.dumps(c.event)) for c in conversions) / count
+    results["avro_bytes"] = sum(len(e.value) for e in envelopes) / count
+    for size in dedup_sizes:
+        results[f"dedup_{size}"] = bench_dedup(size)
+    return results
+
+
+def bench_dedup(size: int) -> dict[str, float]:
+    store = MemoryDedupStore(window_s=48 * 3600, max_keys=size * 2)
+    now = int(time.time())
+    started = time.process_time()
+    for i in range(size):
+        store.confirm(DedupKey(fingerprint("549755885175", f"ord-{i}"), now - (i % 3600)))
+    fill_s = time.process_time() - started
+    probes = [
+        DedupKey(fingerprint("549755885175", f"ord-{i}"), now)
+        for i in random.Random(1).sample(range(size * 2), 200_000)
+    ]
+    started = time.process_time()
+    for key in probes:
+        if store.claim(key):
+            store.release(key)
+    lookup_s = time.process_time() - started
+    return {
+        "keys": len(store),
+        "bytes_per_key": store.nbytes / len(store),
+        "insert_us": fill_s * 1e6 / size,
+        "lookups_per_s": len(probes) / lookup_s,
+    }
+
+
+if __name__ == "__main__":
+    print(orjson.dumps(run_micro(5000, (100_000,)), option=orjson.OPT_INDENT_2).decode())

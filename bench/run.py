@@ -1,0 +1,355 @@
+"""`make bench`: stage micro-benchmarks, then end-to-end runs against a real local broker.
+
+Prints a table and writes bench/results/<timestamp>.json. Environment: BENCH_EVENTS (default
+500000), BENCH_DEDUP_SIZES (default "1000000,10000000"), BENCH_SKIP_E2E=1 for micro only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import Producer
+
+from bench.micro import run_micro
+from consumer.progress import Progress
+from devenv.kafka import KafkaBroker
+from devenv.procs import ROOT, Server, free_port, port_open, wait_until
+from devenv.registry import SchemaRegistry
+from devenv.samples import load_schema, order_record, register, wire_encode
+
+RESULTS = ROOT / "bench" / "results"
+TOPIC = "bench.orders"
+PARTITIONS = 16
+
+
+def get_json(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def produce_orders(kafka: KafkaBroker, registry_url: str, count: int) -> None:
+    schema_id = register(registry_url, f"{TOPIC}-value", "order_event.v1.avsc")
+    schema = load_schema("order_event.v1.avsc")
+    rng = random.Random(1)
+    now_ms = int(time.time() * 1000)
+    templates = []
+    for n in range(2000):
+        record = order_record(rng, n, now_ms)
+        record.update(event_type="ORDER_PLACED", is_test=False)
+        record["consent"]["ads_personalization"] = True
+        templates.append(record)
+    producer = Producer(
+        {
+            "bootstrap.servers": kafka.bootstrap,
+            "linger.ms": 50,
+            "batch.size": 1_000_000,
+            "compression.type": "lz4",
+            "log_level": 3,
+        }
+    )
+    progress = Progress("produce", count)
+    for n in range(count):
+        record = dict(templates[n % len(templates)])
+        record["order_id"] = f"ord-{n:09d}"  # unique, so nothing is a duplicate
+        while True:
+            try:
+                producer.produce(
+                    TOPIC, value=wire_encode(schema_id, schema, record), partition=n % PARTITIONS
+                )
+                break
+            except BufferError:
+                producer.poll(0.1)
+        if n % 10_000 == 0:
+            producer.poll(0)
+            progress.update(n)
+    producer.flush(120)
+    progress.update(count, is_final=True)
+
+
+def cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def histogram_quantiles(metrics_text: str, name: str) -> tuple[float, float]:
+    buckets: list[tuple[float, float]] = []
+    for line in metrics_text.splitlines():
+        if line.startswith(f"{name}_bucket"):
+            bound = line.split('le="', 1)[1].split('"', 1)[0]
+            buckets.append(
+                (float("inf") if bound == "+Inf" else float(bound), float(line.rsplit(" ", 1)[1]))
+            )
+    buckets.sort()
+    total = buckets[-1][1] if buckets else 0.0
+
+    def quantile(q: float) -> float:
+        previous_bound, previous_count = 0.0, 0.0
+        for bound, count in buckets:
+            if count >= q * total:
+                if bound == float("inf"):
+                    return previous_bound
+                share = (q * total - previous_count) / max(1e-9, count - previous_count)
+                return previous_bound + share * (bound - previous_bound)
+            previous_bound, previous_count = bound, count
+        return previous_bound
+
+    return quantile(0.5), quantile(0.99)
+
+
+def run_consumers(
+    kafka: KafkaBroker,
+    registry_url: str,
+    workdir: Path,
+    count: int,
+    processes: int,
+    latency_ms: float,
+    label: str,
+) -> dict[str, Any]:
+    sink_port = free_port()
+    sink = Server(
+        "sink",
+        [
+            sys.executable,
+            "-m",
+            "bench.sink",
+            "--port",
+            str(sink_port),
+            "--latency-ms",
+            str(latency_ms),
+        ],
+        workdir / f"sink-{label}.log",
+        cwd=ROOT,
+    )
+    wait_until(lambda: port_open(sink_port), 30, "sink", sink.proc, sink.log)
+    mapping = workdir / "mapping.yaml"
+    mapping.write_text(
+        (ROOT / "schemas" / "mapping.example.yaml")
+        .read_text()
+        .replace("topic: shop.orders", f"topic: {TOPIC}")
+    )
+    group = f"bench-{label}-{time.time_ns()}"
+    consumers = []
+    for index in range(processes):
+        port = free_port()
+        env = {
+            "CAPI_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap,
+            "CAPI_KAFKA_GROUP_ID": group,
+            "CAPI_MAPPING_FILE": str(mapping),
+            "CAPI_TOPICS": TOPIC,
+            "CAPI_SCHEMA_REGISTRY_URL": registry_url,
+            "CAPI_API_BASE_URL": f"http://127.0.0.1:{sink_port}",
+            "CAPI_ACCESS_TOKEN": "b",
+            "CAPI_HEALTH_HOST": "127.0.0.1",
+            "CAPI_HEALTH_PORT": str(port),
+            "CAPI_LOG_LEVEL": "warning",
+            "CAPI_MAX_IN_FLIGHT_PER_ACCOUNT": "8",
+            "CAPI_RATE_LIMIT_PER_MINUTE": "1000000",
+            "CAPI_LINGER_MS": "100",
+        }
+        server = Server(
+            f"consumer-{index}",
+            [sys.executable, "-m", "consumer", "run"],
+            workdir / f"consumer-{label}-{index}.log",
+            env=env,
+            cwd=ROOT,
+        )
+        wait_until(lambda p=port: port_open(p), 60, "consumer", server.proc, server.log)
+        consumers.append((server, port))
+    progress = Progress(label, count)
+    started: float | None = None
+    cpu_before = {s.proc.pid: cpu_s(s.proc.pid) for s, _ in consumers}
+    finished = False
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        stats = [get_json(f"http://127.0.0.1:{port}/stats") for _, port in consumers]
+        consumed = sum(s["consumed"] for s in stats)
+        if consumed and started is None:
+            started = time.monotonic()
+        final = sum(
+            s["delivered"] + s["skipped"] + s["deduplicated"] + s["dead_lettered"] for s in stats
+        )
+        progress.update(final)
+        if final >= count and all(
+            s["uncommitted_partitions"] == 0 and s["unfinished_offsets"] == 0 for s in stats
+        ):
+            finished = True
+            break
+        time.sleep(0.05)
+    elapsed = time.monotonic() - (started or time.monotonic())
+    progress.update(count, is_final=True)
+    cpu = sum(cpu_s(s.proc.pid) - cpu_before[s.proc.pid] for s, _ in consumers)
+    rss = max(peak_rss_mb(s.proc.pid) for s, _ in consumers)
+    p50, p99 = histogram_quantiles(
+        urllib.request.urlopen(f"http://127.0.0.1:{consumers[0][1]}/metrics").read().decode(),
+        "capi_delivery_consume_to_ack_duration_seconds",
+    )
+    sink_stats = get_json(f"http://127.0.0.1:{sink_port}/stats")
+    for server, _ in consumers:
+        server.stop()
+    sink.stop()
+    return {
+        "label": label,
+        "processes": processes,
+        "sink_latency_ms": latency_ms,
+        "finished": finished,
+        "events": count,
+        "elapsed_s": round(elapsed, 2),
+        "events_per_s": round(count / elapsed) if elapsed else 0,
+        "requests_per_s": round(sink_stats["requests"] / elapsed, 1) if elapsed else 0,
+        "cpu_us_per_event": round(cpu * 1e6 / count, 1),
+        "consume_to_ack_p50_ms": round(p50 * 1000, 1),
+        "consume_to_ack_p99_ms": round(p99 * 1000, 1),
+        "peak_rss_mb": round(rss, 1),
+    }
+
+
+def run_naive(
+    kafka: KafkaBroker, registry_url: str, workdir: Path, events: int, latency_ms: float = 0
+) -> dict[str, Any]:
+    sink_port = free_port()
+    sink = Server(
+        "sink",
+        [
+            sys.executable,
+            "-m",
+            "bench.sink",
+            "--port",
+            str(sink_port),
+            "--latency-ms",
+            str(latency_ms),
+        ],
+        workdir / "sink-naive.log",
+        cwd=ROOT,
+    )
+    wait_until(lambda: port_open(sink_port), 30, "sink", sink.proc, sink.log)
+    mapping = workdir / "mapping.yaml"
+    started_cpu = time.process_time()
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "bench.naive",
+            "--bootstrap",
+            kafka.bootstrap,
+            "--registry",
+            registry_url,
+            "--topic",
+            TOPIC,
+            "--mapping",
+            str(mapping),
+            "--url",
+            f"http://127.0.0.1:{sink_port}",
+            "--max-events",
+            str(events),
+            "--max-seconds",
+            "20",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    out, _ = process.communicate(timeout=300)
+    del started_cpu
+    sink.stop()
+    result = json.loads(out.strip().splitlines()[-1])
+    label = "naive, 1 event/request" + (f", {latency_ms:.0f} ms sink" if latency_ms else "")
+    return {
+        "label": label,
+        "events": result["events"],
+        "sink_latency_ms": latency_ms,
+        "elapsed_s": round(result["elapsed_s"], 2),
+        "events_per_s": round(result["events"] / result["elapsed_s"]),
+    }
+
+
+def table(results: dict[str, Any]) -> str:
+    rows = ["", "stage micro-benchmarks (CPU per event)"]
+    micro = results["micro"]
+    for key, value in micro.items():
+        if isinstance(value, dict):
+            rows.append(
+                f"  {key:<44} {value['bytes_per_key']:.1f} B/key, "
+                f"{value['lookups_per_s']:,.0f} lookups/s, insert {value['insert_us']:.2f} us"
+            )
+        elif key.endswith("_us"):
+            rows.append(f"  {key:<44} {value:8.2f} us")
+    if "e2e" in results:
+        rows += [
+            "",
+            "end to end (consumer processes only; broker and sink share the 2 cores)",
+            f"  {'run':<28}{'events/s':>10}{'req/s':>8}{'CPU us/ev':>11}"
+            f"{'p50 ms':>9}{'p99 ms':>9}{'RSS MB':>8}",
+        ]
+        for run in results["e2e"]:
+            rows.append(
+                f"  {run['label']:<28}{run['events_per_s']:>10,}{run['requests_per_s']:>8}"
+                f"{run['cpu_us_per_event']:>11}{run['consume_to_ack_p50_ms']:>9}"
+                f"{run['consume_to_ack_p99_ms']:>9}{run['peak_rss_mb']:>8}"
+            )
+        for naive in results["naive"]:
+            rows.append(f"  {naive['label']:<28}{naive['events_per_s']:>10,}")
+        for run, naive in zip(results["e2e"][:2], results["naive"], strict=True):
+            ratio = run["events_per_s"] / max(1, naive["events_per_s"])
+            rows.append(f"  ratio {run['label']} / {naive['label']}: {ratio:,.0f}x")
+    return "\n".join(rows)
+
+
+def main() -> int:
+    count = int(os.environ.get("BENCH_EVENTS", "500000"))
+    sizes = tuple(
+        int(s) for s in os.environ.get("BENCH_DEDUP_SIZES", "1000000,10000000").split(",")
+    )
+    results: dict[str, Any] = {
+        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "commit": subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
+        ).stdout.strip(),
+    }
+    print("stage micro-benchmarks ...", flush=True)
+    results["micro"] = run_micro(20_000, sizes)
+    if os.environ.get("BENCH_SKIP_E2E") != "1":
+        workdir = Path(tempfile.mkdtemp(prefix="bench-"))
+        kafka = KafkaBroker(workdir / "kafka", heap="1g").start()
+        registry = SchemaRegistry(workdir / "registry").start()
+        try:
+            kafka.create_topic(TOPIC, PARTITIONS)
+            kafka.create_topic("capi.dead-letter", 1)
+            produce_orders(kafka, registry.url, count)
+            results["e2e"] = [
+                run_consumers(kafka, registry.url, workdir, count, 1, 0, "1 consumer"),
+                run_consumers(kafka, registry.url, workdir, count, 1, 50, "1 consumer, 50 ms sink"),
+                run_consumers(kafka, registry.url, workdir, count, 2, 0, "2 consumers"),
+            ]
+            results["naive"] = [
+                run_naive(kafka, registry.url, workdir, min(count, 3000)),
+                run_naive(kafka, registry.url, workdir, 200, latency_ms=50),
+            ]
+        finally:
+            registry.cleanup()
+            kafka.cleanup()
+    print(table(results))
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / f"{results['timestamp'].replace(':', '')}.json"
+    out.write_text(json.dumps(results, indent=2))
+    print(f"\nwritten to {out.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

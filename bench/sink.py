@@ -1,0 +1,68 @@
+"""A minimal fast stand-in for the events endpoint: no validation, answers every event processed.
+
+python -m bench.sink --port 9000 [--latency-ms 50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+
+import orjson
+from aiohttp import web
+
+_PROCESSED = b'{"status":"processed","error_message":null,"warning_message":null}'
+
+
+class Counters:
+    requests = 0
+    events = 0
+
+
+def build_app(latency_s: float) -> web.Application:
+    counters = Counters()
+    answers: dict[int, bytes] = {}
+
+    async def events(request: web.Request) -> web.Response:
+        body = await request.read()
+        count = len(orjson.loads(body)["data"])
+        if latency_s:
+            await asyncio.sleep(latency_s)
+        counters.requests += 1
+        counters.events += count
+        answer = answers.get(count)
+        if answer is None:
+            answer = answers[count] = (
+                b'{"num_events_received":%d,"num_events_processed":%d,"events":[' % (count, count)
+                + b",".join([_PROCESSED] * count)
+                + b"]}"
+            )
+        return web.Response(
+            body=answer, content_type="application/json", headers={"x-pinterest-rid": "bench"}
+        )
+
+    async def stats(request: web.Request) -> web.Response:
+        return web.json_response({"requests": counters.requests, "events": counters.events})
+
+    app = web.Application(client_max_size=64 * 1024 * 1024)
+    app.router.add_post("/v5/ad_accounts/{ad_account_id}/events", events)
+    app.router.add_get("/stats", stats)
+    return app
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--latency-ms", type=float, default=0.0)
+    args = parser.parse_args()
+    web.run_app(
+        build_app(args.latency_ms / 1000),
+        host="127.0.0.1",
+        port=args.port,
+        access_log=None,
+        print=None,
+    )
+
+
+if __name__ == "__main__":
+    main()
