@@ -156,7 +156,7 @@ def produce_traffic(
 
 
 class SandboxProcess:
-    def __init__(self, workdir: Path, keep_events: int = 500_000) -> None:
+    def __init__(self, workdir: Path, keep_events: int = 500_000, token: str = TOKEN) -> None:
         self.port = free_port()
         self.server = Server(
             "sandbox",
@@ -168,7 +168,7 @@ class SandboxProcess:
                 "--port",
                 str(self.port),
                 "--token",
-                f"{TOKEN}=*",
+                f"{token}=*",
                 "--keep-events",
                 str(keep_events),
             ],
