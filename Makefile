@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: help install services-deps lint typecheck test test-fast demo bench chaos sandbox clean
+.PHONY: help install services-deps lint typecheck test demo bench chaos audit sandbox clean
 
 help:
 	@echo "make demo   - start Kafka, registry and sandbox; produce sample events; run the consumer"
@@ -42,8 +42,15 @@ demo: services-deps
 bench: services-deps
 	$(BIN)/python -m bench.run
 
+# Full-length fault runs: 1M events with 20 kills, a 10-minute sink outage, and the rest.
 chaos: services-deps
-	CAPI_CHAOS_FULL=1 $(BIN)/pytest -q -m chaos tests/integration
+	CAPI_CHAOS_FULL=1 $(BIN)/pytest -q -s -p no:cacheprovider --timeout 7200 tests/integration/test_faults.py
+
+# Needs the index's JSON API with vulnerability data (not served by every mirror).
+audit: $(STAMP)
+	$(BIN)/pip install -q pip-audit
+	$(BIN)/pip freeze --exclude-editable > requirements.lock
+	$(BIN)/pip-audit --strict --progress-spinner off -r requirements.lock
 
 sandbox: $(STAMP)
 	$(BIN)/consumer sandbox --port 8089

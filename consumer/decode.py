@@ -144,8 +144,12 @@ class Decoder:
             except (ValueError, fastavro.schema.SchemaParseException):
                 self._unknown_ids[schema_id] = now + _UNKNOWN_ID_RETRY_S
                 continue
-            name = str(writer.get("name", "")) if isinstance(writer, dict) else ""
-            self._by_id[schema_id] = _Schema(writer, _reader(writer, self._readers), name)
+            self.add_writer_schema(schema_id, writer)
+
+    def add_writer_schema(self, schema_id: int, writer: Any) -> None:
+        """Cache a parsed writer schema under its registry id (tests, pre-seeding)."""
+        name = str(writer.get("name", "")) if isinstance(writer, dict) else ""
+        self._by_id[schema_id] = _Schema(writer, _reader(writer, self._readers), name)
 
     def decode(self, envelope: Envelope) -> Decoded:
         """Decode one prepared envelope. Raises `PermanentError` for bytes we cannot read."""

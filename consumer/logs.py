@@ -39,6 +39,24 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(entry, default=str).decode()
 
 
+class RepeatFilter(logging.Filter):
+    """Lets the same kind of message through at most once per `interval_s` (librdkafka repeats
+    connection failures many times a second while a broker is away)."""
+
+    def __init__(self, interval_s: float = 10.0) -> None:
+        super().__init__()
+        self.interval_s = interval_s
+        self._last: dict[str, float] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = "".join(ch for ch in str(record.msg)[:48] if not ch.isdigit())
+        now = time.monotonic()
+        if now - self._last.get(key, -1e9) < self.interval_s:
+            return False
+        self._last[key] = now
+        return True
+
+
 def setup_logging(level: str = "INFO") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
@@ -47,3 +65,4 @@ def setup_logging(level: str = "INFO") -> None:
     root.setLevel(level)
     # aiohttp's access log would print URLs and client addresses per request.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    logging.getLogger("librdkafka").addFilter(RepeatFilter())

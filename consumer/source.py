@@ -67,6 +67,7 @@ class KafkaSource:
         self.lag: dict[TP, int] = {}
         self.last_turn_s = clock()
         self.consumed = 0
+        self._error_logged_at: dict[int, float] = {}
 
     @property
     def client(self) -> AIOConsumer:
@@ -247,7 +248,15 @@ class KafkaSource:
                     self.lag[key] = lag
 
     async def _on_error(self, error: KafkaError) -> None:
-        logger.warning("kafka client error", extra={"error": error.str(), "fatal": error.fatal()})
+        # librdkafka reports a refused connection on every reconnect attempt (~20/s while a
+        # broker is down): log each error code at most every 10 s.
+        now = self._clock()
+        code = error.code()
+        if error.fatal() or now - self._error_logged_at.get(code, -1e9) >= 10.0:
+            self._error_logged_at[code] = now
+            logger.warning(
+                "kafka client error", extra={"error": error.str(), "fatal": error.fatal()}
+            )
 
     async def close(self) -> None:
         if self._consumer is not None:

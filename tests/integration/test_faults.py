@@ -9,6 +9,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import orjson
+import pytest
 
 from devenv.kafka import KafkaBroker
 from devenv.proxy import ToggleProxy
@@ -24,6 +25,18 @@ from tests.integration.rig import (
 )
 
 IS_FULL = os.environ.get("CAPI_CHAOS_FULL") == "1"
+
+
+def rng_db(topics: Topics) -> int:
+    """A Redis database number of its own per test, so runs never share dedup state."""
+    return 1 + sum(topics.orders.encode()) % 15
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
 
 
 def assert_nothing_committed_undelivered(
@@ -43,30 +56,48 @@ def assert_nothing_committed_undelivered(
     return len(fully_committed)
 
 
+@pytest.mark.parametrize("dedup", ["memory", "redis"])
 def test_crash_kill9_at_random_points_loses_nothing(
     kafka: KafkaBroker,
     registry: SchemaRegistry,
     sandbox: SandboxProcess,
     topics: Topics,
     tmp_path: Path,
+    dedup: str,
+    request: pytest.FixtureRequest,
 ) -> None:
     events, kills = (1_000_000, 20) if IS_FULL else (20_000, 3)
     traffic = produce_traffic(kafka, registry.url, topics, events, seed=21)
     sandbox.faults(latency_ms=20, error_rate=0.1, error_status=429)
-    consumer = ConsumerProcess(tmp_path, kafka, topics, registry.url, sandbox.url, "crash")
+    settings = {"CAPI_DEDUP_BACKEND": dedup}
+    if dedup == "redis":  # "seen" marks outlive the process, so restarts re-send less
+        redis_url = request.getfixturevalue("redis_server").url
+        settings.update(CAPI_REDIS_URL=redis_url.replace("/0", f"/{rng_db(topics)}"))
+    consumer = ConsumerProcess(
+        tmp_path, kafka, topics, registry.url, sandbox.url, "crash", **settings
+    )
     rng = random.Random(21)
     checked = []
     try:
+        killed = 0
         for _ in range(kills):
             consumer.start()
-            consumer.wait_for(lambda s: s["delivered"] > 0, 60, "first deliveries")
+            consumer.wait_for(
+                lambda s: s["delivered"] > 0 or is_fully_committed(kafka, "crash", topics.all),
+                60,
+                "first deliveries",
+            )
+            if is_fully_committed(kafka, "crash", topics.all):
+                break  # nothing left to interrupt
             time.sleep(rng.uniform(0.2, 2.0))
             consumer.kill()
+            killed += 1
             checked.append(
                 assert_nothing_committed_undelivered(kafka, "crash", topics, traffic, sandbox)
             )
         sandbox.faults(latency_ms=0, error_rate=0.0)
-        consumer.start()
+        if consumer.server is None or consumer.server.proc.poll() is not None:
+            consumer.start()
         consumer.wait_for(
             lambda s: (
                 s["unfinished_offsets"] == 0
@@ -88,7 +119,7 @@ def test_crash_kill9_at_random_points_loses_nothing(
     stats = sandbox.stats()
     resent = stats["events_processed"] - stats["distinct_event_ids"]
     print(
-        f"\ncrash test: kills={kills} events={len(traffic.produced)} "
+        f"\ncrash test ({dedup} dedup): kills={killed} events={len(traffic.produced)} "
         f"expected={len(traffic.expected_ids)} lost={len(lost)} re-sent={resent} "
         f"({100 * resent / max(1, len(traffic.expected_ids)):.2f}%) "
         f"committed-checks={checked}"
@@ -120,8 +151,18 @@ def test_sink_outage_pauses_then_catches_up(
         assert stats["pending"] <= 300 + 1000  # bounded by the watermark (plus one chunk held)
         status, body = consumer.get("/metrics")
         assert status == 200 and "capi_consumer_paused_partitions" in body
-        time.sleep(1.0)
+        assert consumer.server is not None
+        pid = consumer.server.proc.pid
+        time.sleep(2.0)  # let retry buffers settle before the first RSS sample
+        rss_start = rss_mb(pid)
+        outage_ends = time.monotonic() + (600 if IS_FULL else 15)
+        rss_max = rss_start
+        while time.monotonic() < outage_ends:
+            time.sleep(1.0)
+            rss_max = max(rss_max, rss_mb(pid))
         assert consumer.stats()["delivered"] == 0
+        print(f"\nsink outage: RSS {rss_start:.1f} MB at start, max {rss_max:.1f} MB")
+        assert rss_max - rss_start < 20, "memory grew during the outage"
         assert_nothing_committed_undelivered(kafka, "outage", topics, traffic, sandbox)
         sandbox.faults(outage=False)
         consumer.wait_final(len(traffic.produced))
@@ -262,4 +303,80 @@ def test_sigterm_drains_commits_and_exits_zero(
             time.sleep(0.3)
     finally:
         consumer.stop()
+    assert sandbox.accepted_ids() == traffic.expected_ids
+
+
+def test_broker_restart_mid_stream_loses_nothing(
+    registry: SchemaRegistry,
+    sandbox: SandboxProcess,
+    tmp_path: Path,
+) -> None:
+    from tests.integration.rig import make_topics
+
+    broker = KafkaBroker(tmp_path / "kafka").start()
+    try:
+        topics = make_topics(broker, "restart", tmp_path)
+        traffic = produce_traffic(broker, registry.url, topics, 4000, seed=13)
+        sandbox.faults(latency_ms=40)
+        consumer = ConsumerProcess(
+            tmp_path,
+            broker,
+            topics,
+            registry.url,
+            sandbox.url,
+            "restart",
+            CAPI_BATCH_MAX_EVENTS="100",
+        ).start()
+        try:
+            consumer.wait_for(lambda s: s["delivered"] > 300, 60, "first deliveries")
+            broker.restart()  # same ports, same data
+            sandbox.faults(latency_ms=0)
+            deadline = time.monotonic() + 120
+            while not is_fully_committed(broker, "restart", topics.all):
+                assert time.monotonic() < deadline, consumer.log[-3000:]
+                time.sleep(0.5)
+            assert consumer.terminate() == 0
+        finally:
+            consumer.stop()
+        assert sandbox.accepted_ids() == traffic.expected_ids
+    finally:
+        broker.cleanup()
+
+
+def test_rebalance_storm_three_consumers_joining_and_leaving(
+    kafka: KafkaBroker,
+    registry: SchemaRegistry,
+    sandbox: SandboxProcess,
+    topics: Topics,
+    tmp_path: Path,
+) -> None:
+    traffic = produce_traffic(kafka, registry.url, topics, 8000, seed=17)
+    sandbox.faults(latency_ms=60)
+    settings = {"CAPI_BATCH_MAX_EVENTS": "100", "CAPI_REVOKE_TIMEOUT_S": "5"}
+    pool = [
+        ConsumerProcess(tmp_path, kafka, topics, registry.url, sandbox.url, "storm", **settings)
+        for _ in range(3)
+    ]
+    rng = random.Random(17)
+    try:
+        pool[0].start()
+        pool[0].wait_for(lambda s: s["delivered"] > 100, 60, "first deliveries")
+        pool[1].start()
+        pool[2].start()
+        for _ in range(4):  # one member leaves (SIGTERM) and comes back, at random
+            time.sleep(rng.uniform(0.5, 1.5))
+            leaving = rng.choice(pool)
+            if leaving.server is not None and leaving.server.proc.poll() is None:
+                assert leaving.terminate() == 0
+            leaving.start()
+        sandbox.faults(latency_ms=0)
+        deadline = time.monotonic() + 180
+        while not is_fully_committed(kafka, "storm", topics.all):
+            assert time.monotonic() < deadline, "offsets never reached the end"
+            time.sleep(0.5)
+        for member in pool:
+            assert member.terminate() == 0
+    finally:
+        for member in pool:
+            member.stop()
     assert sandbox.accepted_ids() == traffic.expected_ids
