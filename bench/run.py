@@ -112,6 +112,18 @@ def histogram_quantiles(metrics_text: str, name: str) -> tuple[float, float]:
     return quantile(0.5), quantile(0.99)
 
 
+def start_sink(workdir: Path, latency_ms: float, label: str) -> tuple[Server, int]:
+    port = free_port()
+    sink = Server(
+        "sink",
+        [sys.executable, "-m", "bench.sink", "--port", str(port), "--latency-ms", str(latency_ms)],
+        workdir / f"sink-{label}.log",
+        cwd=ROOT,
+    )
+    wait_until(lambda: port_open(port), 30, "sink", sink.proc, sink.log)
+    return sink, port
+
+
 def run_consumers(
     kafka: KafkaBroker,
     registry_url: str,
@@ -121,22 +133,7 @@ def run_consumers(
     latency_ms: float,
     label: str,
 ) -> dict[str, Any]:
-    sink_port = free_port()
-    sink = Server(
-        "sink",
-        [
-            sys.executable,
-            "-m",
-            "bench.sink",
-            "--port",
-            str(sink_port),
-            "--latency-ms",
-            str(latency_ms),
-        ],
-        workdir / f"sink-{label}.log",
-        cwd=ROOT,
-    )
-    wait_until(lambda: port_open(sink_port), 30, "sink", sink.proc, sink.log)
+    sink, sink_port = start_sink(workdir, latency_ms, label)
     mapping = workdir / "mapping.yaml"
     mapping.write_text(
         (ROOT / "schemas" / "mapping.example.yaml")
@@ -222,22 +219,7 @@ def run_consumers(
 def run_naive(
     kafka: KafkaBroker, registry_url: str, workdir: Path, events: int, latency_ms: float = 0
 ) -> dict[str, Any]:
-    sink_port = free_port()
-    sink = Server(
-        "sink",
-        [
-            sys.executable,
-            "-m",
-            "bench.sink",
-            "--port",
-            str(sink_port),
-            "--latency-ms",
-            str(latency_ms),
-        ],
-        workdir / "sink-naive.log",
-        cwd=ROOT,
-    )
-    wait_until(lambda: port_open(sink_port), 30, "sink", sink.proc, sink.log)
+    sink, sink_port = start_sink(workdir, latency_ms, "naive")
     mapping = workdir / "mapping.yaml"
     started_cpu = time.process_time()
     process = subprocess.Popen(

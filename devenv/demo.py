@@ -112,6 +112,10 @@ def main() -> int:
                 raise RuntimeError(f"consumer exited: {consumer.log.read_text()[-2000:]}")
             time.sleep(0.1)
         elapsed = time.monotonic() - began
+        from consumer.status import collect, render
+
+        print("\n\nconsumer status (what `consumer status` shows for a running instance)")
+        print(render(collect(f"http://127.0.0.1:{health_port}", interval_s=0.5)))
         consumer.stop()
         sandbox_stats = get_json(f"http://127.0.0.1:{sandbox_port}/_sandbox/stats")
         print("\n\ndelivery summary")
