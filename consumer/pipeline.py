@@ -105,6 +105,7 @@ class Pipeline:
         self.quality = MatchQuality()
         self.dlq_run = 0
         self.halt_reason: str | None = None
+        self._shutdown_deadline_s: float | None = None
         self.started_s = time.monotonic()
         self.stop = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -205,7 +206,8 @@ class Pipeline:
                 ]
                 await self.stop.wait()
                 await source
-                await self._drain(time.monotonic() + config.shutdown_grace_s)
+                self._shutdown_deadline_s = time.monotonic() + config.shutdown_grace_s
+                await self._drain(self._shutdown_deadline_s)
                 for timer in timers:
                     timer.cancel()
         finally:
@@ -443,6 +445,8 @@ class Pipeline:
     async def _on_revoke(self, partitions: list[TopicPartition]) -> None:
         """Flush, wait (one deadline for every step) for their in-flight work, commit, forget."""
         deadline = time.monotonic() + self.config.revoke_timeout_s
+        if self._shutdown_deadline_s is not None:  # closing: share the one shutdown budget
+            deadline = min(deadline, self._shutdown_deadline_s)
         self.batcher.flush()
         # Fates arrive from delivery and the dead-letter writer alike.
         while time.monotonic() < deadline and any(self.ledger.unfinished(tp) for tp in partitions):  # noqa: ASYNC110

@@ -98,16 +98,7 @@ def test_crash_kill9_at_random_points_loses_nothing(
         sandbox.faults(latency_ms=0, error_rate=0.0)
         if consumer.server is None or consumer.server.proc.poll() is not None:
             consumer.start()
-        consumer.wait_for(
-            lambda s: (
-                s["unfinished_offsets"] == 0
-                and s["uncommitted_partitions"] == 0
-                and s["consumed"] > 0
-            ),
-            300,
-            "drained after restarts",
-        )
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + (1800 if IS_FULL else 180)
         while not is_fully_committed(kafka, "crash", topics.all):
             assert time.monotonic() < deadline, "offsets never reached the end"
             time.sleep(0.5)
