@@ -17,6 +17,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from consumer.progress import Progress
 from devenv.kafka import KafkaBroker
 from devenv.procs import ROOT, Server, free_port, port_open, wait_until
 from devenv.produce import produce_samples
@@ -29,13 +30,6 @@ TOKEN = "demo-token"
 def get_json(url: str) -> Any:
     with urllib.request.urlopen(url, timeout=5) as response:
         return json.loads(response.read())
-
-
-def progress_line(stats: dict[str, Any], total: int, started: float) -> str:
-    done = sum(stats[k] for k in ("delivered", "deduplicated", "skipped", "dead_lettered"))
-    rate = done / max(0.001, time.monotonic() - started)
-    eta = (total - done) / rate if rate else float("inf")
-    return f"  {done}/{total} final  {rate:,.0f} msg/s  eta {eta:.0f}s"
 
 
 def main() -> int:
@@ -96,22 +90,24 @@ def main() -> int:
         started_services.append(consumer)
         wait_until(lambda: port_open(health_port), 30, "consumer", consumer.proc, consumer.log)
         began = time.monotonic()
+        first_consumed: float | None = None
         stats: dict[str, Any] = {}
-        is_tty = sys.stdout.isatty()
-        last_print = 0.0
+        progress = Progress("  final fates", total, stream=sys.stdout)
         while time.monotonic() - began < 300:
             stats = get_json(f"http://127.0.0.1:{health_port}/stats")
+            if stats["consumed"] and first_consumed is None:
+                first_consumed = time.monotonic()
             done = sum(stats[k] for k in ("delivered", "deduplicated", "skipped", "dead_lettered"))
-            if time.monotonic() - last_print > (0.2 if is_tty else 2.0):
-                line = progress_line(stats, total, began)
-                print("\r" + line if is_tty else line, end="" if is_tty else "\n", flush=True)
-                last_print = time.monotonic()
+            if first_consumed is not None:
+                progress.update(done)
             if done >= total and stats["unfinished_offsets"] == 0:
+                progress.update(done, is_final=True)
                 break
             if consumer.proc.poll() is not None:
                 raise RuntimeError(f"consumer exited: {consumer.log.read_text()[-2000:]}")
-            time.sleep(0.1)
-        elapsed = time.monotonic() - began
+            time.sleep(0.05)
+        join_s = (first_consumed or began) - began
+        elapsed = time.monotonic() - (first_consumed or began)
         from consumer.status import collect, render
 
         print("\n\nconsumer status (what `consumer status` shows for a running instance)")
@@ -130,7 +126,10 @@ def main() -> int:
             f"{sandbox_stats['requests']} requests "
             f"({sandbox_stats['duplicates_received']} duplicates received)"
         )
-        print(f"  throughput              {total / elapsed:,.0f} messages/s over {elapsed:.1f}s")
+        print(
+            f"  throughput              {total / elapsed:,.0f} messages/s over {elapsed:.2f}s "
+            f"(first consume to last commit; joining the group took {join_s:.1f}s)"
+        )
         print(f"  exit code of consumer   {consumer.proc.returncode} (SIGTERM drain)")
         return 0 if consumer.proc.returncode == 0 else 1
     finally:
