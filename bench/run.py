@@ -22,18 +22,13 @@ from confluent_kafka import Producer
 from bench.micro import run_micro
 from consumer.progress import Progress
 from devenv.kafka import KafkaBroker
-from devenv.procs import ROOT, Server, free_port, port_open, wait_until
+from devenv.procs import ROOT, Server, free_port, get_json, port_open, wait_until
 from devenv.registry import SchemaRegistry
 from devenv.samples import load_schema, order_record, register, wire_encode
 
 RESULTS = ROOT / "bench" / "results"
 TOPIC = "bench.orders"
 PARTITIONS = 16
-
-
-def get_json(url: str) -> Any:
-    with urllib.request.urlopen(url, timeout=10) as response:
-        return json.loads(response.read())
 
 
 def produce_orders(kafka: KafkaBroker, registry_url: str, count: int) -> None:

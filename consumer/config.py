@@ -16,9 +16,9 @@ from typing import Any, Literal, TypeVar
 
 import yaml
 
-from consumer.delivery import Secret
 from consumer.errors import ConfigError
 from consumer.mapping import MappingRules, compile_mapping, parse_duration_s
+from consumer.records import Secret
 
 PREFIX = "CAPI_"
 T = TypeVar("T")

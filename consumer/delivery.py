@@ -22,29 +22,12 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 
 from consumer import telemetry as tm
-from consumer.records import AdAccountId, Batch, BatchResult, EventOutcome
+from consumer.records import AdAccountId, Batch, BatchResult, EventOutcome, Secret
 
 logger = logging.getLogger(__name__)
 
 TRANSIENT_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 AUTH_STATUSES = frozenset({401, 403, 404})
-
-
-class Secret:
-    """A token that never shows itself in a repr, a log line or a config dump."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def reveal(self) -> str:
-        return self._value
-
-    def __repr__(self) -> str:
-        return "Secret('****')"
-
-    __str__ = __repr__
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,7 +28,7 @@ from consumer.dedup import DedupKey, DedupStore, MemoryDedupStore, key_of
 from consumer.delivery import DeliveryClient, DeliverySettings, DryRunDelivery
 from consumer.errors import PermanentError
 from consumer.health import HealthChecks, start_health_server
-from consumer.mapping import map_record
+from consumer.mapping import MappingRules, map_record
 from consumer.normalize import NormalizeOptions, UserDataHasher, normalize_conversion
 from consumer.offsets import OffsetLedger
 from consumer.quality import MatchQuality
@@ -37,6 +37,7 @@ from consumer.records import (
     Batch,
     BatchResult,
     Conversion,
+    Decoded,
     Envelope,
     Fate,
     Skip,
@@ -69,6 +70,21 @@ _CONSUMER_ONLY = (
 def _is_consumer_only(setting: str) -> bool:
     """librdkafka consumer settings the dead-letter producer would warn about."""
     return setting.startswith(_CONSUMER_ONLY)
+
+
+def build_conversion(
+    decoded: Decoded, mapping: MappingRules, hasher: UserDataHasher, now_s: int
+) -> Conversion | Skip:
+    """map → normalize → validate one decoded record (pure). Raises `PermanentError`."""
+    mapped = map_record(decoded, mapping, now_s)
+    if isinstance(mapped, Skip):
+        return mapped
+    conversion = normalize_conversion(mapped, hasher)
+    try:
+        validate_event(conversion.event, now_s, mapping.max_future_skew_s)
+    except InvalidEvent as exc:
+        raise PermanentError("validate.invalid_event", str(exc)) from None
+    return conversion
 
 
 def _build_dedup(config: Config) -> DedupStore | None:
@@ -268,18 +284,10 @@ class Pipeline:
             )
         try:
             decoded = self.decoder.decode(envelope)
-            mapped = map_record(decoded, self.config.mapping, now_s)
-            if isinstance(mapped, Skip):
-                result: Conversion | Skip | PermanentError = mapped
-            else:
-                conversion = normalize_conversion(mapped, self.hasher)
-                try:
-                    validate_event(conversion.event, now_s, self.config.mapping.max_future_skew_s)
-                except InvalidEvent as exc:
-                    raise PermanentError("validate.invalid_event", str(exc)) from None
-                if span is not None:
-                    conversion = _with_span(conversion, span.get_span_context())
-                result = conversion
+            built = build_conversion(decoded, self.config.mapping, self.hasher, now_s)
+            if span is not None and isinstance(built, Conversion):
+                built = _with_span(built, span.get_span_context())
+            result: Conversion | Skip | PermanentError = built
         except PermanentError as exc:
             result = exc
         if span is not None:

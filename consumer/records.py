@@ -119,3 +119,20 @@ class BatchResult:
     outcomes: tuple[EventOutcome, ...]
     request_id: str = ""
     attempts: int = 1
+
+
+class Secret:
+    """A token or password that never shows itself in a repr, a log line or a config dump."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('****')"
+
+    __str__ = __repr__

@@ -13,11 +13,11 @@ from typing import IO, Any
 
 import orjson
 
-from consumer.capi import InvalidEvent, validate_event
 from consumer.config import load_mapping
 from consumer.errors import PermanentError
-from consumer.mapping import MappingRules, map_record
-from consumer.normalize import NormalizeOptions, UserDataHasher, normalize_conversion
+from consumer.mapping import MappingRules
+from consumer.normalize import NormalizeOptions, UserDataHasher
+from consumer.pipeline import build_conversion
 from consumer.quality import MatchQuality
 from consumer.records import Coordinates, Decoded, Envelope, Skip
 
@@ -48,16 +48,12 @@ def transform_record(
     envelope = Envelope(Coordinates(topic, 0, offset), value=b"")
     decoded = Decoded(envelope, value, str(line.get("record", "")))
     try:
-        mapped = map_record(decoded, mapping, now_s)
-        if isinstance(mapped, Skip):
-            return {"dropped": mapped.reason}
-        conversion = normalize_conversion(mapped, hasher)
-        validate_event(conversion.event, now_s, mapping.max_future_skew_s)
+        built = build_conversion(decoded, mapping, hasher, now_s)
     except PermanentError as exc:
         return {"error": f"{exc.reason}: {exc.detail}"}
-    except InvalidEvent as exc:
-        return {"error": f"validate.invalid_event: {exc}"}
-    return {"ad_account_id": conversion.ad_account, "event": conversion.event}
+    if isinstance(built, Skip):
+        return {"dropped": built.reason}
+    return {"ad_account_id": built.ad_account, "event": built.event}
 
 
 def transform_lines(mapping_path: Path, lines: Iterable[str], out: IO[str], now_s: int) -> str:

@@ -7,29 +7,22 @@ summary, and stops everything it started.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 from consumer.progress import Progress
 from devenv.kafka import KafkaBroker
-from devenv.procs import ROOT, Server, free_port, port_open, wait_until
+from devenv.procs import ROOT, Server, free_port, get_json, port_open, wait_until
 from devenv.produce import produce_samples
 from devenv.registry import SchemaRegistry
 from devenv.samples import ENGAGEMENT_TOPIC, ORDERS_TOPIC
 
 TOKEN = "demo-token"
-
-
-def get_json(url: str) -> Any:
-    with urllib.request.urlopen(url, timeout=5) as response:
-        return json.loads(response.read())
 
 
 def main() -> int:

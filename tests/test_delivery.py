@@ -4,8 +4,8 @@ import random
 
 import pytest
 
-from consumer.delivery import RateLimiter, Secret, backoff_s, parse_outcomes
-from consumer.records import EventOutcome
+from consumer.delivery import RateLimiter, backoff_s, parse_outcomes
+from consumer.records import EventOutcome, Secret
 
 
 def test_backoff_full_jitter_stays_within_exponential_cap() -> None:

@@ -12,8 +12,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from consumer import telemetry as tm
-from consumer.delivery import DeliveryClient, DeliverySettings, Secret
-from consumer.records import AdAccountId, Batch, BatchResult
+from consumer.delivery import DeliveryClient, DeliverySettings
+from consumer.records import AdAccountId, Batch, BatchResult, Secret
 from consumer.sandbox import Sandbox, serve
 from devenv.procs import free_port
 from tests.conftest import ConversionFactory

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import struct
@@ -22,7 +21,7 @@ from consumer.config import load_mapping
 from consumer.normalize import NormalizeOptions, UserDataHasher
 from consumer.transform import transform_record
 from devenv.kafka import KafkaBroker
-from devenv.procs import ROOT, Server, free_port, port_open, wait_until
+from devenv.procs import ROOT, Server, free_port, get_json, port_open, wait_until
 from devenv.samples import (
     ENGAGEMENT_TOPIC,
     ORDERS_TOPIC,
@@ -35,13 +34,6 @@ from devenv.samples import (
 
 TOKEN = "it-token"
 FINAL = ("delivered", "deduplicated", "skipped", "dead_lettered")
-
-
-def get_json(url: str, body: Any = None) -> Any:
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, method="POST" if data is not None else "GET")
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return json.loads(response.read())
 
 
 @dataclass
@@ -334,6 +326,15 @@ def is_fully_committed(kafka: KafkaBroker, group: str, topics: list[str]) -> boo
     """Every partition's committed offset is its end offset (empty partitions need none)."""
     committed = committed_offsets(kafka, group, topics)
     return all(end == 0 or committed[tp] == end for tp, end in end_offsets(kafka, topics).items())
+
+
+def wait_fully_committed(
+    kafka: KafkaBroker, group: str, topics: list[str], timeout_s: float
+) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not is_fully_committed(kafka, group, topics):
+        assert time.monotonic() < deadline, f"group {group} never committed up to the end"
+        time.sleep(0.3)
 
 
 def end_offsets(

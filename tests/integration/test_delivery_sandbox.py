@@ -13,8 +13,8 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from consumer.delivery import DeliveryClient, DeliverySettings, DryRunDelivery, Secret
-from consumer.records import AdAccountId, Batch, BatchResult
+from consumer.delivery import DeliveryClient, DeliverySettings, DryRunDelivery
+from consumer.records import AdAccountId, Batch, BatchResult, Secret
 from consumer.sandbox import Sandbox, serve
 from consumer.telemetry import setup_telemetry
 from devenv.procs import free_port

@@ -22,6 +22,7 @@ from tests.integration.rig import (
     committed_offsets,
     is_fully_committed,
     produce_traffic,
+    wait_fully_committed,
 )
 
 IS_FULL = os.environ.get("CAPI_CHAOS_FULL") == "1"
@@ -98,10 +99,7 @@ def test_crash_kill9_at_random_points_loses_nothing(
         sandbox.faults(latency_ms=0, error_rate=0.0)
         if consumer.server is None or consumer.server.proc.poll() is not None:
             consumer.start()
-        deadline = time.monotonic() + (1800 if IS_FULL else 180)
-        while not is_fully_committed(kafka, "crash", topics.all):
-            assert time.monotonic() < deadline, "offsets never reached the end"
-            time.sleep(0.5)
+        wait_fully_committed(kafka, "crash", topics.all, (1800 if IS_FULL else 180))
         assert consumer.terminate() == 0
     finally:
         consumer.stop()
@@ -242,10 +240,7 @@ def test_rebalance_two_consumers_in_one_group_lose_nothing(
         first.wait_for(lambda s: s["delivered"] > 200, 60, "first deliveries")
         second.start()
         second.wait_for(lambda s: len(s["assigned"]) > 0, 60, "second consumer assigned")
-        deadline = time.monotonic() + 180
-        while not is_fully_committed(kafka, "pair", topics.all):
-            assert time.monotonic() < deadline, "offsets never reached the end"
-            time.sleep(0.5)
+        wait_fully_committed(kafka, "pair", topics.all, 180)
         assert first.terminate() == 0
         assert second.terminate() == 0
     finally:
@@ -288,10 +283,7 @@ def test_sigterm_drains_commits_and_exits_zero(
             60,
             "rest delivered",
         )
-        deadline = time.monotonic() + 60
-        while not is_fully_committed(kafka, "term", topics.all):
-            assert time.monotonic() < deadline
-            time.sleep(0.3)
+        wait_fully_committed(kafka, "term", topics.all, 60)
     finally:
         consumer.stop()
     assert sandbox.accepted_ids() == traffic.expected_ids
@@ -322,10 +314,7 @@ def test_broker_restart_mid_stream_loses_nothing(
             consumer.wait_for(lambda s: s["delivered"] > 300, 60, "first deliveries")
             broker.restart()  # same ports, same data
             sandbox.faults(latency_ms=0)
-            deadline = time.monotonic() + 120
-            while not is_fully_committed(broker, "restart", topics.all):
-                assert time.monotonic() < deadline, consumer.log[-3000:]
-                time.sleep(0.5)
+            wait_fully_committed(broker, "restart", topics.all, 120)
             assert consumer.terminate() == 0
         finally:
             consumer.stop()
@@ -361,10 +350,7 @@ def test_rebalance_storm_three_consumers_joining_and_leaving(
                 assert leaving.terminate() == 0
             leaving.start()
         sandbox.faults(latency_ms=0)
-        deadline = time.monotonic() + 180
-        while not is_fully_committed(kafka, "storm", topics.all):
-            assert time.monotonic() < deadline, "offsets never reached the end"
-            time.sleep(0.5)
+        wait_fully_committed(kafka, "storm", topics.all, 180)
         for member in pool:
             assert member.terminate() == 0
     finally:
