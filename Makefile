@@ -44,7 +44,7 @@ bench: services-deps
 
 # Full-length fault runs: 1M events with 20 kills, a 10-minute sink outage, and the rest.
 chaos: services-deps
-	CAPI_CHAOS_FULL=1 $(BIN)/pytest -q -s -p no:cacheprovider --timeout 7200 tests/integration/test_faults.py
+	CHAOS_FULL=1 $(BIN)/pytest -q -s -p no:cacheprovider --timeout 7200 tests/integration/test_faults.py
 
 # Needs the index's JSON API with vulnerability data (not served by every mirror).
 audit: $(STAMP)

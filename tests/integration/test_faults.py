@@ -25,7 +25,7 @@ from tests.integration.rig import (
     wait_fully_committed,
 )
 
-IS_FULL = os.environ.get("CAPI_CHAOS_FULL") == "1"
+IS_FULL = os.environ.get("CHAOS_FULL") == "1"
 
 
 def rng_db(topics: Topics) -> int:
