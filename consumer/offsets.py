@@ -105,6 +105,10 @@ class OffsetLedger:
             if (ledger := self._partitions.get(tp)) is not None:
                 ledger.committed = offset
 
+    def committed(self, tp: TopicPartition) -> int | None:
+        ledger = self._partitions.get(tp)
+        return ledger.committed if ledger else None
+
     def unfinished(self, tp: TopicPartition | None = None) -> int:
         """Offsets consumed but not final, for one partition or all."""
         if tp is not None:

@@ -143,10 +143,12 @@ class Pipeline:
             {**kafka, "group.id": config.group_id, "auto.offset.reset": config.auto_offset_reset},
             config.topics,
             self.handle,
+            self._commit,
             self._on_assign,
             self._on_revoke,
             self._on_lost,
             batch_size=config.consume_batch_size,
+            commit_interval_s=config.commit_interval_ms / 1000,
         )
         self.delivery: DeliveryClient | DryRunDelivery | None = None
         self.decoder: Decoder | None = None
@@ -216,10 +218,7 @@ class Pipeline:
         try:
             async with asyncio.TaskGroup() as group:
                 source = group.create_task(self.source.run(self.stop))
-                timers = [
-                    group.create_task(self.batcher.run()),
-                    group.create_task(self._commit_loop()),
-                ]
+                timers = [group.create_task(self.batcher.run())]
                 await self.stop.wait()
                 await source
                 self._shutdown_deadline_s = time.monotonic() + config.shutdown_grace_s
@@ -441,11 +440,6 @@ class Pipeline:
             self.ledger.mark_committed(committed)
             self.metrics.committed.add(len(committed))
 
-    async def _commit_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.config.commit_interval_ms / 1000)
-            await self._commit()
-
     async def _on_assign(self, partitions: list[tuple[TopicPartition, int]]) -> None:
         for tp, generation in partitions:
             self.ledger.assign(tp, generation)
@@ -455,11 +449,22 @@ class Pipeline:
         deadline = time.monotonic() + self.config.revoke_timeout_s
         if self._shutdown_deadline_s is not None:  # closing: share the one shutdown budget
             deadline = min(deadline, self._shutdown_deadline_s)
+        started = time.monotonic()
         self.batcher.flush()
         # Fates arrive from delivery and the dead-letter writer alike.
         while time.monotonic() < deadline and any(self.ledger.unfinished(tp) for tp in partitions):  # noqa: ASYNC110
             await asyncio.sleep(0.01)
+        unfinished = sum(self.ledger.unfinished(tp) for tp in partitions)
         await self._commit(set(partitions))
+        logger.info(
+            "revoke drained",
+            extra={
+                "partitions": [f"{t}/{p}" for t, p in partitions],
+                "unfinished": unfinished,
+                "waited_s": round(time.monotonic() - started, 3),
+                "committed": {f"{t}/{p}": self.ledger.committed((t, p)) for t, p in partitions},
+            },
+        )
         for tp in partitions:
             self.ledger.revoke(tp)
 

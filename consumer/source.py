@@ -25,6 +25,7 @@ from consumer.records import TopicPartition as TP
 logger = logging.getLogger(__name__)
 
 Handler = Callable[[list[Envelope]], Awaitable[int]]
+Committer = Callable[[], Awaitable[None]]
 AssignCallback = Callable[[list[tuple[TP, int]]], Awaitable[None]]
 RevokeCallback = Callable[[list[TP]], Awaitable[None]]
 
@@ -35,10 +36,12 @@ class KafkaSource:
         config: dict[str, Any],
         topics: Sequence[str],
         handler: Handler,
+        committer: Committer,
         on_assign: AssignCallback,
         on_revoke: RevokeCallback,
         on_lost: RevokeCallback,
         batch_size: int = 1000,
+        commit_interval_s: float = 1.0,
         poll_timeout_s: float = 0.2,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -51,6 +54,9 @@ class KafkaSource:
         self._config.setdefault("statistics.interval.ms", 5000)
         self._topics = list(topics)
         self._handler = handler
+        self._committer = committer
+        self.commit_interval_s = commit_interval_s
+        self._next_commit_s = clock() + commit_interval_s
         self._on_assign = on_assign
         self._on_revoke = on_revoke
         self._on_lost = on_lost
@@ -85,10 +91,18 @@ class KafkaSource:
         )
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Consume until `stop` is set. Never awaits a full stage: backpressure pauses instead."""
+        """Consume until `stop` is set. Never awaits a full stage: backpressure pauses instead.
+
+        Periodic commits run here, between two `consume()` calls, never beside one: a commit
+        queued behind a `consume()` that revokes partitions would otherwise land after the
+        revoke's own final commit and move those partitions' offsets back.
+        """
         consumer = self.client
         while not stop.is_set():
             self.last_turn_s = self._clock()
+            if self.last_turn_s >= self._next_commit_s:
+                self._next_commit_s = self.last_turn_s + self.commit_interval_s
+                await self._committer()
             if self._held and self._clock() >= self._retry_at_s:
                 held, self._held = self._held, []
                 await self._offer(held)
