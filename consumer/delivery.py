@@ -71,7 +71,9 @@ def backoff_s(
     retry_after_s: float | None = None,
 ) -> float:
     """Exponential backoff with full jitter; never sooner than a server's Retry-After."""
-    delay = rng.uniform(0, min(cap_s, base_s * 2 ** (attempt - 1)))
+    # The exponent is capped: an outage of hours means thousands of attempts, and 2.0**1100
+    # overflows a float (seen in a 10-minute sink outage run).
+    delay = rng.uniform(0, min(cap_s, base_s * 2.0 ** min(attempt - 1, 60)))
     return max(delay, retry_after_s or 0.0)
 
 
@@ -125,6 +127,7 @@ class DeliveryClient:
         token_for: Callable[[AdAccountId], Secret | None],
         on_result: Callable[[BatchResult], None],
         telemetry: tm.Telemetry,
+        on_crash: Callable[[BaseException], None] = lambda exc: None,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
     ) -> None:
@@ -132,6 +135,7 @@ class DeliveryClient:
         self.settings = settings
         self._token_for = token_for
         self._on_result = on_result
+        self._on_crash = on_crash
         self._telemetry = telemetry
         self._clock = clock
         self._rng = rng or random.Random()
@@ -147,6 +151,12 @@ class DeliveryClient:
         self._tasks.add(task)
         self.in_flight_events += len(batch)
         task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._check_crashed)
+
+    def _check_crashed(self, task: asyncio.Task[None]) -> None:
+        # A delivery task that dies would leave its events unfinished for ever: stop loudly.
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            self._on_crash(exc)
 
     async def drain(self, deadline_s: float) -> bool:
         """Wait for in-flight batches until the monotonic `deadline_s`; True if all finished."""

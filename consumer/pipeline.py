@@ -122,6 +122,7 @@ class Pipeline:
         self.dlq_run = 0
         self.halt_reason: str | None = None
         self._shutdown_deadline_s: float | None = None
+        self.crash: BaseException | None = None
         self.started_s = time.monotonic()
         self.stop = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -190,6 +191,7 @@ class Pipeline:
                 lambda a: config.token_for(a),
                 self._on_result,
                 self.telemetry,
+                on_crash=self._crashed,
             )
         registry = None
         if config.schema_registry_url:
@@ -227,6 +229,17 @@ class Pipeline:
                     timer.cancel()
         finally:
             await self._close(health)
+        if self.crash is not None:
+            raise RuntimeError(
+                "a delivery task failed; exiting so the pod restarts"
+            ) from self.crash
+
+    def _crashed(self, exc: BaseException) -> None:
+        """A bug, not bad data: stop, commit what is final, exit non-zero (Kubernetes restarts
+        us and the ledger makes that safe)."""
+        logger.error("delivery task failed", exc_info=exc)
+        self.crash = exc
+        self.stop.set()
 
     async def _drain(self, deadline_s: float) -> None:
         assert self.delivery is not None
@@ -302,8 +315,8 @@ class Pipeline:
 
         Raises `TransientError` (registry or Redis down) before anything was accepted.
         """
-        if self.halt_reason is not None:
-            return 0
+        if self.halt_reason is not None or self._is_full():
+            return 0  # hold the chunk without decoding it again on every turn
         assert self.decoder is not None
         await self.decoder.prepare(envelopes)
         now_s = int(time.time())

@@ -71,3 +71,34 @@ def test_secret_never_shows_itself() -> None:
     assert "pina_TOKEN" not in repr(secret) and "pina_TOKEN" not in str(secret)
     assert "pina_TOKEN" not in f"{secret}"
     assert secret.reveal() == "pina_TOKEN"
+
+
+def test_backoff_after_thousands_of_attempts_stays_at_the_cap() -> None:
+    rng = random.Random(3)
+    assert all(0 <= backoff_s(attempt, 0.5, 60.0, rng) <= 60.0 for attempt in (1100, 10**6))
+
+
+async def test_delivery_task_that_dies_is_reported_not_swallowed() -> None:
+    import asyncio
+
+    from consumer.delivery import DeliveryClient, DeliverySettings
+    from consumer.records import AdAccountId, Batch
+    from consumer.telemetry import setup_telemetry
+
+    crashes: list[BaseException] = []
+    client = DeliveryClient(
+        None,
+        DeliverySettings(),
+        lambda a: None,  # type: ignore[arg-type]
+        lambda result: None,
+        setup_telemetry(span_processors=[]),
+        on_crash=crashes.append,
+    )
+
+    async def broken(batch: Batch) -> None:
+        raise OverflowError("boom")
+
+    client._deliver = broken  # type: ignore[method-assign]
+    client.submit(Batch(AdAccountId("1"), (), ()))
+    await asyncio.sleep(0.01)
+    assert [type(e) for e in crashes] == [OverflowError]
