@@ -19,12 +19,17 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# Jars (Kafka, schema registry, Zipkin) are cached in .kafka/; Redis comes from Debian's packages.
+# Jars (Kafka, schema registry, Zipkin) are cached in .kafka/; Redis (and docker-compose, to
+# validate docker-compose.yml where no `docker compose` plugin exists) come from Debian's packages.
+DEBIAN_PACKAGES = $(if $(shell command -v redis-server),,redis-server) \
+                  $(if $(shell command -v docker-compose),,docker-compose)
+
 services-deps: $(STAMP)
 	$(BIN)/python -m devenv.fetch
-	@command -v redis-server >/dev/null 2>&1 || { \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq redis-server >/dev/null; \
-	  else echo "redis-server not found: install it (apt-get install redis-server) for the Redis tests"; fi; }
+	@if [ -n "$(strip $(DEBIAN_PACKAGES))" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DEBIAN_PACKAGES) >/dev/null; \
+	  else echo "missing: $(DEBIAN_PACKAGES) (apt-get install them for the Redis and compose tests)"; fi; fi
 
 lint: $(STAMP)
 	$(BIN)/ruff check consumer tests devenv bench
