@@ -9,6 +9,7 @@ never failing its events. Results go to `on_result`; offsets are the caller's bu
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import random
 import time
@@ -22,7 +23,14 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 
 from consumer import telemetry as tm
-from consumer.records import AdAccountId, Batch, BatchResult, EventOutcome, Secret
+from consumer.records import (
+    AdAccountId,
+    Batch,
+    BatchResult,
+    EventOutcome,
+    Secret,
+    request_body,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +91,7 @@ class _Answer:
     payload: Any
     request_id: str
     retry_after_s: float | None
+    outcomes: list[EventOutcome] | None = None  # parsed once, for the span and the caller
 
 
 def _retry_after(headers: Any) -> float | None:
@@ -217,7 +226,7 @@ class DeliveryClient:
             answer = await self._post(batch, encoded, token, retry)
             status = answer.status
             if status in (200, 422) or (status == 400 and len(encoded) == 1):
-                outcomes = parse_outcomes(answer.payload, len(encoded))
+                outcomes = answer.outcomes
                 if outcomes is not None or status != 200:
                     self.halted.pop(account, None)
                     self.last_success_s = self._clock()
@@ -267,7 +276,7 @@ class DeliveryClient:
         self, batch: Batch, encoded: Sequence[bytes], token: Secret, retry: int
     ) -> _Answer:
         url = self._url(batch.ad_account)
-        body = b'{"data":[' + b",".join(encoded) + b"]}"
+        body = request_body(encoded)
         traced = [c for conv in batch.conversions if (c := _span_context(conv))]
         # The first traced message's process span is also the parent, so backends without
         # span links (Zipkin) still show producer → process → POST in one trace; untraced
@@ -292,11 +301,12 @@ class DeliveryClient:
             self._telemetry.instruments.requests.add(1, {"status": str(answer.status)})
             span.set_attribute(tm.ATTR_HTTP_STATUS, answer.status)
             span.set_attribute(tm.ATTR_REQUEST_ID, answer.request_id)
-            if answer.status in (200, 422):
-                outcomes = parse_outcomes(answer.payload, len(encoded)) or []
-                processed = sum(1 for o in outcomes if o.status == "processed")
+            if answer.status in (200, 400, 422):
+                outcomes = parse_outcomes(answer.payload, len(encoded))
+                answer = dataclasses.replace(answer, outcomes=outcomes)
+                processed = sum(1 for o in outcomes or () if o.status == "processed")
                 span.set_attribute(tm.ATTR_PROCESSED, processed)
-                span.set_attribute(tm.ATTR_FAILED, len(outcomes) - processed)
+                span.set_attribute(tm.ATTR_FAILED, len(outcomes or ()) - processed)
             if answer.status >= 400 or answer.status == 0:
                 span.set_attribute(tm.ATTR_ERROR_TYPE, str(answer.status or "connection"))
             return answer

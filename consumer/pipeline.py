@@ -6,6 +6,7 @@ start-up and shutdown order.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import sys
 import time
@@ -550,8 +551,6 @@ class Pipeline:
 
 
 def _with_span(conversion: Conversion, context: trace.SpanContext) -> Conversion:
-    import dataclasses
-
     return dataclasses.replace(conversion, span_context=context)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, NewType
 
@@ -98,7 +99,12 @@ class Batch:
 
     @property
     def body(self) -> bytes:
-        return b'{"data":[' + b",".join(self.encoded) + b"]}"
+        return request_body(self.encoded)
+
+
+def request_body(encoded: Sequence[bytes]) -> bytes:
+    """The events endpoint's body, {"data": [...]}, from events already encoded as JSON."""
+    return b'{"data":[' + b",".join(encoded) + b"]}"
 
 
 OutcomeStatus = Literal["processed", "failed"]

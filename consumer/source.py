@@ -238,8 +238,6 @@ class KafkaSource:
 
     async def _revoked(self, _consumer: Any, partitions: list[TopicPartition]) -> None:
         keys = [(tp.topic, tp.partition) for tp in partitions]
-        gone = set(keys)
-        self._held = [e for e in self._held if e.coords.topic_partition not in gone]
         await self._on_revoke(keys)  # drains and commits while we still own them
         self._forget(partitions)
         logger.info("partitions revoked", extra={"partitions": [f"{t}/{p}" for t, p in keys]})
