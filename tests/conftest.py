@@ -106,3 +106,16 @@ def redis_server() -> Iterator[RedisServer]:
     server = RedisServer().start()
     yield server
     server.cleanup()
+
+
+async def eventually(
+    predicate: Callable[[], object], timeout_s: float = 10.0, what: str = "condition"
+) -> None:
+    """Wait on the event loop until `predicate()` is truthy; fail naming `what` at the deadline."""
+    import asyncio
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.005)

@@ -8,7 +8,7 @@ import pytest
 from consumer.batcher import Batcher
 from consumer.errors import Backpressure
 from consumer.records import Batch
-from tests.conftest import ConversionFactory
+from tests.conftest import ConversionFactory, eventually
 
 
 class FakeClock:
@@ -84,6 +84,6 @@ async def test_batcher_run_closes_lingering_batch(conversion_factory: Conversion
     batcher = Batcher(batches.append, linger_s=0.05)
     task = asyncio.create_task(batcher.run())
     batcher.submit(conversion_factory())
-    await asyncio.sleep(0.2)
+    await eventually(lambda: batches, what="the lingering batch")
     task.cancel()
     assert [len(b) for b in batches] == [1]

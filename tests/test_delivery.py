@@ -6,6 +6,7 @@ import pytest
 
 from consumer.delivery import RateLimiter, backoff_s, parse_outcomes
 from consumer.records import EventOutcome, Secret
+from tests.conftest import eventually
 
 
 def test_backoff_full_jitter_stays_within_exponential_cap() -> None:
@@ -79,7 +80,6 @@ def test_backoff_after_thousands_of_attempts_stays_at_the_cap() -> None:
 
 
 async def test_delivery_task_that_dies_is_reported_not_swallowed() -> None:
-    import asyncio
 
     from consumer.delivery import DeliveryClient, DeliverySettings
     from consumer.records import AdAccountId, Batch
@@ -100,5 +100,5 @@ async def test_delivery_task_that_dies_is_reported_not_swallowed() -> None:
 
     client._deliver = broken  # type: ignore[method-assign]
     client.submit(Batch(AdAccountId("1"), (), ()))
-    await asyncio.sleep(0.01)
+    await eventually(lambda: crashes, what="the crash report")
     assert [type(e) for e in crashes] == [OverflowError]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import signal
 import struct
@@ -15,11 +16,19 @@ from pathlib import Path
 from typing import Any
 
 import fastavro
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import (
+    Consumer,
+    ConsumerGroupTopicPartitions,
+    KafkaError,
+    KafkaException,
+    Producer,
+    TopicPartition,
+)
+from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from consumer.config import load_mapping
-from consumer.normalize import NormalizeOptions, UserDataHasher
 from consumer.transform import transform_record
+from consumer.userdata import NormalizeOptions, UserDataHasher
 from devenv.kafka import KafkaBroker
 from devenv.procs import ROOT, Server, free_port, get_json, port_open, wait_until
 from devenv.samples import (
@@ -276,9 +285,13 @@ class ConsumerProcess:
                 raise AssertionError(
                     f"consumer exited {self.server.proc.returncode}:\n{self.log[-4000:]}"
                 )
-            stats = self.stats()
-            if predicate(stats):
-                return stats
+            try:
+                stats = self.stats()
+            except OSError as exc:  # a busy moment on a 2-core machine: ask again
+                stats = {"unanswered": str(exc)}
+            else:
+                if predicate(stats):
+                    return stats
             time.sleep(0.1)
         raise AssertionError(
             f"timed out waiting for {what}; last stats {stats}\n{self.log[-3000:]}"
@@ -309,17 +322,102 @@ class ConsumerProcess:
             self.server.stop()
 
 
+# Answers that mean "the group coordinator is moving or not yet known": ask again.
+_NOT_YET = frozenset(
+    {
+        KafkaError.NOT_COORDINATOR,
+        KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+        KafkaError.COORDINATOR_NOT_AVAILABLE,
+        KafkaError.REQUEST_TIMED_OUT,
+        KafkaError.LEADER_NOT_AVAILABLE,
+        KafkaError.NOT_LEADER_FOR_PARTITION,
+        KafkaError.UNKNOWN_TOPIC_OR_PART,
+        KafkaError._TIMED_OUT,
+        KafkaError._TRANSPORT,
+        KafkaError._ALL_BROKERS_DOWN,
+        KafkaError._WAIT_COORD,
+    }
+)
+_ADMINS: dict[str, AdminClient] = {}
+
+
+def _admin(kafka: KafkaBroker) -> AdminClient:
+    """One long-lived client per broker: it keeps its coordinator and metadata between calls."""
+    if kafka.bootstrap not in _ADMINS:
+        _ADMINS[kafka.bootstrap] = AdminClient({"bootstrap.servers": kafka.bootstrap})
+    return _ADMINS[kafka.bootstrap]
+
+
+def _retry_not_yet(what: str, ask: Callable[[], Any], timeout_s: float) -> Any:
+    """Call `ask` until it answers, treating coordinator moves and timeouts as "not yet"."""
+    deadline = time.monotonic() + timeout_s
+    delay_s = 0.05
+    last_error: object = None
+    while True:
+        try:
+            return ask()
+        except KafkaException as exc:
+            error = exc.args[0] if exc.args else exc
+            code = error.code() if isinstance(error, KafkaError) else None
+            if code not in _NOT_YET:
+                raise
+            last_error = error
+        except concurrent.futures.TimeoutError as exc:
+            last_error = exc
+        if time.monotonic() + delay_s > deadline:
+            raise AssertionError(f"{what}: no answer in {timeout_s:.0f} s; last error {last_error}")
+        time.sleep(delay_s)
+        delay_s = min(delay_s * 2, 1.0)
+
+
+def partitions_of(
+    kafka: KafkaBroker, topics: list[str], timeout_s: float = 30
+) -> list[tuple[str, int]]:
+    """Every partition of `topics`, from the broker's metadata."""
+
+    def ask() -> list[tuple[str, int]]:
+        found = []
+        for topic in topics:
+            metadata = _admin(kafka).list_topics(topic, timeout=5).topics[topic]
+            if metadata.error is not None:
+                raise KafkaException(metadata.error)
+            found.extend((topic, p) for p in sorted(metadata.partitions))
+        return found
+
+    return list(_retry_not_yet("topic metadata", ask, timeout_s))
+
+
 def committed_offsets(
-    kafka: KafkaBroker, group: str, topics: list[str], partitions: int = 4
+    kafka: KafkaBroker, group: str, topics: list[str], timeout_s: float = 30
 ) -> dict[tuple[str, int], int]:
-    consumer = Consumer({"bootstrap.servers": kafka.bootstrap, "group.id": group})
-    try:
-        wanted = [TopicPartition(t, p) for t in topics for p in range(partitions)]
-        return {
-            (tp.topic, tp.partition): tp.offset for tp in consumer.committed(wanted, timeout=10)
-        }
-    finally:
-        consumer.close()
+    """The group's committed offset per partition (negative where it has none)."""
+    wanted = [TopicPartition(t, p) for t, p in partitions_of(kafka, topics, timeout_s)]
+
+    def ask() -> dict[tuple[str, int], int]:
+        request = [ConsumerGroupTopicPartitions(group, wanted)]
+        answer = _admin(kafka).list_consumer_group_offsets(request, request_timeout=5)
+        offsets = {}
+        for tp in answer[group].result(10).topic_partitions:
+            if tp.error is not None:
+                raise KafkaException(tp.error)
+            offsets[(tp.topic, tp.partition)] = tp.offset
+        return offsets
+
+    return dict(_retry_not_yet(f"committed offsets of {group}", ask, timeout_s))
+
+
+def end_offsets(
+    kafka: KafkaBroker, topics: list[str], timeout_s: float = 30
+) -> dict[tuple[str, int], int]:
+    """The high watermark of every partition of `topics`."""
+    wanted = partitions_of(kafka, topics, timeout_s)
+
+    def ask() -> dict[tuple[str, int], int]:
+        request = {TopicPartition(t, p): OffsetSpec.latest() for t, p in wanted}
+        answer = _admin(kafka).list_offsets(request, request_timeout=5)
+        return {(tp.topic, tp.partition): f.result(10).offset for tp, f in answer.items()}
+
+    return dict(_retry_not_yet("end offsets", ask, timeout_s))
 
 
 def is_fully_committed(kafka: KafkaBroker, group: str, topics: list[str]) -> bool:
@@ -335,20 +433,6 @@ def wait_fully_committed(
     while not is_fully_committed(kafka, group, topics):
         assert time.monotonic() < deadline, f"group {group} never committed up to the end"
         time.sleep(0.3)
-
-
-def end_offsets(
-    kafka: KafkaBroker, topics: list[str], partitions: int = 4
-) -> dict[tuple[str, int], int]:
-    consumer = Consumer({"bootstrap.servers": kafka.bootstrap, "group.id": "offsets-probe"})
-    try:
-        return {
-            (t, p): consumer.get_watermark_offsets(TopicPartition(t, p), timeout=10)[1]
-            for t in topics
-            for p in range(partitions)
-        }
-    finally:
-        consumer.close()
 
 
 def read_all(

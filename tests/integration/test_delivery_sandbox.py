@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -18,7 +17,7 @@ from consumer.records import AdAccountId, Batch, BatchResult, Secret
 from consumer.sandbox import Sandbox, serve
 from consumer.telemetry import setup_telemetry
 from devenv.procs import free_port
-from tests.conftest import ConversionFactory, valid_event
+from tests.conftest import ConversionFactory, eventually, valid_event
 
 TOKEN = "pina_secret_TOKEN_123"
 ACCOUNT = AdAccountId("549755885175")
@@ -159,7 +158,7 @@ async def test_delivery_honours_retry_after(
     client = rig.client()
     started = time.monotonic()
     client.submit(batch_of(conversion_factory, 1))
-    await asyncio.sleep(0.1)
+    await eventually(lambda: rig.sandbox.stats.statuses[503] > 0, what="a 503 answer")
     rig.sandbox.faults.error_rate = 0.0
     await settle(client)
     assert time.monotonic() - started >= 0.3
@@ -171,7 +170,7 @@ async def test_delivery_outage_then_recovery(
     rig.sandbox.faults.outage = True
     client = rig.client()
     client.submit(batch_of(conversion_factory, 3))
-    await asyncio.sleep(0.3)
+    await eventually(lambda: rig.sandbox.stats.requests >= 3, what="three refused attempts")
     assert rig.results == []
     rig.sandbox.faults.outage = False
     await settle(client)
@@ -187,9 +186,9 @@ async def test_delivery_401_halts_account_keeps_events_until_token_fixed(
     rig.tokens[ACCOUNT] = Secret("wrong-token")
     client = rig.client()
     client.submit(batch_of(conversion_factory, 4))
-    await asyncio.sleep(0.3)
+    await eventually(lambda: ACCOUNT in client.halted, what="the account halted")
     assert rig.results == []
-    assert ACCOUNT in client.halted and "401" in client.halted[ACCOUNT]
+    assert "401" in client.halted[ACCOUNT]
     rig.tokens[ACCOUNT] = Secret(TOKEN)
     await settle(client)
     assert not client.halted
@@ -206,7 +205,7 @@ async def test_delivery_403_for_account_the_token_cannot_use(
 ) -> None:
     client = rig.client()
     client.submit(batch_of(conversion_factory, 1, account="777"))
-    await asyncio.sleep(0.2)
+    await eventually(lambda: AdAccountId("777") in client.halted, what="the account halted")
     assert "403" in client.halted[AdAccountId("777")]
     assert rig.results == []
     await client.close()
@@ -267,7 +266,7 @@ async def test_dry_run_prints_payload_instead_of_sending(
     lines: list[str] = []
     dry = DryRunDelivery(DeliverySettings(rig.url), rig.results.append, lines.append)
     dry.submit(batch_of(conversion_factory, 2))
-    await asyncio.sleep(0.01)
+    await eventually(lambda: lines and rig.results, what="the printed payload")
     import orjson
 
     printed = orjson.loads(lines[0])

@@ -57,6 +57,19 @@ def assert_nothing_committed_undelivered(
     return len(fully_committed)
 
 
+def settled_rss_mb(pid: int, timeout_s: float = 30) -> float:
+    """RSS once retry buffers have filled: two samples a second apart within 1 MB."""
+    deadline = time.monotonic() + timeout_s
+    previous = rss_mb(pid)
+    while time.monotonic() < deadline:
+        time.sleep(1.0)
+        current = rss_mb(pid)
+        if abs(current - previous) < 1.0:
+            return current
+        previous = current
+    return previous
+
+
 @pytest.mark.parametrize("dedup", ["memory", "redis"])
 def test_crash_kill9_at_random_points_loses_nothing(
     kafka: KafkaBroker,
@@ -142,8 +155,7 @@ def test_sink_outage_pauses_then_catches_up(
         assert status == 200 and "capi_consumer_paused_partitions" in body
         assert consumer.server is not None
         pid = consumer.server.proc.pid
-        time.sleep(2.0)  # let retry buffers settle before the first RSS sample
-        rss_start = rss_mb(pid)
+        rss_start = settled_rss_mb(pid)
         outage_ends = time.monotonic() + (600 if IS_FULL else 15)
         rss_max = rss_start
         while time.monotonic() < outage_ends:
