@@ -16,9 +16,10 @@ from consumer.capi import validate_event
 from consumer.decode import Decoder
 from consumer.dedup import DedupKey, MemoryDedupStore, fingerprint
 from consumer.mapping import compile_mapping, map_record
-from consumer.normalize import NormalizeOptions, UserDataHasher, normalize_conversion
+from consumer.normalize import normalize_conversion
 from consumer.quality import MatchQuality
 from consumer.records import Conversion, Coordinates, Envelope
+from consumer.userdata import NormalizeOptions, UserDataHasher
 from devenv.samples import SCHEMAS, load_schema, order_record, wire_encode
 
 ORDER = "com.example.shop.orders.OrderEvent"

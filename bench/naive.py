@@ -21,8 +21,9 @@ import yaml
 from confluent_kafka import Consumer
 
 from consumer.mapping import compile_mapping, map_record
-from consumer.normalize import NormalizeOptions, UserDataHasher, normalize_conversion
+from consumer.normalize import normalize_conversion
 from consumer.records import Coordinates, Decoded, Envelope, Skip
+from consumer.userdata import NormalizeOptions, UserDataHasher
 
 
 def main() -> None:

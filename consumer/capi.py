@@ -8,6 +8,8 @@ from __future__ import annotations
 import re
 from typing import Any, Final, Literal, Required, TypedDict
 
+from consumer.userdata import RAW_USER_FIELDS, USER_FIELDS, is_hex_digest
+
 EventName = Literal[
     "add_payment_info", "add_to_cart", "add_to_wishlist", "app_install", "app_open",
     "checkout", "contact", "custom", "customize_product", "find_location",
@@ -21,12 +23,6 @@ EVENT_NAMES: Final = frozenset(EventName.__args__)  # type: ignore[attr-defined]
 ACTION_SOURCES: Final = frozenset(ActionSource.__args__)  # type: ignore[attr-defined]
 MAX_EVENTS_PER_REQUEST: Final = 1000
 
-HASHED_USER_FIELDS: Final = (
-    "em", "hashed_maids", "ph", "fn", "ln", "ge", "db", "ct", "st", "zp", "country",
-    "external_id",
-)  # fmt: skip
-RAW_USER_FIELDS: Final = ("client_ip_address", "client_user_agent", "click_id", "partner_id")
-USER_FIELDS: Final = frozenset(HASHED_USER_FIELDS + RAW_USER_FIELDS)
 
 CUSTOM_STRING_FIELDS: Final = frozenset(
     {"value", "currency", "order_id", "search_string", "content_name", "content_category",
@@ -99,11 +95,6 @@ class EventsResponse(TypedDict):
     num_events_received: int
     num_events_processed: int
     events: list[EventResult]
-
-
-def is_hex_digest(value: str) -> bool:
-    """True for a lowercase 64-character hex string: an already hashed value."""
-    return len(value) == 64 and not value.strip("0123456789abcdef")
 
 
 class InvalidEvent(ValueError):

@@ -19,10 +19,11 @@ from consumer.capi import (
     CUSTOM_FIELDS,
     EVENT_NAMES,
     TOP_STRING_FIELDS,
-    USER_FIELDS,
 )
 from consumer.errors import ConfigError, PermanentError
+from consumer.mapping_schema import check_mapping_shape
 from consumer.records import AdAccountId, Conversion, Decoded, EventId, Skip
+from consumer.userdata import USER_FIELDS
 
 Extractor = Callable[[Mapping[str, Any]], Any]
 Predicate = Callable[[Mapping[str, Any]], bool]
@@ -427,6 +428,7 @@ def _compile_consent(spec: object, key: str) -> Consent:
 
 def compile_mapping(document: object, key: str = "mapping") -> MappingRules:
     """Validate a parsed mapping document; raises `ConfigError` naming the offending key."""
+    check_mapping_shape(document, key)
     if not isinstance(document, Mapping):
         raise ConfigError(key, "expected a YAML object with a 'topics' list")
     defaults = document.get("defaults") or {}

@@ -30,7 +30,7 @@ from consumer.delivery import DeliveryClient, DeliverySettings, DryRunDelivery
 from consumer.errors import PermanentError
 from consumer.health import HealthChecks, start_health_server
 from consumer.mapping import MappingRules, map_record
-from consumer.normalize import NormalizeOptions, UserDataHasher, normalize_conversion
+from consumer.normalize import normalize_conversion
 from consumer.offsets import OffsetLedger
 from consumer.quality import MatchQuality
 from consumer.records import (
@@ -45,6 +45,7 @@ from consumer.records import (
     TopicPartition,
 )
 from consumer.source import KafkaSource
+from consumer.userdata import NormalizeOptions, UserDataHasher
 
 logger = logging.getLogger(__name__)
 _PROPAGATOR = TraceContextTextMapPropagator()
@@ -369,7 +370,7 @@ class Pipeline:
                 self._finish(envelope, Fate.DUPLICATE)
             else:
                 self.quality.observe(
-                    result.ad_account, result.event_name, result.event["user_data"]
+                    result.ad_account, result.event_name, result.event["user_data"], result.dropped
                 )
                 self.batcher.submit(result)
         consumed_by_topic = Counter(e.coords.topic for e in envelopes[:accepted])
@@ -525,6 +526,7 @@ class Pipeline:
             "halted_accounts": dict(self.delivery.halted) if self.delivery else {},
             "halted": self.halt_reason,
             "match_coverage": {k: round(v, 4) for k, v in self.quality.coverage().items()},
+            "normalize_dropped": {f"{f}/{r}": n for (f, r), n in self.quality.dropped.items()},
             "uptime_s": round(time.monotonic() - self.started_s, 1),
         }
 
@@ -547,6 +549,10 @@ class Pipeline:
         for (account, event_name, carried), count in quality.by_count.items():
             labels = {"ad_account": account, "event_name": event_name, "identifiers": str(carried)}
             gauges.append((tm.M_MATCH_COUNT, float(count), labels))
+        for (field, reason), count in quality.dropped.items():
+            gauges.append(
+                (tm.M_NORMALIZE_DROPPED, float(count), {"field": field, "reason": reason})
+            )
         return gauges
 
 

@@ -1,42 +1,57 @@
-"""Match quality: which identifiers each built event carries (pure, cheap enough for every event).
+"""Match quality: which identifiers each built event carries, and which were left out and why.
 
 Pinterest matches conversions to users through these identifiers; coverage per ad account and
 event name tells an advertiser how well a mapping will attribute before anyone looks at reports.
+Pure and cheap enough for every event; the identifiers come from `userdata.USER_DATA_FIELDS`.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
+from consumer.userdata import FIELDS_BY_NAME, MATCH_IDENTIFIERS
+
+IDENTIFIERS: Final = MATCH_IDENTIFIERS
 # client_ip_address and client_user_agent only count together, as the API requires both.
-IDENTIFIERS: Final = ("em", "ph", "external_id", "hashed_maids", "click_id", "ip_ua",
-                      "fn", "ln", "zp", "ct", "st", "country", "ge", "db")  # fmt: skip
-_SINGLE: Final = tuple(i for i in IDENTIFIERS if i != "ip_ua")
+_SINGLE: Final = tuple(
+    (name, field.match_identifier)
+    for name, field in FIELDS_BY_NAME.items()
+    if field.match_identifier and field.match_identifier != "ip_ua"
+)
 
 
 def identifiers_of(user_data: Mapping[str, Any]) -> list[str]:
-    found = [name for name in _SINGLE if name in user_data]
+    found = [identifier for name, identifier in _SINGLE if name in user_data]
     if "client_ip_address" in user_data and "client_user_agent" in user_data:
         found.append("ip_ua")
     return found
 
 
 class MatchQuality:
-    """Counts events per identifier and per number of identifiers, by (ad account, event name)."""
+    """Counts events per identifier and per number of identifiers, by (ad account, event name),
+    and user_data fields left out by normalization, by (field, reason)."""
 
     def __init__(self) -> None:
         self.events: Counter[tuple[str, str]] = Counter()
         self.by_identifier: Counter[tuple[str, str, str]] = Counter()
         self.by_count: Counter[tuple[str, str, int]] = Counter()
+        self.dropped: Counter[tuple[str, str]] = Counter()
 
-    def observe(self, ad_account: str, event_name: str, user_data: Mapping[str, Any]) -> None:
+    def observe(
+        self,
+        ad_account: str,
+        event_name: str,
+        user_data: Mapping[str, Any],
+        dropped: Iterable[tuple[str, str]] = (),
+    ) -> None:
         found = identifiers_of(user_data)
         self.events[(ad_account, event_name)] += 1
         for name in found:
             self.by_identifier[(ad_account, event_name, name)] += 1
         self.by_count[(ad_account, event_name, len(found))] += 1
+        self.dropped.update(dropped)
 
     def coverage(self) -> dict[str, float]:
         """Share of all observed events carrying each identifier, 0..1."""
@@ -54,4 +69,8 @@ class MatchQuality:
             rows.append(f"  {name:<14}{share * 100:6.1f}%  {'#' * round(share * 20)}")
         mean = (sum(n * c for (_, _, n), c in self.by_count.items()) / total) if total else 0.0
         rows.append(f"  identifiers per event (mean) {mean:.2f}")
+        if self.dropped:
+            rows.append("fields left out by normalization (the events were still sent)")
+            for (field, reason), count in sorted(self.dropped.items()):
+                rows.append(f"  {field:<14}{reason:<12}{count:>8}")
         return "\n".join(rows)

@@ -68,6 +68,8 @@ class Conversion:
     envelope: Envelope = field(repr=False)
     # The OpenTelemetry span context of this record's process span, for links from delivery.
     span_context: object | None = field(default=None, repr=False, compare=False)
+    # user_data fields normalization left out, with why: ((field, reason), ...); never values.
+    dropped: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

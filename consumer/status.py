@@ -58,6 +58,7 @@ def collect(base_url: str, interval_s: float = 1.0) -> dict[str, Any]:
         "halted_accounts": second["halted_accounts"],
         "halted": second["halted"],
         "match_coverage": second["match_coverage"],
+        "normalize_dropped": second.get("normalize_dropped", {}),
     }
 
 
@@ -86,6 +87,8 @@ def render(status: dict[str, Any]) -> str:
         f"retries      {pairs(status['retries_by_cause'])}",
         f"dead letters {pairs(status['dead_letters_by_reason'])}",
         f"halted       {halted}",
+        f"left out     {pairs(status['normalize_dropped'])} (user_data fields normalization "
+        "could not use; the events were still sent)",
         "match coverage (share of delivered-bound events carrying each identifier)",
     ]
     coverage = status["match_coverage"]

@@ -71,6 +71,8 @@ M_COMMITTED: Final = "capi.consumer.committed_offsets"  # offsets committed, per
 M_MATCH_EVENTS: Final = "capi.match.events"  # built events, by ad account and event name
 M_MATCH_IDENTIFIER: Final = "capi.match.identifier.events"  # events carrying each identifier
 M_MATCH_COUNT: Final = "capi.match.events_by_identifier_count"  # events by identifiers carried
+# user_data values left out by normalization (the event was still sent), by field and reason
+M_NORMALIZE_DROPPED: Final = "capi.normalize.dropped"
 
 
 @dataclass(slots=True)
@@ -145,6 +147,9 @@ class Telemetry:
         # and identifier would cost more than the rest of the mapping.
         for name in (M_MATCH_EVENTS, M_MATCH_IDENTIFIER, M_MATCH_COUNT):
             meter.create_observable_counter(name, callbacks=[self._observe(name)], unit="{event}")
+        meter.create_observable_counter(
+            M_NORMALIZE_DROPPED, callbacks=[self._observe(M_NORMALIZE_DROPPED)], unit="{value}"
+        )
 
     def add_gauges(self, source: Gauges) -> None:
         self._gauge_sources.append(source)

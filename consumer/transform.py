@@ -1,7 +1,8 @@
 """`consumer transform`: apply a mapping to decoded records given as JSON lines.
 
 Each input line is {"topic": ..., "value": {...}, "record": optional record name}; each output
-line is {"ad_account_id", "event"}, {"dropped": reason} or {"error": message naming the field}.
+line is {"ad_account_id", "event"} (plus "omitted": the user_data fields normalization left out,
+with why), {"dropped": reason} or {"error": message naming the field}.
 """
 
 from __future__ import annotations
@@ -16,26 +17,10 @@ import orjson
 from consumer.config import load_mapping
 from consumer.errors import PermanentError
 from consumer.mapping import MappingRules
-from consumer.normalize import NormalizeOptions, UserDataHasher
 from consumer.pipeline import build_conversion
 from consumer.quality import MatchQuality
 from consumer.records import Coordinates, Decoded, Envelope, Skip
-
-COVERAGE_FIELDS = (
-    "em",
-    "ph",
-    "external_id",
-    "hashed_maids",
-    "click_id",
-    "fn",
-    "ln",
-    "zp",
-    "ct",
-    "st",
-    "country",
-    "client_ip_address",
-    "client_user_agent",
-)
+from consumer.userdata import NormalizeOptions, UserDataHasher
 
 
 def transform_record(
@@ -53,7 +38,10 @@ def transform_record(
         return {"error": f"{exc.reason}: {exc.detail}"}
     if isinstance(built, Skip):
         return {"dropped": built.reason}
-    return {"ad_account_id": built.ad_account, "event": built.event}
+    result: dict[str, Any] = {"ad_account_id": built.ad_account, "event": built.event}
+    if built.dropped:  # say which identifiers were left out, so a mapping can be fixed
+        result["omitted"] = [{"field": f, "reason": r} for f, r in built.dropped]
+    return result
 
 
 def transform_lines(mapping_path: Path, lines: Iterable[str], out: IO[str], now_s: int) -> str:
@@ -79,7 +67,10 @@ def transform_lines(mapping_path: Path, lines: Iterable[str], out: IO[str], now_
         if "event" in result:
             outcomes["built"] += 1
             event = result["event"]
-            quality.observe(result["ad_account_id"], event["event_name"], event["user_data"])
+            omitted = [(o["field"], o["reason"]) for o in result.get("omitted", ())]
+            quality.observe(
+                result["ad_account_id"], event["event_name"], event["user_data"], omitted
+            )
         else:
             outcomes["dropped" if "dropped" in result else "errors"] += 1
     built = outcomes["built"]

@@ -4,7 +4,8 @@ from typing import Any
 
 import pytest
 
-from consumer.capi import InvalidEvent, is_hex_digest, validate_event
+from consumer.capi import InvalidEvent, validate_event
+from consumer.userdata import is_hex_digest
 from tests.conftest import valid_event
 
 NOW = 1_700_000_100

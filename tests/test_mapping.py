@@ -1,11 +1,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import random
 import time
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 import yaml
 from hypothesis import given
@@ -13,12 +15,21 @@ from hypothesis import strategies as st
 
 from consumer.errors import ConfigError, PermanentError
 from consumer.mapping import MappingRules, compile_mapping, event_time_seconds, map_record
+from consumer.mapping_schema import mapping_json_schema
 from consumer.records import Conversion, Coordinates, Decoded, Envelope, Skip
 from devenv.samples import engagement_record, order_record
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "schemas" / "mapping.example.yaml"
 ORDER = "com.example.shop.orders.OrderEvent"
 NOW_S = int(time.time())
+RULE: dict[str, Any] = {"topic": "t", "event_name": "lead", "action_source": "web",
+                        "ad_account": "1", "event_id": "{a}", "event_time": "t"}  # fmt: skip
+KNOWN_KEYS = [
+    "topics", "defaults", "topic", "event_name", "action_source", "ad_account", "event_id",
+    "event_time", "filters", "consent", "user_data", "custom_data", "fields", "when", "field",
+    "map", "default", "const", "template", "first", "count", "sum", "equals", "in", "reason",
+    "unit", "em", "ph", "value", "contents", "each", "denied_values", "action", "matches",
+]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -203,15 +214,104 @@ def test_event_time_seconds_units(value: object, unit: Any, expected: int) -> No
     ({"topics": [{"topic": "t", "event_name": "lead", "action_source": "web",
                   "ad_account": "1", "event_id": "{a}", "event_time": "t",
                   "filters": [{"field": "x", "equals": 1}]}]}, "mapping.topics[0].filters[0]"),
-    ({"topics": [{"topic": "t", "topic_pattern": "x", "event_name": "lead"}]},
+    ({"topics": [{"topic": "t", "topic_pattern": "x", "event_name": "lead",
+                  "action_source": "web", "ad_account": "1", "event_id": "{a}",
+                  "event_time": "t"}]},
      "mapping.topics[0].topic"),
-    ({"defaults": {"max_event_age": "a week"}, "topics": [{"topic": "t"}]},
-     "mapping.defaults.max_event_age"),
+    ({"defaults": {"max_event_age": "a week"}, "topics": [RULE]}, "mapping.defaults.max_event_age"),
+    ({"topics": [{**RULE, "filters": 5}]}, "mapping.topics[0].filters"),
+    ({"topics": [{**RULE, "filters": "abc"}]}, "mapping.topics[0].filters"),
+    ({"topics": [{**RULE, "filters": [{"reason": "x", "field": "a"}]}]},
+     "mapping.topics[0].filters[0]"),
+    ({"topics": [{**RULE, "filtres": []}]}, "mapping.topics[0].filtres"),
+    ({"topics": [{**RULE, "user_data": {"em": 5}}]}, "mapping.topics[0].user_data.em"),
+    ({"topics": [{**RULE, "user_data": {"em": {"fild": "x"}}}]},
+     "mapping.topics[0].user_data.em"),
+    ({"topics": [{**RULE, "user_data": ["em"]}]}, "mapping.topics[0].user_data"),
+    ({"topics": [{**RULE, "consent": {"field": "c", "action": "ignore"}}]},
+     "mapping.topics[0].consent.action"),
+    ({"topics": [{**RULE, "custom_data": {"contents": {"each": "items"}}}]},
+     "mapping.topics[0].custom_data.contents.fields"),
+    ({"topics": [{**RULE, "event_time": {"field": "t", "unit": "days"}}]},
+     "mapping.topics[0].event_time.unit"),
+    ({"topics": [{**RULE, "when": {"field": "a"}}]}, "mapping.topics[0].when"),
+    ({"topics": [{**RULE, "event_id": 5}]}, "mapping.topics[0].event_id"),
+    ({"defaults": {"dob_order": "ymd"}, "topics": [RULE]}, "mapping.defaults.dob_order"),
+    ({"topics": [RULE], "default": {}}, "mapping.default"),
+    ("topics", "mapping"),
+    ([RULE], "mapping"),
 ])  # fmt: skip
 def test_compile_mapping_errors_name_the_key(document: Any, key: str) -> None:
     with pytest.raises(ConfigError) as info:
         compile_mapping(document)
-    assert info.value.key.startswith(key), info.value.key
+    assert info.value.key == key or info.value.key.startswith(key + "."), info.value.key
+
+
+def test_published_json_schema_is_the_one_the_loader_checks() -> None:
+    published = orjson.loads((EXAMPLE.parent / "mapping.schema.json").read_bytes())
+    assert published == orjson.loads(orjson.dumps(mapping_json_schema())), (
+        "regenerate: python -m consumer.mapping_schema > schemas/mapping.schema.json"
+    )
+
+
+def test_example_mapping_is_valid_under_the_published_schema() -> None:
+    import jsonschema
+
+    published = orjson.loads((EXAMPLE.parent / "mapping.schema.json").read_bytes())
+    jsonschema.Draft202012Validator(published).validate(yaml.safe_load(EXAMPLE.read_text()))
+
+
+yaml_shaped = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats()
+    | st.text(max_size=12)
+    | st.sampled_from(["web", "checkout", "{a}", "a.b", "items[].sku", "7d", "mdy", "drop"]),
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(st.sampled_from(KNOWN_KEYS) | st.text(max_size=8), children, max_size=5)
+    ),
+    max_leaves=30,
+)
+
+
+def _mutations(document: Any) -> st.SearchStrategy[Any]:
+    """The example mapping with one node (at any depth) replaced by something random."""
+    paths: list[tuple[Any, ...]] = []
+
+    def walk(node: Any, path: tuple[Any, ...]) -> None:
+        paths.append(path)
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(v, (*path, k))
+        elif isinstance(node, list):
+            for i, v in enumerate(node):
+                walk(v, (*path, i))
+
+    walk(document, ())
+
+    def replace(path: tuple[Any, ...], value: Any) -> Any:
+        if not path:
+            return value
+        copy = json.loads(json.dumps(document))
+        node = copy
+        for part in path[:-1]:
+            node = node[part]
+        node[path[-1]] = value
+        return copy
+
+    return st.builds(replace, st.sampled_from(paths), yaml_shaped)
+
+
+@given(yaml_shaped | _mutations(yaml.safe_load(EXAMPLE.read_text())))
+def test_compile_mapping_on_any_yaml_shape_gives_rules_or_config_error(document: Any) -> None:
+    try:
+        rules = compile_mapping(document)
+    except ConfigError as error:
+        assert error.key.startswith("mapping") and str(error)
+        return
+    assert isinstance(rules, MappingRules)
 
 
 json_values = st.recursive(

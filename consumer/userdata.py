@@ -1,0 +1,438 @@
+"""The user_data fields Pinterest matches on, in one table, and how each is normalized and hashed.
+
+Pure functions. A value that cannot be normalized is omitted with a reason (the event still goes
+out with its other identifiers); already-hashed values (64 hex characters) are never hashed twice.
+Adding a field means one `UserField` row here: the hasher, the validator, match quality and
+`consumer transform --summary` all read `USER_DATA_FIELDS`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import math
+import re
+import unicodedata
+from collections.abc import Callable
+from decimal import Decimal
+from functools import lru_cache
+from typing import Any, Final, Literal, cast
+
+import phonenumbers
+import pycountry
+
+DobOrder = Literal["mdy", "dmy"]
+# Why a value was left out of user_data (label of capi_normalize_dropped_total).
+DropReason = Literal["wrong_type", "invalid", "no_value"]
+DIGEST_CACHE_SIZE: Final = 65536
+
+_HEX64_ANY_CASE = re.compile(r"[0-9a-fA-F]{64}")
+_NOT_ALNUM = re.compile(r"[\W_]+")
+_NANP_PUNCTUATION = re.compile(r"[\s().\-]+")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class NormalizeOptions:
+    default_phone_country: str = "US"
+    dob_order: DobOrder = "mdy"
+
+
+class Omitted(Exception):
+    """Raised by a normalizer for a value that states no value (unknown gender, 'N/A' zip)."""
+
+    def __init__(self, reason: DropReason = "no_value") -> None:
+        super().__init__(reason)
+        self.reason: DropReason = reason
+
+
+def sha256_hex(value: str) -> str:
+    return hashlib.sha256(value.encode("utf-8")).hexdigest()
+
+
+def is_hex_digest(value: str) -> bool:
+    """True for a lowercase 64-character hex string: an already hashed value."""
+    return len(value) == 64 and not value.strip("0123456789abcdef")
+
+
+def _text(value: str) -> str:
+    # NFC so that "é" typed as e + combining accent hashes like the precomposed letter.
+    return unicodedata.normalize("NFC", value).strip()
+
+
+def _folded_key(value: str) -> str:
+    """Lowercase ASCII letters and digits only: 'N.J.' → 'nj', 'Québec' → 'quebec'."""
+    ascii_text = unicodedata.normalize("NFKD", value).encode("ascii", "ignore").decode()
+    return _NOT_ALNUM.sub("", ascii_text.lower())
+
+
+def normalize_email(value: str, options: NormalizeOptions) -> str:
+    email = _text(value).lower()
+    local, at, domain = email.partition("@")
+    # Anything else hashes to a digest that matches nobody: say so instead of sending it.
+    return email if at and local and domain and "@" not in domain else ""
+
+
+def normalize_name(value: str, options: NormalizeOptions) -> str:
+    return _text(value).lower()
+
+
+def normalize_external_id(value: str, options: NormalizeOptions) -> str:
+    return _text(value)
+
+
+_ZERO_MAID: Final = re.compile(r"[0\-]+")
+
+
+def normalize_maid(value: str, options: NormalizeOptions) -> str:
+    maid = _text(value).lower()
+    if _ZERO_MAID.fullmatch(maid):
+        raise Omitted()  # the all-zero id: a device that opted out of ad tracking
+    return maid
+
+
+def normalize_city(value: str, options: NormalizeOptions) -> str:
+    return "".join(ch for ch in _text(value).lower() if ch.isalnum())
+
+
+def normalize_phone(value: str, options: NormalizeOptions) -> str:
+    """E.164 digits without '+': country code and national number, no extension.
+
+    '+1 (650) 555-1234' → '16505551234', Italy's '06 6982 1234' → '390669821234', Russia's
+    '8 (495) 123-45-67' → '74951234567'. Numbers without a country are read in the default
+    country; impossible or local-only numbers are invalid.
+    """
+    text = _text(value)
+    region = options.default_phone_country
+    if region in _NANP_REGIONS and (fast := _nanp_digits(text)):
+        return fast
+    if text.startswith("00"):  # the international prefix most of the world dials
+        text = "+" + text[2:]
+    try:
+        number = phonenumbers.parse(text, region)
+    except phonenumbers.NumberParseException:
+        return ""
+    if phonenumbers.is_possible_number_with_reason(number) != _IS_POSSIBLE:
+        return ""
+    return str(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))[1:]
+
+
+_IS_POSSIBLE: Final = phonenumbers.ValidationResult.IS_POSSIBLE
+_NANP_REGIONS: Final = frozenset(phonenumbers.region_codes_for_country_code(1))
+
+
+def _nanp_digits(text: str) -> str:
+    """The common North American forms without the parser (~25 µs each): '' when unsure."""
+    digits = _NANP_PUNCTUATION.sub("", text)
+    if digits.startswith("+1"):
+        digits = digits[1:]
+    elif digits.startswith("+"):
+        return ""
+    if not digits.isdigit() or not digits.isascii():
+        return ""
+    if len(digits) == 10 and digits[0] not in "01":
+        return "1" + digits
+    if len(digits) == 11 and digits[0] == "1" and digits[1] not in "01":
+        return digits
+    return ""
+
+
+_FEMALE: Final = ("f", "female", "woman", "women", "w", "girl", "feminine", "fem", "femme",
+                  "femenino", "femenina", "weiblich", "mujer")  # fmt: skip
+_MALE: Final = ("m", "male", "man", "men", "boy", "masculine", "masc", "homme", "masculino",
+                "mannlich", "maennlich", "hombre")  # fmt: skip
+_NON_BINARY: Final = ("n", "nonbinary", "nb", "enby", "genderqueer")
+# Values that state no gender: sending 'n' for them would be a false statement.
+_NO_GENDER: Final = ("u", "x", "unknown", "other", "unspecified", "notspecified", "notstated",
+                     "prefernottosay", "prefersnottosay", "prefernottoanswer", "declined",
+                     "declinetostate", "na", "none", "null", "diverse")  # fmt: skip
+_GENDERS: Final = {
+    **dict.fromkeys(_FEMALE, "f"),
+    **dict.fromkeys(_MALE, "m"),
+    **dict.fromkeys(_NON_BINARY, "n"),
+}
+
+
+def normalize_gender(value: str, options: NormalizeOptions) -> str:
+    key = _folded_key(value)
+    if key in _NO_GENDER or not key:
+        raise Omitted()
+    return _GENDERS.get(key, "")
+
+
+_MONTH_NAMES: Final = ("january", "february", "march", "april", "may", "june", "july",
+                      "august", "september", "october", "november", "december")  # fmt: skip
+_MONTHS: Final = {
+    **{name: number for number, name in enumerate(_MONTH_NAMES, start=1)},
+    **{name[:3]: number for number, name in enumerate(_MONTH_NAMES, start=1)},
+    "sept": 9,
+}
+_MONTH = r"(?P<month>[a-z]+)\.?"
+_DAY = r"(?P<day>\d{1,2})(?:st|nd|rd|th)?"
+_YEAR = r"(?P<year>\d{4})"
+_DATE_FORMS: Final = tuple(
+    re.compile(form)
+    for form in (
+        rf"{_YEAR}[-/.](?P<m>\d{{1,2}})[-/.]{_DAY}(?:[t\s].*)?",  # ISO, with or without a time
+        rf"{_YEAR}(?P<m>\d{{2}})(?P<day>\d{{2}})",  # YYYYMMDD
+        rf"(?P<first>\d{{1,2}})[-/.](?P<second>\d{{1,2}})[-/.]{_YEAR}",  # MM/DD or DD/MM
+        rf"{_MONTH}[\s-]*{_DAY},?[\s-]*{_YEAR}",  # Mar 5, 1987; March 5th, 1987
+        rf"{_DAY}[\s-]*(?:of\s+)?{_MONTH},?[\s-]*{_YEAR}",  # 5 March 1987; 05-Mar-1987
+        rf"{_YEAR}[\s-]*{_MONTH}[\s-]*{_DAY}",  # 1987-Mar-05
+    )
+)
+_OLDEST_BIRTH_YEAR: Final = 1900
+
+
+def _yyyymmdd(year: int, month: int, day: int) -> str:
+    if year < _OLDEST_BIRTH_YEAR:
+        return ""
+    try:
+        return dt.date(year, month, day).strftime("%Y%m%d")
+    except ValueError:
+        return ""  # 31 February and friends
+
+
+def normalize_dob(value: str, options: NormalizeOptions) -> str:
+    """YYYYMMDD from ISO dates, YYYYMMDD, MM/DD/YYYY or DD/MM/YYYY, and English month names."""
+    text = _text(value).lower()
+    for form in _DATE_FORMS:
+        if match := form.fullmatch(text):
+            parts = match.groupdict()
+            year = int(parts["year"])
+            if parts.get("first") is not None:
+                first, second = int(parts["first"]), int(parts["second"])
+                month, day = (first, second) if options.dob_order == "mdy" else (second, first)
+                if month > 12 >= day:  # unambiguous despite the configured order
+                    month, day = day, month
+                return _yyyymmdd(year, month, day)
+            if parts.get("m") is not None:
+                return _yyyymmdd(year, int(parts["m"]), int(parts["day"]))
+            month_number = _MONTHS.get(parts["month"])
+            return _yyyymmdd(year, month_number, int(parts["day"])) if month_number else ""
+    return ""
+
+
+def date_of_birth(value: dt.date) -> str:
+    return value.strftime("%Y%m%d")
+
+
+# Country names people type that ISO does not list under that spelling.
+_COUNTRY_ALIASES: Final = {
+    "usa": "us", "u.s.": "us", "u.s.a.": "us", "united states of america": "us",
+    "america": "us", "uk": "gb", "u.k.": "gb", "great britain": "gb", "england": "gb",
+    "scotland": "gb", "wales": "gb", "northern ireland": "gb", "russia": "ru",
+    "south korea": "kr", "korea": "kr", "north korea": "kp", "vietnam": "vn", "iran": "ir",
+    "syria": "sy", "taiwan": "tw", "bolivia": "bo", "venezuela": "ve", "tanzania": "tz",
+    "moldova": "md", "czech republic": "cz", "holland": "nl", "the netherlands": "nl",
+    "ivory coast": "ci", "laos": "la", "turkey": "tr", "uae": "ae",
+}  # fmt: skip
+
+
+@lru_cache(maxsize=4096)
+def _country_code(text: str) -> str:
+    if text in _COUNTRY_ALIASES:
+        return _COUNTRY_ALIASES[text]
+    try:
+        return str(pycountry.countries.lookup(text).alpha_2).lower()
+    except LookupError:
+        return ""  # guessing (fuzzy search) could hash the wrong country; omit the field
+
+
+def normalize_country(value: str, options: NormalizeOptions) -> str:
+    """ISO-3166 alpha-2, lowercase, from a code (alpha-2/alpha-3) or an English name."""
+    return _country_code(_text(value).lower())
+
+
+@lru_cache(maxsize=1)
+def _state_codes() -> dict[str, str]:
+    """Folded names and codes of US states, Canadian provinces and Australian states."""
+    codes: dict[str, str] = {}
+    subdivisions: Any = pycountry.subdivisions
+    for country in ("AU", "CA", "US"):
+        for sub in subdivisions.get(country_code=country) or ():
+            code = str(sub.code).split("-", 1)[1].lower()
+            codes[_folded_key(str(sub.name))] = code
+            codes[code] = code
+    return codes
+
+
+def normalize_state(value: str, options: NormalizeOptions) -> str:
+    """The subdivision code, lowercase: 'New Jersey', 'N.J.' and 'NJ' all give 'nj'.
+
+    Names and codes of US states, Canadian provinces and Australian states are known; any
+    other two-letter code passes as typed. Australia's own codes are partly three letters (nsw).
+    """
+    key = _folded_key(value)
+    if found := _state_codes().get(key):
+        return found
+    return key if len(key) == 2 and key.isalpha() else ""
+
+
+_US_ZIP = re.compile(r"(\d{5})(?:[-\s]?\d{4})?")
+_NO_POSTCODE: Final = frozenset({"na", "none", "null", "nil", "notapplicable", "unknown",
+                                 "nozip", "nopostcode", "xxxxx"})  # fmt: skip
+
+
+def normalize_zip(value: str, options: NormalizeOptions) -> str:
+    """US ZIPs (and ZIP+4) become their first 5 digits; other postcodes keep letters and digits.
+
+    The fact sheet says 'digits only'; applied to 'SW1A 1AA' that would leave '11' and match
+    nothing, so non-US postcodes keep their letters (lowercased).
+    """
+    text = _text(value)
+    if match := _US_ZIP.fullmatch(text):
+        if not match.group(1).strip("0"):
+            raise Omitted()
+        return match.group(1)
+    postcode = "".join(ch for ch in text.lower() if ch.isalnum())
+    if postcode in _NO_POSTCODE or not postcode.strip("0"):
+        raise Omitted()  # placeholders: dashes, zeros, 'N/A'
+    return postcode
+
+
+Normalizer = Callable[[str, NormalizeOptions], str]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class UserField:
+    """One user_data field: how it is normalized and what it tells match quality."""
+
+    name: str
+    description: str
+    # None: sent as a trimmed raw string, never hashed.
+    normalize: Normalizer | None
+    # The identifier match quality counts it under (IP and user agent count only as a pair).
+    match_identifier: str | None
+    # A number (Avro int/long/double/decimal) is a natural carrier: turned into its digits.
+    accepts_number: bool = False
+
+    @property
+    def is_hashed(self) -> bool:
+        return self.normalize is not None
+
+
+USER_DATA_FIELDS: Final = (
+    UserField("em", "email address", normalize_email, "em"),
+    UserField("hashed_maids", "mobile advertising id (GAID/IDFA)", normalize_maid, "hashed_maids"),
+    UserField("ph", "phone number, E.164 digits", normalize_phone, "ph", accepts_number=True),
+    UserField(
+        "external_id",
+        "advertiser's user id",
+        normalize_external_id,
+        "external_id",
+        accepts_number=True,
+    ),
+    UserField("fn", "first name", normalize_name, "fn"),
+    UserField("ln", "last name", normalize_name, "ln"),
+    UserField("ge", "gender: f, m or n", normalize_gender, "ge"),
+    UserField("db", "date of birth, YYYYMMDD", normalize_dob, "db", accepts_number=True),
+    UserField("ct", "city", normalize_city, "ct"),
+    UserField("st", "state or province code", normalize_state, "st"),
+    UserField("zp", "postcode (US: 5 digits)", normalize_zip, "zp", accepts_number=True),
+    UserField("country", "ISO-3166 alpha-2 country", normalize_country, "country"),
+    UserField("client_ip_address", "client IPv4 or IPv6 address", None, "ip_ua"),
+    UserField("client_user_agent", "client user agent", None, "ip_ua"),
+    UserField("click_id", "Pinterest click id (_epik cookie)", None, "click_id"),
+    UserField("partner_id", "partner's user id", None, None),
+)
+FIELDS_BY_NAME: Final = {f.name: f for f in USER_DATA_FIELDS}
+HASHED_USER_FIELDS: Final = tuple(f.name for f in USER_DATA_FIELDS if f.is_hashed)
+RAW_USER_FIELDS: Final = tuple(f.name for f in USER_DATA_FIELDS if not f.is_hashed)
+USER_FIELDS: Final = frozenset(FIELDS_BY_NAME)
+MATCH_IDENTIFIERS: Final = tuple(
+    dict.fromkeys(f.match_identifier for f in USER_DATA_FIELDS if f.match_identifier)
+)
+
+
+def number_text(value: object) -> str | None:
+    """The canonical digits of an integral number (int, integral float or Decimal), else None."""
+    if type(value) is int:
+        return str(value)
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, Decimal) and value.is_finite() and value == value.to_integral_value():
+        return str(int(value))
+    return None
+
+
+def _digester(field: UserField, options: NormalizeOptions) -> Callable[[str], str]:
+    """raw text → its digest (64 hex) or the reason it is omitted ('' when simply empty)."""
+    normalize = field.normalize
+    assert normalize is not None
+
+    def digest(raw: str) -> str:
+        stripped = raw.strip()
+        if len(stripped) == 64 and _HEX64_ANY_CASE.fullmatch(stripped):
+            return stripped.lower()
+        if not stripped:
+            return ""
+        try:
+            normalized = normalize(raw, options)
+        except Omitted as omitted:
+            return omitted.reason
+        return sha256_hex(normalized) if normalized else "invalid"
+
+    return digest
+
+
+Dropped = tuple[tuple[str, DropReason], ...]
+
+
+class UserDataHasher:
+    """Normalizes and hashes user_data fields, with a bounded LRU digest cache per field keyed by
+    the raw value (names and cities repeat ~98% of the time, emails ~30%)."""
+
+    def __init__(self, options: NormalizeOptions, cache_size: int = DIGEST_CACHE_SIZE) -> None:
+        self.options = options
+        self._digesters: dict[str, Callable[[str], str]] = {}
+        for field in USER_DATA_FIELDS:
+            if field.is_hashed:
+                digest = _digester(field, options)
+                cached = lru_cache(maxsize=cache_size)(digest) if cache_size else digest
+                self._digesters[field.name] = cached
+
+    def digest(self, field: str, raw: object) -> str:
+        """The digest of one raw value, '' when empty, or the `DropReason` it is omitted for."""
+        if type(raw) is str:
+            return self._digesters[field](raw)
+        if field == "db" and isinstance(raw, dt.date):  # Avro `date` logical type
+            return sha256_hex(date_of_birth(raw))
+        if isinstance(raw, bool) or not FIELDS_BY_NAME[field].accepts_number:
+            return "wrong_type"
+        text = number_text(raw)
+        return "wrong_type" if text is None else self._digesters[field](text)
+
+    def hash_user_data(self, raw: dict[str, Any]) -> tuple[dict[str, Any], Dropped]:
+        """Hashed user_data and the fields left out of it, with why (never the values)."""
+        user_data: dict[str, Any] = {}
+        dropped: list[tuple[str, DropReason]] = []
+        digesters = self._digesters
+        for field, value in raw.items():
+            if field in RAW_USER_FIELDS:
+                if type(value) is str:
+                    if value := value.strip():
+                        user_data[field] = value
+                elif value is not None:
+                    dropped.append((field, "wrong_type"))
+                continue
+            if type(value) is str:  # the common case: one value, straight to the cache
+                single = digesters[field](value)
+                if len(single) == 64:
+                    user_data[field] = [single]
+                elif single:
+                    dropped.append((field, cast(DropReason, single)))
+                continue
+            digests: list[str] = []
+            for item in value if type(value) is list else [value]:
+                if item is None:
+                    continue
+                one = self.digest(field, item)
+                if len(one) == 64:
+                    if one not in digests:
+                        digests.append(one)
+                elif one:
+                    dropped.append((field, cast(DropReason, one)))
+            if digests:
+                user_data[field] = digests
+        return user_data, tuple(dropped)
