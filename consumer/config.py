@@ -71,7 +71,7 @@ class Config:
     redis_url: str | None = None
     backlog_high_watermark: int = 50_000
     backlog_low_watermark: int = 25_000
-    commit_interval_ms: int = 1000
+    commit_interval_ms: int = 100
     shutdown_grace_s: float = 25.0
     revoke_timeout_s: float = 10.0
     dlq_topic: str = "capi.dead-letter"

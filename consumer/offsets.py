@@ -3,9 +3,11 @@
 Commit order, each step only after the one before succeeded:
 1. a record's fate becomes final (delivered, duplicate, skipped, or dead-letter write acked);
 2. `finish` records it and the ledger advances the partition's contiguous finished prefix;
-3. `source.py` stores `committable()` offsets (last finished offset + 1) with librdkafka;
-4. `source.py` commits, on a timer, and forced on revoke and shutdown.
+3. `source.py` stores `commits()` (last finished offset + 1, with the map of offsets past it that
+   are final already in the commit's metadata) with librdkafka;
+4. `source.py` commits, every ~100 ms when something changed, and forced on revoke and shutdown.
 If anything before step 4 fails, nothing is committed: at-least-once may re-send, never lose.
+The next owner of a partition reads the map back (`assign`) and skips the offsets it marks.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
-from consumer.records import Coordinates, Fate, TopicPartition
+from consumer.offsetmap import MAX_METADATA_BYTES, decode_final_offsets, encode_final_offsets
+from consumer.records import Commit, Coordinates, Fate, TopicPartition
 
 
 class LedgerError(AssertionError):
@@ -28,6 +31,13 @@ class _PartitionLedger:
     last_tracked: int = -1
     committable: int | None = None  # next offset to commit, once something finished
     committed: int | None = None
+    committed_metadata: str = ""
+    # Offsets past the committed one that an earlier owner marked final: never processed again.
+    final_before: set[int] = field(default_factory=set)
+    # Counts offsets finished past the prefix, so a commit knows whether its map is current.
+    marks_version: int = 0
+    offered_version: int = 0
+    committed_version: int = 0
 
 
 class OffsetLedger:
@@ -37,13 +47,24 @@ class OffsetLedger:
     the next record is offset + 1: it commits the last finished offset in consumed order + 1.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, max_metadata_bytes: int = MAX_METADATA_BYTES) -> None:
         self._partitions: dict[TopicPartition, _PartitionLedger] = {}
         self.fates: dict[Fate, int] = dict.fromkeys(Fate, 0)
         self.stale_results = 0
+        self.max_metadata_bytes = max_metadata_bytes
+        self.map_overflows = 0  # commits whose map of final offsets did not fit whole
 
-    def assign(self, tp: TopicPartition, generation: int) -> None:
-        self._partitions[tp] = _PartitionLedger(generation)
+    def assign(self, tp: TopicPartition, generation: int, committed: Commit | None = None) -> None:
+        """Own `tp`; `committed` is the group's last commit, whose map marks offsets to skip."""
+        ledger = _PartitionLedger(generation)
+        if committed is not None and committed.offset >= 0:
+            ledger.final_before = decode_final_offsets(committed.metadata, committed.offset)
+        self._partitions[tp] = ledger
+
+    def is_final_already(self, coords: Coordinates) -> bool:
+        """True when an earlier owner finished this offset (read from the commit's map)."""
+        ledger = self._partitions.get(coords.topic_partition)
+        return ledger is not None and coords.offset in ledger.final_before
 
     def revoke(self, tp: TopicPartition) -> None:
         self._partitions.pop(tp, None)
@@ -66,6 +87,7 @@ class OffsetLedger:
         ledger.last_tracked = coords.offset
         ledger.pending.append(coords.offset)
         ledger.remaining[coords.offset] = events
+        ledger.final_before.discard(coords.offset)
 
     def finish(self, coords: Coordinates, generation: int, fate: Fate) -> bool:
         """Mark one event of `coords` final. False (ignored) for a revoked or older assignment."""
@@ -78,8 +100,11 @@ class OffsetLedger:
             raise LedgerError(f"finish on an untracked or finished offset: {coords}")
         ledger.remaining[coords.offset] = left - 1
         self.fates[fate] += 1
-        if left == 1 and ledger.pending[0] == coords.offset:
-            self._advance(ledger)
+        if left == 1:
+            if ledger.pending[0] == coords.offset:
+                self._advance(ledger)
+            else:
+                ledger.marks_version += 1
         return True
 
     @staticmethod
@@ -100,10 +125,38 @@ class OffsetLedger:
             if ledger.committable is not None and ledger.committable != ledger.committed
         }
 
-    def mark_committed(self, offsets: dict[TopicPartition, int]) -> None:
-        for tp, offset in offsets.items():
+    def commits(self) -> dict[TopicPartition, Commit]:
+        """What to commit where the prefix or the map of final offsets past it changed.
+
+        The map marks only offsets whose fate is final; when it does not fit the metadata limit,
+        it marks a prefix of them (counted in `map_overflows`): the rest are simply re-processed.
+        """
+        out = {}
+        for tp, ledger in self._partitions.items():
+            base = ledger.committable
+            if ledger.marks_version == ledger.committed_version and base == ledger.committed:
+                continue
+            if base is None:
+                if not ledger.pending:
+                    continue
+                base = ledger.pending[0]  # where this assignment started: moves nothing
+            remaining = ledger.remaining
+            final = [o for o in ledger.pending if remaining[o] == 0]
+            metadata, is_whole = encode_final_offsets(final, base, self.max_metadata_bytes)
+            self.map_overflows += not is_whole
+            ledger.offered_version = ledger.marks_version
+            if (base, metadata) == (ledger.committed, ledger.committed_metadata):
+                ledger.committed_version = ledger.offered_version
+            else:
+                out[tp] = Commit(base, metadata)
+        return out
+
+    def mark_committed(self, commits: dict[TopicPartition, Commit]) -> None:
+        for tp, commit in commits.items():
             if (ledger := self._partitions.get(tp)) is not None:
-                ledger.committed = offset
+                ledger.committed = commit.offset
+                ledger.committed_metadata = commit.metadata
+                ledger.committed_version = ledger.offered_version
 
     def committed(self, tp: TopicPartition) -> int | None:
         ledger = self._partitions.get(tp)

@@ -37,6 +37,7 @@ from consumer.records import (
     AdAccountId,
     Batch,
     BatchResult,
+    Commit,
     Conversion,
     Decoded,
     Envelope,
@@ -50,6 +51,7 @@ from consumer.userdata import NormalizeOptions, UserDataHasher
 logger = logging.getLogger(__name__)
 _PROPAGATOR = TraceContextTextMapPropagator()
 LIVENESS_STALL_S = 60.0
+ALREADY_FINAL = "offset.already_final"  # skipped: marked final in the last commit's map
 
 
 _CONSUMER_ONLY = (
@@ -320,7 +322,8 @@ class Pipeline:
         if self.halt_reason is not None or self._is_full():
             return 0  # hold the chunk without decoding it again on every turn
         assert self.decoder is not None
-        await self.decoder.prepare(envelopes)
+        is_final_already = self.ledger.is_final_already
+        await self.decoder.prepare([e for e in envelopes if not is_final_already(e.coords)])
         now_s = int(time.time())
         with self.telemetry.tracer.start_as_current_span(
             tm.SPAN_PROCESS_CHUNK,
@@ -332,7 +335,13 @@ class Pipeline:
                 tm.ATTR_CONSUMER_GROUP: self.config.group_id,
             },
         ):
-            built = [self._build(envelope, now_s) for envelope in envelopes]
+            # Offsets an earlier owner finished (the commit's map) are not decoded or sent again.
+            built = [
+                Skip(e.coords, ALREADY_FINAL)
+                if is_final_already(e.coords)
+                else self._build(e, now_s)
+                for e in envelopes
+            ]
             conversions = [b for b in built if isinstance(b, Conversion)]
             claims = iter(
                 await self.dedup.claim_many([key_of(c) for c in conversions])
@@ -360,6 +369,8 @@ class Pipeline:
             accepted += 1
             if isinstance(result, Skip):
                 self.counts["skipped"] += 1
+                if result.reason is ALREADY_FINAL:
+                    self.counts["already_final"] += 1
                 self.metrics.skipped.add(1, {"reason": result.reason})
                 self._finish(envelope, Fate.SKIPPED)
             elif isinstance(result, PermanentError):
@@ -447,17 +458,17 @@ class Pipeline:
         self.ledger.finish(letter.envelope.coords, letter.envelope.generation, Fate.DEAD_LETTERED)
 
     async def _commit(self, only: set[TopicPartition] | None = None) -> None:
-        offsets = self.ledger.committable()
+        commits = self.ledger.commits()
         if only is not None:
-            offsets = {tp: o for tp, o in offsets.items() if tp in only}
-        if offsets:
-            committed = await self.source.commit(offsets)
+            commits = {tp: c for tp, c in commits.items() if tp in only}
+        if commits:
+            committed = await self.source.commit(commits)
             self.ledger.mark_committed(committed)
             self.metrics.committed.add(len(committed))
 
-    async def _on_assign(self, partitions: list[tuple[TopicPartition, int]]) -> None:
-        for tp, generation in partitions:
-            self.ledger.assign(tp, generation)
+    async def _on_assign(self, partitions: list[tuple[TopicPartition, int, Commit | None]]) -> None:
+        for tp, generation, committed in partitions:
+            self.ledger.assign(tp, generation, committed)
 
     async def _on_revoke(self, partitions: list[TopicPartition]) -> None:
         """Flush, wait (one deadline for every step) for their in-flight work, commit, forget."""
@@ -512,13 +523,14 @@ class Pipeline:
                     "delivered",
                     "deduplicated",
                     "skipped",
+                    "already_final",
                     "failed",
                     "dead_lettered",
                 )
             },
             "pending": self.batcher.pending,
             "unfinished_offsets": self.ledger.unfinished(),
-            "uncommitted_partitions": len(self.ledger.committable()),
+            "uncommitted_partitions": len(self.ledger.commits()),
             "assigned": sorted(f"{t}/{p}" for t, p in self.source.assigned),
             "paused": len(self.source.paused),
             "held": self.source.held,
@@ -536,6 +548,7 @@ class Pipeline:
             (tm.M_PAUSED, float(len(self.source.paused)), {}),
             (tm.M_HALTED, float(len(self.delivery.halted) if self.delivery else 0), {}),
             (tm.M_READY, 1.0 if self.readiness()[0] else 0.0, {}),
+            (tm.M_OFFSET_MAP_OVERFLOW, float(self.ledger.map_overflows), {}),
         ]
         for (topic, partition), lag in self.source.lag.items():
             gauges.append((tm.M_LAG, float(lag), {"topic": topic, "partition": str(partition)}))

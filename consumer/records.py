@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, NewType
+from typing import Any, Literal, NamedTuple, NewType
 
 AdAccountId = NewType("AdAccountId", str)
 EventId = NewType("EventId", str)
@@ -26,6 +26,14 @@ class Coordinates:
     @property
     def topic_partition(self) -> TopicPartition:
         return (self.topic, self.partition)
+
+
+class Commit(NamedTuple):
+    """What to commit for one partition: the next offset, and in its metadata the map of final
+    offsets past it (`offsetmap.py`)."""
+
+    offset: int
+    metadata: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -53,7 +53,10 @@ class Stats:
     max_concurrency: int = 0
     concurrency: int = 0
     client_ports: set[int] = field(default_factory=set)  # one per TCP connection seen
-    event_ids: dict[str, set[str]] = field(default_factory=dict)  # ad account → event ids
+    # ad account → event id → when the first answer accepting it was sent (wall clock, s)
+    event_ids: dict[str, dict[str, float]] = field(default_factory=dict)
+    # events accepted again: (ad account, event id, first answered at, accepted again at)
+    resends: list[tuple[str, str, float, float]] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
@@ -117,6 +120,7 @@ class Sandbox:
         app.router.add_get("/_sandbox/stats", self.get_stats)
         app.router.add_get("/_sandbox/events", self.get_events)
         app.router.add_get("/_sandbox/event_ids", self.get_event_ids)
+        app.router.add_get("/_sandbox/resends", self.get_resends)
         app.router.add_post("/_sandbox/faults", self.set_faults)
         app.router.add_post("/_sandbox/reset", self.reset)
         return app
@@ -191,13 +195,14 @@ class Sandbox:
                 error = InvalidEvent("Injected per-event failure.")
             results.append(error)
         events_out = []
+        answered_s = time.time()
         for event, error, warning in zip(data, results, warnings, strict=True):
             if error is None:
                 events_out.append(
                     {"status": "processed", "error_message": None, "warning_message": warning}
                 )
                 if not is_test:
-                    self._record(ad_account, event)
+                    self._record(ad_account, event, answered_s)
             else:
                 events_out.append(
                     {"status": "failed", "error_message": str(error), "warning_message": None}
@@ -229,13 +234,16 @@ class Sandbox:
             return InvalidEvent("event_time is older than 7 days")
         return None
 
-    def _record(self, ad_account: str, event: dict[str, Any]) -> None:
+    def _record(self, ad_account: str, event: dict[str, Any], answered_s: float) -> None:
         self.stats.events_processed += 1
-        ids = self.stats.event_ids.setdefault(ad_account, set())
+        ids = self.stats.event_ids.setdefault(ad_account, {})
         event_id = str(event.get("event_id"))
         if event_id in ids:
             self.stats.duplicates_received += 1
-        ids.add(event_id)
+            if len(self.stats.resends) < self.keep_events:
+                self.stats.resends.append((ad_account, event_id, ids[event_id], answered_s))
+        else:
+            ids[event_id] = answered_s
         if len(self.stats.events) < self.keep_events:
             self.stats.events.append({"ad_account_id": ad_account, "event": event})
 
@@ -248,6 +256,10 @@ class Sandbox:
 
     async def get_event_ids(self, request: web.Request) -> web.Response:
         return _json(200, {account: sorted(ids) for account, ids in self.stats.event_ids.items()})
+
+    async def get_resends(self, request: web.Request) -> web.Response:
+        """Events accepted more than once: [account, event id, first answered, again], wall s."""
+        return _json(200, self.stats.resends)
 
     async def set_faults(self, request: web.Request) -> web.Response:
         try:

@@ -19,14 +19,15 @@ from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from confluent_kafka.aio import AIOConsumer
 
 from consumer.errors import TransientError
-from consumer.records import Coordinates, Envelope
+from consumer.records import Commit, Coordinates, Envelope
 from consumer.records import TopicPartition as TP
 
 logger = logging.getLogger(__name__)
 
 Handler = Callable[[list[Envelope]], Awaitable[int]]
 Committer = Callable[[], Awaitable[None]]
-AssignCallback = Callable[[list[tuple[TP, int]]], Awaitable[None]]
+# (partition, generation, the group's last commit there if any)
+AssignCallback = Callable[[list[tuple[TP, int, Commit | None]]], Awaitable[None]]
 RevokeCallback = Callable[[list[TP]], Awaitable[None]]
 
 
@@ -41,8 +42,8 @@ class KafkaSource:
         on_revoke: RevokeCallback,
         on_lost: RevokeCallback,
         batch_size: int = 1000,
-        commit_interval_s: float = 1.0,
-        poll_timeout_s: float = 0.2,
+        commit_interval_s: float = 0.1,
+        poll_timeout_s: float = 0.1,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._config = {
@@ -183,16 +184,16 @@ class KafkaSource:
             logger.info("resumed partitions", extra={"count": len(self.paused)})
             self.paused.clear()
 
-    async def commit(self, offsets: dict[TP, int]) -> dict[TP, int]:
-        """Store then commit `offsets` (next offset per partition); return what Kafka took.
+    async def commit(self, commits: dict[TP, Commit]) -> dict[TP, Commit]:
+        """Store then commit (next offset and metadata per partition); return what Kafka took.
 
         A synchronous commit reports failures per partition (for example during a rebalance)
         without raising, so each partition's error is checked: the caller retries the rest.
         """
-        owned = {tp: o for tp, o in offsets.items() if tp in self.assigned}
+        owned = {tp: c for tp, c in commits.items() if tp in self.assigned}
         if not owned:
             return {}
-        partitions = [TopicPartition(t, p, o) for (t, p), o in owned.items()]
+        partitions = [TopicPartition(t, p, c.offset, c.metadata) for (t, p), c in owned.items()]
         try:
             await self.client.store_offsets(offsets=partitions)
             answered = await self.client.commit(offsets=partitions, asynchronous=False)
@@ -211,19 +212,34 @@ class KafkaSource:
                 )
         return committed
 
+    async def _committed(self, partitions: list[TopicPartition]) -> dict[TP, Commit]:
+        """The group's last commit per partition, with its metadata; {} when it cannot be read
+        (then nothing is skipped: the map is an optimisation, never needed for safety)."""
+        try:
+            answered = await self.client.committed(partitions, timeout=10)
+        except KafkaException as exc:
+            logger.warning("could not read committed offsets", extra={"error": str(exc)})
+            return {}
+        return {
+            (tp.topic, tp.partition): Commit(tp.offset, tp.metadata or "")
+            for tp in answered or []
+            if tp.error is None and tp.offset >= 0
+        }
+
     async def _assigned(self, _consumer: Any, partitions: list[TopicPartition]) -> None:
+        committed = await self._committed(partitions)
         assigned = []
         for tp in partitions:
             key = (tp.topic, tp.partition)
             self.generations[key] = self.generations.get(key, 0) + 1
             self.assigned.add(key)
-            assigned.append((key, self.generations[key]))
+            assigned.append((key, self.generations[key], committed.get(key)))
         await self._on_assign(assigned)
         if self._held or self.paused:
             # Cooperative-sticky does not carry pause state to new partitions: assign, then pause.
             await self.client.incremental_assign(partitions)
             await self._pause_all()
-        names = [f"{t}/{p}" for (t, p), _ in assigned]
+        names = [f"{t}/{p}" for (t, p), _, _ in assigned]
         logger.info("partitions assigned", extra={"partitions": names})
 
     def _forget(self, partitions: list[TopicPartition]) -> list[TP]:

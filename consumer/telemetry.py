@@ -73,6 +73,8 @@ M_MATCH_IDENTIFIER: Final = "capi.match.identifier.events"  # events carrying ea
 M_MATCH_COUNT: Final = "capi.match.events_by_identifier_count"  # events by identifiers carried
 # user_data values left out by normalization (the event was still sent), by field and reason
 M_NORMALIZE_DROPPED: Final = "capi.normalize.dropped"
+# commits whose map of final offsets past the prefix did not fit the metadata limit whole
+M_OFFSET_MAP_OVERFLOW: Final = "capi.offset_map.overflow"
 
 
 @dataclass(slots=True)
@@ -149,6 +151,9 @@ class Telemetry:
             meter.create_observable_counter(name, callbacks=[self._observe(name)], unit="{event}")
         meter.create_observable_counter(
             M_NORMALIZE_DROPPED, callbacks=[self._observe(M_NORMALIZE_DROPPED)], unit="{value}"
+        )
+        meter.create_observable_counter(
+            M_OFFSET_MAP_OVERFLOW, callbacks=[self._observe(M_OFFSET_MAP_OVERFLOW)], unit="{commit}"
         )
 
     def add_gauges(self, source: Gauges) -> None:

@@ -4,6 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from consumer.offsetmap import decode_final_offsets
 from consumer.offsets import LedgerError, OffsetLedger
 from consumer.records import Coordinates, Fate
 
@@ -51,8 +52,67 @@ def test_ledger_fan_out_finishes_with_last_event() -> None:
 def test_ledger_mark_committed_hides_unchanged_offsets() -> None:
     ledger = ledger_with([0])
     ledger.finish(at(0), 1, Fate.DELIVERED)
-    ledger.mark_committed(ledger.committable())
+    ledger.mark_committed(ledger.commits())
     assert ledger.committable() == {}
+    assert ledger.commits() == {}
+
+
+def test_ledger_commit_carries_map_of_final_offsets_past_the_prefix() -> None:
+    ledger = ledger_with([10, 11, 12, 14, 15])
+    ledger.finish(at(10), 1, Fate.DELIVERED)
+    ledger.finish(at(12), 1, Fate.DELIVERED)
+    ledger.finish(at(15), 1, Fate.DUPLICATE)
+    commit = ledger.commits()[TP]
+    assert commit.offset == 11
+    assert decode_final_offsets(commit.metadata, commit.offset) == {12, 15}
+
+
+def test_ledger_map_before_any_prefix_commits_the_start_offset() -> None:
+    ledger = ledger_with([10, 11])
+    ledger.finish(at(11), 1, Fate.DELIVERED)
+    commit = ledger.commits()[TP]
+    assert commit.offset == 10  # where the assignment started: moves nothing back or forward
+    assert decode_final_offsets(commit.metadata, 10) == {11}
+
+
+def test_ledger_failed_commit_is_offered_again_and_new_marks_too() -> None:
+    ledger = ledger_with([0, 1, 2, 3])
+    ledger.finish(at(2), 1, Fate.DELIVERED)
+    first = ledger.commits()
+    assert first  # the commit fails: mark_committed is not called
+    assert ledger.commits() == first
+    ledger.mark_committed(first)
+    assert ledger.commits() == {}
+    ledger.finish(at(3), 1, Fate.DELIVERED)  # only the map changes, not the prefix
+    assert decode_final_offsets(ledger.commits()[TP].metadata, 0) == {2, 3}
+
+
+def test_ledger_new_owner_skips_offsets_the_commit_marks() -> None:
+    old = ledger_with([5, 6, 7, 8])
+    for offset in (5, 7, 8):
+        old.finish(at(offset), 1, Fate.DELIVERED)
+    commit = old.commits()[TP]
+    new = OffsetLedger()
+    new.assign(TP, 1, commit)
+    assert [o for o in range(4, 10) if new.is_final_already(at(o))] == [7, 8]
+    new.track(at(6), 1)
+    new.track(at(7), 1)
+    assert new.is_final_already(at(8)) and not new.is_final_already(at(7))
+
+
+def test_ledger_map_that_does_not_fit_marks_a_prefix_and_counts() -> None:
+    ledger = OffsetLedger(max_metadata_bytes=40)
+    ledger.assign(TP, 1)
+    offsets = list(range(0, 400, 3))
+    for offset in offsets:
+        ledger.track(at(offset), 1)
+    for offset in offsets[1:]:
+        ledger.finish(at(offset), 1, Fate.DELIVERED)
+    commit = ledger.commits()[TP]
+    marked = decode_final_offsets(commit.metadata, commit.offset)
+    assert len(commit.metadata) <= 40 and ledger.map_overflows == 1
+    assert marked and marked < set(offsets[1:])
+    assert marked == set(sorted(offsets[1:])[: len(marked)])  # the first ones, no gaps
 
 
 def test_ledger_broken_invariants_raise() -> None:
@@ -116,3 +176,38 @@ def test_ledger_any_finish_order_never_commits_past_unfinished(
     if finished_count >= len(offsets):
         assert ledger.committable() == {TP: offsets[-1] + 1}
         assert ledger.unfinished() == 0
+
+
+@given(
+    st.lists(st.integers(1, 4), min_size=1, max_size=80),
+    st.randoms(use_true_random=False),
+    st.integers(0, 80),
+    st.sampled_from([40, 200, 4000]),
+)
+def test_ledger_map_never_marks_an_offset_that_is_not_final(
+    gaps: list[int], rng: object, finished_count: int, max_bytes: int
+) -> None:
+    import random
+
+    assert isinstance(rng, random.Random)
+    offsets, offset = [], 100
+    for gap in gaps:
+        offset += gap
+        offsets.append(offset)
+    ledger = OffsetLedger(max_metadata_bytes=max_bytes)
+    ledger.assign(TP, 1)
+    for o in offsets:
+        ledger.track(at(o), 1)
+    order = offsets[:]
+    rng.shuffle(order)
+    finished: set[int] = set()
+    for done in order[:finished_count]:
+        ledger.finish(at(done), 1, Fate.DELIVERED)
+        finished.add(done)
+        for commit in ledger.commits().values():
+            assert len(commit.metadata) <= max_bytes
+            assert all(o in finished for o in offsets if o < commit.offset)
+            marked = decode_final_offsets(commit.metadata, commit.offset)
+            assert marked <= finished
+            if max_bytes == 4000:
+                assert marked == {o for o in finished if o > commit.offset}

@@ -195,6 +195,10 @@ class SandboxProcess:
         by_account = get_json(f"{self.url}/_sandbox/event_ids")
         return {(account, event_id) for account, ids in by_account.items() for event_id in ids}
 
+    def resends(self) -> list[tuple[str, str, float, float]]:
+        """(account, event id, first answered at, accepted again at) for re-sent events."""
+        return [tuple(r) for r in get_json(f"{self.url}/_sandbox/resends", timeout_s=60)]  # type: ignore[misc]
+
     def events(self, limit: int = 1_000_000) -> list[dict[str, Any]]:
         return list(get_json(f"{self.url}/_sandbox/events?limit={limit}"))
 
@@ -226,7 +230,6 @@ class ConsumerProcess:
             "CAPI_HEALTH_HOST": "127.0.0.1",
             "CAPI_HEALTH_PORT": str(self.health_port),
             "CAPI_LINGER_MS": "50",
-            "CAPI_COMMIT_INTERVAL_MS": "200",
             "CAPI_RETRY_BACKOFF_BASE_MS": "50",
             "CAPI_RETRY_BACKOFF_CAP_MS": "500",
             "CAPI_LOG_LEVEL": "info",
