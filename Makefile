@@ -39,7 +39,8 @@ typecheck: $(STAMP)
 	$(BIN)/mypy consumer
 
 test: services-deps lint typecheck
-	$(BIN)/pytest -q -p no:cacheprovider
+	$(BIN)/pytest -q -p no:cacheprovider -p no:faulthandler || \
+	  { status=$$?; tail -c 20000 .pytest-faults.log 2>/dev/null; exit $$status; }
 
 demo: services-deps
 	$(BIN)/python -m devenv.demo

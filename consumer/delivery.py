@@ -13,6 +13,7 @@ import dataclasses
 import logging
 import random
 import time
+import urllib.parse
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -154,6 +155,12 @@ class DeliveryClient:
         self.halted: dict[AdAccountId, str] = {}
         self.in_flight_events = 0
         self.last_success_s: float | None = None
+        base = urllib.parse.urlsplit(settings.base_url)
+        # HTTP client semantic conventions: required on every request span.
+        self._server: dict[str, str | int] = {
+            tm.ATTR_SERVER: base.hostname or "",
+            tm.ATTR_SERVER_PORT: base.port or (443 if base.scheme == "https" else 80),
+        }
 
     def submit(self, batch: Batch) -> None:
         task = asyncio.get_running_loop().create_task(self._deliver(batch))
@@ -295,6 +302,7 @@ class DeliveryClient:
                 tm.ATTR_AD_ACCOUNT: batch.ad_account,
                 tm.ATTR_BATCH_SIZE: len(encoded),
                 tm.ATTR_HTTP_RESEND: retry,
+                **self._server,
             },
         ) as span:
             answer = await self._request(url, body, token)

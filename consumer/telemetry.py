@@ -17,7 +17,7 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
 
 SERVICE_NAME: Final = "capi-consumer"
 INSTRUMENTATION: Final = "consumer"
@@ -41,6 +41,7 @@ ATTR_HTTP_STATUS: Final = "http.response.status_code"
 ATTR_HTTP_RESEND: Final = "http.request.resend_count"
 ATTR_URL: Final = "url.full"
 ATTR_SERVER: Final = "server.address"
+ATTR_SERVER_PORT: Final = "server.port"
 ATTR_ERROR_TYPE: Final = "error.type"
 ATTR_AD_ACCOUNT: Final = "pinterest.ad_account_id"
 ATTR_BATCH_SIZE: Final = "pinterest.batch.size"
@@ -175,7 +176,11 @@ class Telemetry:
                 shutdown()
 
 
-def _span_processors() -> list[SpanProcessor]:
+def _span_processors(meter_provider: metrics.MeterProvider | None = None) -> list[SpanProcessor]:
+    """The exporter OTEL_TRACES_EXPORTER names, behind a bounded queue (OTEL_BSP_*): spans are
+    dropped, never waited for, when the backend is slow or down. The processor reports its
+    queue and drops (`otel_sdk_processor_span_processed_total{error_type="queue_full"}`) into
+    `meter_provider`, the one /metrics shows."""
     choice = os.environ.get("OTEL_TRACES_EXPORTER", "otlp").strip().lower()
     has_endpoint = bool(
         os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
@@ -183,15 +188,21 @@ def _span_processors() -> list[SpanProcessor]:
     )
     if choice == "none" or (choice == "otlp" and not has_endpoint):
         return []
+    # On unless the operator says otherwise: the SDK then reports its queue, drops and export
+    # failures (otel.sdk.processor.span.*, otel.sdk.exporter.span.*) through `meter_provider`.
+    os.environ.setdefault("OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED", "true")
+    exporter: SpanExporter
     if choice == "console":
-        return [BatchSpanProcessor(ConsoleSpanExporter())]
-    if choice == "zipkin":
+        exporter = ConsoleSpanExporter()
+    elif choice == "zipkin":
         from opentelemetry.exporter.zipkin.json import ZipkinExporter
 
-        return [BatchSpanProcessor(ZipkinExporter())]
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        exporter = ZipkinExporter()
+    else:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-    return [BatchSpanProcessor(OTLPSpanExporter())]
+        exporter = OTLPSpanExporter(meter_provider=meter_provider)
+    return [BatchSpanProcessor(exporter, meter_provider=meter_provider)]
 
 
 def _metric_readers(extra: list[MetricReader]) -> list[MetricReader]:
@@ -213,12 +224,16 @@ def setup_telemetry(
     span_processors: list[SpanProcessor] | None = None,
 ) -> Telemetry:
     """Providers from OTEL_* (service name, resource attributes, sampler, exporters)."""
-    resource = Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", SERVICE_NAME)})
-    tracer_provider = TracerProvider(resource=resource)
-    processors = _span_processors() if span_processors is None else span_processors
-    for processor in processors:
-        tracer_provider.add_span_processor(processor)
+    # OTEL_SERVICE_NAME, else service.name in OTEL_RESOURCE_ATTRIBUTES, else ours (the spec's
+    # order; the SDK's own default would be "unknown_service").
+    resource = Resource.create()
+    if str(resource.attributes.get("service.name", "")).startswith("unknown_service"):
+        resource = resource.merge(Resource({"service.name": SERVICE_NAME}))
     meter_provider = MeterProvider(
         resource=resource, metric_readers=_metric_readers(extra_readers or [])
     )
+    tracer_provider = TracerProvider(resource=resource)  # sampler from OTEL_TRACES_SAMPLER
+    processors = _span_processors(meter_provider) if span_processors is None else span_processors
+    for processor in processors:
+        tracer_provider.add_span_processor(processor)
     return Telemetry(tracer_provider, meter_provider)

@@ -1,5 +1,7 @@
-"""Fetch every jar the tests and the demo need into .kafka/ (cached; a second run is a no-op)."""
+"""Fetch every server the tests and the demo need into .kafka/ (cached; a second run is a no-op):
+Kafka, the schema registry and Zipkin from Maven Central, Jaeger built from the Go module proxy."""
 
+from devenv.jaeger import fetch_jaeger
 from devenv.kafka import fetch_jars
 from devenv.registry import fetch_registry
 from devenv.zipkin import fetch_zipkin
@@ -8,3 +10,4 @@ if __name__ == "__main__":
     fetch_jars()
     fetch_registry()
     fetch_zipkin()
+    fetch_jaeger()

@@ -12,6 +12,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from devenv.procs import CACHE, ROOT, Server, free_port, port_open, wait_until
 
@@ -32,6 +33,41 @@ logger.kafka.level = {level}
 logger.state.name = state.change.logger
 logger.state.level = warn
 """
+
+
+# librdkafka clients made by tests and tools live as long as the process. One reclaimed by the
+# cyclic garbage collector while Python runs on a librdkafka thread (admin results are delivered
+# there) is destroyed from its own thread and takes the process down: confluent-kafka-python
+# issue 1761 and pull request 2129 describe it; two clean-clone runs here died that way.
+_CLIENTS: dict[tuple[str, str], Any] = {}
+
+
+def admin_client(bootstrap: str) -> Any:
+    """The one AdminClient for `bootstrap` (plaintext), kept for the life of the process."""
+    from confluent_kafka.admin import AdminClient
+
+    key = ("admin", bootstrap)
+    if key not in _CLIENTS:
+        _CLIENTS[key] = AdminClient({"bootstrap.servers": bootstrap, "log_level": 3})
+    return _CLIENTS[key]
+
+
+def shared_producer(bootstrap: str) -> Any:
+    """The one Producer for `bootstrap` (plaintext), kept for the life of the process."""
+    from confluent_kafka import Producer
+
+    key = ("producer", bootstrap)
+    if key not in _CLIENTS:
+        _CLIENTS[key] = Producer({"bootstrap.servers": bootstrap, "linger.ms": 10})
+    return _CLIENTS[key]
+
+
+def release_clients(bootstrap: str) -> None:
+    """Drop the clients for a broker that is going away (from the main thread: safe here)."""
+    for kind in ("producer", "admin"):
+        client = _CLIENTS.pop((kind, bootstrap), None)
+        if kind == "producer" and client is not None:
+            client.flush(5)
 
 
 def fetch_jars() -> Path:
@@ -185,21 +221,17 @@ class KafkaBroker:
         return self
 
     def is_ready(self) -> bool:
-        from confluent_kafka.admin import AdminClient
-
         if not port_open(self.port):
             return False
-        admin = AdminClient({"bootstrap.servers": self.bootstrap, "log_level": 0})
-        metadata = admin.list_topics(timeout=2)
+        metadata = admin_client(self.bootstrap).list_topics(timeout=2)
         return len(metadata.brokers) == 1
 
     def create_topic(
         self, name: str, partitions: int = 1, config: dict[str, str] | None = None
     ) -> None:
-        from confluent_kafka.admin import AdminClient, NewTopic
+        from confluent_kafka.admin import NewTopic
 
-        admin = AdminClient({"bootstrap.servers": self.bootstrap, "log_level": 3})
-        futures = admin.create_topics(
+        futures = admin_client(self.bootstrap).create_topics(
             [NewTopic(name, num_partitions=partitions, replication_factor=1, config=config or {})]
         )
         for future in futures.values():
@@ -215,6 +247,7 @@ class KafkaBroker:
         self.start(timeout_s)
 
     def cleanup(self) -> None:
+        release_clients(self.bootstrap)
         self.stop()
         shutil.rmtree(self.workdir, ignore_errors=True)
 

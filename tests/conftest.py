@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import faulthandler
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,6 +20,11 @@ from consumer.records import (
 from devenv.kafka import KafkaBroker
 from devenv.redis import RedisServer
 from devenv.registry import SchemaRegistry
+
+# pytest captures fd 2, so a crash in native code (librdkafka) would leave no trace: write the
+# Python stacks of every thread to a file that `make test` prints when the run fails.
+FAULT_LOG = Path(__file__).resolve().parent.parent / ".pytest-faults.log"
+faulthandler.enable(FAULT_LOG.open("w"), all_threads=True)
 
 
 @pytest.fixture(scope="session")

@@ -97,3 +97,17 @@ def test_kubernetes_configmap_settings_and_mapping_are_accepted(tmp_path: Path) 
     config = load_config(env)
     assert config.dedup_backend == "redis"
     assert "value" not in str(config.masked())
+
+
+def test_kubernetes_env_references_only_variables_defined_before_them() -> None:
+    """Kubernetes expands $(VAR) only for variables earlier in the same list; others stay
+    literal (an OTEL_RESOURCE_ATTRIBUTES of "k8s.pod.name=$(POD_NAME)" would reach the backend)."""
+    import re
+
+    deployment = manifests()["Deployment"]
+    for container in deployment["spec"]["template"]["spec"]["containers"]:
+        defined: set[str] = set()
+        for variable in container.get("env", []):
+            for name in re.findall(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", variable.get("value", "")):
+                assert name in defined, f"{variable['name']} uses $({name}) before it is defined"
+            defined.add(variable["name"])

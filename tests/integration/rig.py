@@ -21,15 +21,14 @@ from confluent_kafka import (
     ConsumerGroupTopicPartitions,
     KafkaError,
     KafkaException,
-    Producer,
     TopicPartition,
 )
-from confluent_kafka.admin import AdminClient, OffsetSpec
+from confluent_kafka.admin import OffsetSpec
 
 from consumer.config import load_mapping
 from consumer.transform import transform_record
 from consumer.userdata import NormalizeOptions, UserDataHasher
-from devenv.kafka import KafkaBroker
+from devenv.kafka import KafkaBroker, admin_client, shared_producer
 from devenv.procs import ROOT, Server, free_port, get_json, port_open, wait_until
 from devenv.samples import (
     ENGAGEMENT_TOPIC,
@@ -114,7 +113,7 @@ def produce_traffic(
     hasher = UserDataHasher(NormalizeOptions(mapping.default_phone_country, mapping.dob_order))
     now_s = int(time.time())
     traffic = Traffic()
-    producer = Producer({"bootstrap.servers": kafka.bootstrap, "linger.ms": 10})
+    producer = shared_producer(kafka.bootstrap)
     pending: list[tuple[str, bytes, dict[str, Any] | None, str]] = []
     for sample_topic, schema_name, record in sample_stream(count, seed, duplicate_ratio):
         topic = rename[sample_topic]
@@ -341,14 +340,11 @@ _NOT_YET = frozenset(
         KafkaError._WAIT_COORD,
     }
 )
-_ADMINS: dict[str, AdminClient] = {}
 
 
-def _admin(kafka: KafkaBroker) -> AdminClient:
+def _admin(kafka: KafkaBroker) -> Any:
     """One long-lived client per broker: it keeps its coordinator and metadata between calls."""
-    if kafka.bootstrap not in _ADMINS:
-        _ADMINS[kafka.bootstrap] = AdminClient({"bootstrap.servers": kafka.bootstrap})
-    return _ADMINS[kafka.bootstrap]
+    return admin_client(kafka.bootstrap)
 
 
 def _retry_not_yet(what: str, ask: Callable[[], Any], timeout_s: float) -> Any:

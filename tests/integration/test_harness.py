@@ -9,11 +9,10 @@ from collections.abc import Callable
 from io import BytesIO
 
 import fastavro
-from confluent_kafka import Producer
 from confluent_kafka.aio import AIOConsumer
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
-from devenv.kafka import KafkaBroker
+from devenv.kafka import KafkaBroker, shared_producer
 from devenv.registry import SchemaRegistry
 from devenv.samples import load_schema, order_record, register, wire_encode
 
@@ -28,7 +27,7 @@ async def test_harness_wire_format_round_trip_matches_field_by_field(
     rng = random.Random(1)
     now_ms = int(time.time() * 1000)
     records = [order_record(rng, n, now_ms) for n in range(50)]
-    producer = Producer({"bootstrap.servers": kafka.bootstrap})
+    producer = shared_producer(kafka.bootstrap)
     for record in records:
         producer.produce(
             topic, key=record["order_id"], value=wire_encode(schema_id, schema, record)

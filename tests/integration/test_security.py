@@ -11,9 +11,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Producer
 
-from devenv.kafka import KafkaBroker
+from devenv.kafka import KafkaBroker, shared_producer
 from devenv.procs import ROOT, free_port
 from devenv.registry import SchemaRegistry
 from devenv.samples import load_schema, order_record, register, wire_encode
@@ -114,7 +113,7 @@ def test_no_pii_or_secret_in_logs_metrics_stats_or_dead_letters(
     schema_id = register(registry.url, f"{topics.orders}-value", "order_event.v1.avsc")
     schema = load_schema("order_event.v1.avsc")
     rng = random.Random(5)
-    producer = Producer({"bootstrap.servers": kafka.bootstrap})
+    producer = shared_producer(kafka.bootstrap)
     now_ms = int(time.time() * 1000)
     for n in range(60):
         record = order_record(rng, n, now_ms)

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import Producer
 from opentelemetry.exporter.zipkin.json import ZipkinExporter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
@@ -19,7 +18,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.trace import SpanKind
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from devenv.kafka import KafkaBroker
+from devenv.kafka import KafkaBroker, shared_producer
 from devenv.registry import SchemaRegistry
 from devenv.samples import engagement_record, load_schema, register, wire_encode
 from devenv.zipkin import ZipkinServer
@@ -53,7 +52,7 @@ def test_trace_producer_to_process_to_delivery_in_zipkin(
     tracer = provider.get_tracer("test-producer")
     schema_id = register(registry.url, f"{topics.engagement}-value", "engagement_event.v1.avsc")
     schema = load_schema("engagement_event.v1.avsc")
-    producer = Producer({"bootstrap.servers": kafka.bootstrap})
+    producer = shared_producer(kafka.bootstrap)
     rng = random.Random(2)
     trace_ids = []
     for n in range(5):
