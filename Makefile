@@ -33,10 +33,10 @@ services-deps: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check consumer tests devenv bench
-	$(BIN)/ruff format --check consumer
+	$(BIN)/ruff format --check consumer tests
 
 typecheck: $(STAMP)
-	$(BIN)/mypy consumer
+	$(BIN)/mypy consumer tests
 
 test: services-deps lint typecheck
 	$(BIN)/pytest -q -p no:cacheprovider -p no:faulthandler || \

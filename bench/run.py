@@ -1,7 +1,8 @@
 """`make bench`: stage micro-benchmarks, then end-to-end runs against a real local broker.
 
 Prints a table and writes bench/results/<timestamp>.json. Environment: BENCH_EVENTS (default
-500000), BENCH_DEDUP_SIZES (default "1000000,10000000"), BENCH_SKIP_E2E=1 for micro only.
+500000), BENCH_TRACE_EVENTS (traced stream for the tracing-cost runs, default 200000),
+BENCH_DEDUP_SIZES (default "1000000,10000000"), BENCH_SKIP_E2E=1 for micro only.
 """
 
 from __future__ import annotations
@@ -28,11 +29,12 @@ from devenv.samples import load_schema, order_record, register, wire_encode
 
 RESULTS = ROOT / "bench" / "results"
 TOPIC = "bench.orders"
+TRACED_TOPIC = "bench.orders.traced"  # every message carries a sampled W3C traceparent
 PARTITIONS = 16
 
 
-def produce_orders(kafka: KafkaBroker, registry_url: str, count: int) -> None:
-    schema_id = register(registry_url, f"{TOPIC}-value", "order_event.v1.avsc")
+def produce_orders(kafka: KafkaBroker, registry_url: str, count: int, topic: str = TOPIC) -> None:
+    schema_id = register(registry_url, f"{topic}-value", "order_event.v1.avsc")
     schema = load_schema("order_event.v1.avsc")
     rng = random.Random(1)
     now_ms = int(time.time() * 1000)
@@ -55,10 +57,17 @@ def produce_orders(kafka: KafkaBroker, registry_url: str, count: int) -> None:
     for n in range(count):
         record = dict(templates[n % len(templates)])
         record["order_id"] = f"ord-{n:09d}"  # unique, so nothing is a duplicate
+        headers = None
+        if topic == TRACED_TOPIC:
+            traceparent = f"00-{rng.getrandbits(128):032x}-{rng.getrandbits(64):016x}-01"
+            headers = [("traceparent", traceparent.encode())]
         while True:
             try:
                 producer.produce(
-                    TOPIC, value=wire_encode(schema_id, schema, record), partition=n % PARTITIONS
+                    topic,
+                    value=wire_encode(schema_id, schema, record),
+                    partition=n % PARTITIONS,
+                    headers=headers,
                 )
                 break
             except BufferError:
@@ -127,13 +136,15 @@ def run_consumers(
     processes: int,
     latency_ms: float,
     label: str,
+    topic: str = TOPIC,
+    **settings: str,
 ) -> dict[str, Any]:
     sink, sink_port = start_sink(workdir, latency_ms, label)
-    mapping = workdir / "mapping.yaml"
+    mapping = workdir / f"mapping-{topic}.yaml"
     mapping.write_text(
         (ROOT / "schemas" / "mapping.example.yaml")
         .read_text()
-        .replace("topic: shop.orders", f"topic: {TOPIC}")
+        .replace("topic: shop.orders", f"topic: {topic}")
     )
     group = f"bench-{label}-{time.time_ns()}"
     consumers = []
@@ -143,7 +154,7 @@ def run_consumers(
             "CAPI_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap,
             "CAPI_KAFKA_GROUP_ID": group,
             "CAPI_MAPPING_FILE": str(mapping),
-            "CAPI_TOPICS": TOPIC,
+            "CAPI_TOPICS": topic,
             "CAPI_SCHEMA_REGISTRY_URL": registry_url,
             "CAPI_API_BASE_URL": f"http://127.0.0.1:{sink_port}",
             "CAPI_ACCESS_TOKEN": "b",
@@ -153,12 +164,14 @@ def run_consumers(
             "CAPI_MAX_IN_FLIGHT_PER_ACCOUNT": "8",
             "CAPI_RATE_LIMIT_PER_MINUTE": "1000000",
             "CAPI_LINGER_MS": "100",
+            **{k: v.format(sink=f"http://127.0.0.1:{sink_port}") for k, v in settings.items()},
         }
+        inherited = {k: v for k, v in os.environ.items() if not k.startswith(("CAPI_", "OTEL_"))}
         server = Server(
             f"consumer-{index}",
             [sys.executable, "-m", "consumer", "run"],
             workdir / f"consumer-{label}-{index}.log",
-            env=env,
+            env={**inherited, **env},
             cwd=ROOT,
         )
         wait_until(lambda p=port: port_open(p), 60, "consumer", server.proc, server.log)
@@ -208,6 +221,7 @@ def run_consumers(
         "consume_to_ack_p50_ms": round(p50 * 1000, 1),
         "consume_to_ack_p99_ms": round(p99 * 1000, 1),
         "peak_rss_mb": round(rss, 1),
+        "trace_bytes_per_event": round(sink_stats.get("trace_bytes", 0) / count, 1),
     }
 
 
@@ -255,6 +269,32 @@ def run_naive(
     }
 
 
+def run_tracing(
+    kafka: KafkaBroker, registry_url: str, workdir: Path, count: int
+) -> list[dict[str, Any]]:
+    """The same traced stream with tracing off, sampled at 1 % and at 100 % (ratio by trace id,
+    so the producer's sampled flag does not decide), spans sent by OTLP/HTTP to the sink."""
+    runs = [run_consumers(kafka, registry_url, workdir, count, 1, 0, "tracing off", TRACED_TOPIC)]
+    for ratio, label in (("0.01", "sampled 1 %"), ("1.0", "sampled 100 %")):
+        runs.append(
+            run_consumers(
+                kafka,
+                registry_url,
+                workdir,
+                count,
+                1,
+                0,
+                label,
+                TRACED_TOPIC,
+                OTEL_EXPORTER_OTLP_ENDPOINT="{sink}",
+                OTEL_TRACES_SAMPLER="traceidratio",
+                OTEL_TRACES_SAMPLER_ARG=ratio,
+                OTEL_METRICS_EXPORTER="none",
+            )
+        )
+    return runs
+
+
 def table(results: dict[str, Any]) -> str:
     rows = ["", "stage micro-benchmarks (CPU per event)"]
     micro = results["micro"]
@@ -284,6 +324,19 @@ def table(results: dict[str, Any]) -> str:
         for run, naive in zip(results["e2e"][:2], results["naive"], strict=True):
             ratio = run["events_per_s"] / max(1, naive["events_per_s"])
             rows.append(f"  ratio {run['label']} / {naive['label']}: {ratio:,.0f}x")
+    if "tracing" in results:
+        runs = results["tracing"]
+        rows += [
+            "",
+            "tracing cost (1 consumer, every message carries a sampled traceparent; OTLP/HTTP)",
+            f"  {'run':<28}{'events/s':>10}{'CPU us/ev':>11}{'vs off':>8}{'span B/ev':>11}",
+        ]
+        for run in runs:
+            ratio = run["cpu_us_per_event"] / max(1e-9, runs[0]["cpu_us_per_event"])
+            rows.append(
+                f"  {run['label']:<28}{run['events_per_s']:>10,}{run['cpu_us_per_event']:>11}"
+                f"{ratio:>7.2f}x{run['trace_bytes_per_event']:>11}"
+            )
     return "\n".join(rows)
 
 
@@ -304,10 +357,13 @@ def main() -> int:
         workdir = Path(tempfile.mkdtemp(prefix="bench-"))
         kafka = KafkaBroker(workdir / "kafka", heap="1g").start()
         registry = SchemaRegistry(workdir / "registry").start()
+        traced = int(os.environ.get("BENCH_TRACE_EVENTS", str(min(count, 200_000))))
         try:
             kafka.create_topic(TOPIC, PARTITIONS)
+            kafka.create_topic(TRACED_TOPIC, PARTITIONS)
             kafka.create_topic("capi.dead-letter", 1)
             produce_orders(kafka, registry.url, count)
+            produce_orders(kafka, registry.url, traced, TRACED_TOPIC)
             results["e2e"] = [
                 run_consumers(kafka, registry.url, workdir, count, 1, 0, "1 consumer"),
                 run_consumers(kafka, registry.url, workdir, count, 1, 50, "1 consumer, 50 ms sink"),
@@ -317,6 +373,7 @@ def main() -> int:
                 run_naive(kafka, registry.url, workdir, min(count, 3000)),
                 run_naive(kafka, registry.url, workdir, 200, latency_ms=50),
             ]
+            results["tracing"] = run_tracing(kafka, registry.url, workdir, traced)
         finally:
             registry.cleanup()
             kafka.cleanup()

@@ -17,6 +17,7 @@ _PROCESSED = b'{"status":"processed","error_message":null,"warning_message":null
 class Counters:
     requests = 0
     events = 0
+    trace_bytes = 0
 
 
 def build_app(latency_s: float) -> web.Application:
@@ -41,11 +42,22 @@ def build_app(latency_s: float) -> web.Application:
             body=answer, content_type="application/json", headers={"x-pinterest-rid": "bench"}
         )
 
+    async def traces(request: web.Request) -> web.Response:
+        counters.trace_bytes += len(await request.read())
+        return web.Response(body=b"", content_type="application/x-protobuf")
+
     async def stats(request: web.Request) -> web.Response:
-        return web.json_response({"requests": counters.requests, "events": counters.events})
+        return web.json_response(
+            {
+                "requests": counters.requests,
+                "events": counters.events,
+                "trace_bytes": counters.trace_bytes,
+            }
+        )
 
     app = web.Application(client_max_size=64 * 1024 * 1024)
     app.router.add_post("/v5/ad_accounts/{ad_account_id}/events", events)
+    app.router.add_post("/v1/traces", traces)  # OTLP/HTTP: takes spans, keeps only a count
     app.router.add_get("/stats", stats)
     return app
 

@@ -18,6 +18,7 @@ from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetr
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 
 SERVICE_NAME: Final = "capi-consumer"
 INSTRUMENTATION: Final = "consumer"
@@ -232,8 +233,11 @@ def setup_telemetry(
     meter_provider = MeterProvider(
         resource=resource, metric_readers=_metric_readers(extra_readers or [])
     )
-    tracer_provider = TracerProvider(resource=resource)  # sampler from OTEL_TRACES_SAMPLER
     processors = _span_processors(meter_provider) if span_processors is None else span_processors
+    # The sampler comes from OTEL_TRACES_SAMPLER; with nothing to export, recording spans would
+    # only cost CPU, so they are not recorded (trace ids still reach the logs).
+    sampler = ALWAYS_OFF if not processors and "OTEL_TRACES_SAMPLER" not in os.environ else None
+    tracer_provider = TracerProvider(resource=resource, sampler=sampler)
     for processor in processors:
         tracer_provider.add_span_processor(processor)
     return Telemetry(tracer_provider, meter_provider)

@@ -81,13 +81,15 @@ def _dob(rng: random.Random) -> dt.date:
 
 
 def load_schema(name: str) -> dict[str, Any]:
-    return dict(fastavro.parse_schema(json.loads((SCHEMAS / name).read_text())))
+    parsed = fastavro.parse_schema(json.loads((SCHEMAS / name).read_text()))
+    assert isinstance(parsed, dict)  # every schema here is a record
+    return dict(parsed)
 
 
 def order_record(rng: random.Random, n: int, now_ms: int, version: int = 1) -> dict[str, Any]:
     city, state, postal, country, phone = rng.choice(CITIES)
     first, last = rng.choice(FIRST), rng.choice(LAST)
-    items = []
+    items: list[dict[str, Any]] = []
     for sku, name, brand, category, price in rng.sample(PRODUCTS, rng.randint(1, 3)):
         items.append(
             {

@@ -87,9 +87,9 @@ async def test_delivery_task_that_dies_is_reported_not_swallowed() -> None:
 
     crashes: list[BaseException] = []
     client = DeliveryClient(
-        None,
+        None,  # type: ignore[arg-type]  # never reached: _deliver is replaced below
         DeliverySettings(),
-        lambda a: None,  # type: ignore[arg-type]
+        lambda a: None,
         lambda result: None,
         setup_telemetry(span_processors=[]),
         on_crash=crashes.append,

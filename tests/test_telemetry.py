@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import aiohttp
 import orjson
@@ -27,7 +28,7 @@ def metric_points(reader: InMemoryMetricReader) -> dict[str, list[tuple[dict[str
         for scope in resource.scope_metrics:
             for metric in scope.metrics:
                 for point in metric.data.data_points:
-                    value = getattr(point, "value", None)
+                    value: Any = getattr(point, "value", None)
                     if value is None:
                         value = getattr(point, "count", 0)
                     points.setdefault(metric.name, []).append(

@@ -120,7 +120,7 @@ def produce_traffic(
         schema_id, schema = schemas[f"{topic}/{schema_name}"]
         value = wire_encode(schema_id, schema, record)
         reader = readers[schema_name.split(".")[0]]
-        decoded = fastavro.schemaless_reader(BytesIO(value[5:]), schema, reader)
+        decoded: Any = fastavro.schemaless_reader(BytesIO(value[5:]), schema, reader)
         pending.append((topic, value, decoded, str(reader["name"])))
     for raw in poison or []:
         pending.append((topics.orders, raw, None, ""))
@@ -196,7 +196,8 @@ class SandboxProcess:
 
     def resends(self) -> list[tuple[str, str, float, float]]:
         """(account, event id, first answered at, accepted again at) for re-sent events."""
-        return [tuple(r) for r in get_json(f"{self.url}/_sandbox/resends", timeout_s=60)]  # type: ignore[misc]
+        answer = get_json(f"{self.url}/_sandbox/resends", timeout_s=60)
+        return [(str(a), str(e), float(first), float(again)) for a, e, first, again in answer]
 
     def events(self, limit: int = 1_000_000) -> list[dict[str, Any]]:
         return list(get_json(f"{self.url}/_sandbox/events?limit={limit}"))
@@ -375,7 +376,7 @@ def partitions_of(
     """Every partition of `topics`, from the broker's metadata."""
 
     def ask() -> list[tuple[str, int]]:
-        found = []
+        found: list[tuple[str, int]] = []
         for topic in topics:
             metadata = _admin(kafka).list_topics(topic, timeout=5).topics[topic]
             if metadata.error is not None:
@@ -412,7 +413,8 @@ def end_offsets(
     wanted = partitions_of(kafka, topics, timeout_s)
 
     def ask() -> dict[tuple[str, int], int]:
-        request = {TopicPartition(t, p): OffsetSpec.latest() for t, p in wanted}
+        latest = OffsetSpec.latest()  # type: ignore[no-untyped-call]  # untyped in the library
+        request = {TopicPartition(t, p): latest for t, p in wanted}
         answer = _admin(kafka).list_offsets(request, request_timeout=5)
         return {(tp.topic, tp.partition): f.result(10).offset for tp, f in answer.items()}
 
@@ -451,7 +453,9 @@ def read_all(
         while len(out) < expected and time.monotonic() < deadline:
             for message in consumer.consume(500, 0.5):
                 if message.error() is None:
-                    headers = {k: v for k, v in (message.headers() or [])}
+                    raw = message.headers() or []
+                    pairs = raw.items() if isinstance(raw, dict) else raw
+                    headers = {k: v if isinstance(v, bytes) else b"" for k, v in pairs}
                     out.append((message.value() or b"", headers))
     finally:
         consumer.close()

@@ -7,6 +7,7 @@ import struct
 import time
 from collections.abc import Callable
 from io import BytesIO
+from typing import Any
 
 import fastavro
 from confluent_kafka.aio import AIOConsumer
@@ -38,7 +39,7 @@ async def test_harness_wire_format_round_trip_matches_field_by_field(
         {"bootstrap.servers": kafka.bootstrap, "group.id": topic, "auto.offset.reset": "earliest"}
     )
     await consumer.subscribe([topic])
-    received = []
+    received: list[bytes] = []
     deadline = time.monotonic() + 30
     while len(received) < len(records) and time.monotonic() < deadline:
         for message in await consumer.consume(100, 0.5):
@@ -56,7 +57,9 @@ async def test_harness_wire_format_round_trip_matches_field_by_field(
     for raw in received:
         magic, seen_id = struct.unpack(">bI", raw[:5])
         assert (magic, seen_id) == (0, schema_id)
-        decoded = fastavro.schemaless_reader(BytesIO(raw[5:]), writer, schema)
+        decoded: dict[str, Any] = fastavro.schemaless_reader(  # type: ignore[assignment]
+            BytesIO(raw[5:]), writer, schema
+        )  # a record schema decodes to a dict
         expected = by_id[decoded["order_id"]]
         for field, value in expected.items():
             if field == "occurred_at":

@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -154,7 +155,7 @@ def test_no_pii_or_secret_in_logs_metrics_stats_or_dead_letters(
         outputs["metrics"] = consumer.get("/metrics")[1]
         outputs["stats"] = consumer.get("/stats")[1]
         outputs["readyz"] = consumer.get("/readyz")[1]
-        run = {
+        run: dict[str, Any] = {
             "cwd": ROOT,
             "capture_output": True,
             "text": True,
