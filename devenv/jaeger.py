@@ -13,13 +13,20 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
 
-from devenv.procs import CACHE, ROOT, Server, free_port, get_json, wait_until
+from devenv.procs import (
+    CACHE,
+    ROOT,
+    Server,
+    free_port,
+    get_json,
+    serve_until_interrupted,
+    wait_until,
+)
 
 MODULE_DIR = ROOT / "devenv" / "jaeger"
 VERSION = "v1.75.0"  # the Go module's tag of the Jaeger v2 binary
@@ -160,17 +167,11 @@ class JaegerServer:
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 
-def main() -> int:
-    jaeger = JaegerServer().start()
-    print(f"OTLP/HTTP at {jaeger.otlp_endpoint}, query UI at {jaeger.query_url}", flush=True)
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        return 0
-    finally:
-        jaeger.cleanup()
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    jaeger = JaegerServer().start()
+    sys.exit(
+        serve_until_interrupted(
+            f"OTLP/HTTP at {jaeger.otlp_endpoint}, query UI at {jaeger.query_url}",
+            jaeger.cleanup,
+        )
+    )

@@ -14,7 +14,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from devenv.procs import CACHE, ROOT, Server, free_port, port_open, wait_until
+from devenv.procs import (
+    CACHE,
+    ROOT,
+    Server,
+    free_port,
+    port_open,
+    serve_until_interrupted,
+    wait_until,
+)
 
 LIBS = CACHE / "libs"
 POM = ROOT / "devenv" / "kafka-pom.xml"
@@ -258,17 +266,10 @@ def main(argv: list[str]) -> int:
         print(fetch_jars())
         return 0
     broker = KafkaBroker().start()
-    print(
+    return serve_until_interrupted(
         f"kafka ready at {broker.bootstrap} in {broker.startup_s:.1f}s (Ctrl-C stops it)",
-        flush=True,
+        broker.cleanup,
     )
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        return 0
-    finally:
-        broker.cleanup()
 
 
 if __name__ == "__main__":

@@ -26,6 +26,18 @@ def get_json(url: str, body: Any = None, timeout_s: float = 10.0) -> Any:
         return json.loads(response.read())
 
 
+def serve_until_interrupted(banner: str, cleanup: Callable[[], None]) -> int:
+    """For `python -m devenv.<server>`: print where it listens, run until Ctrl-C, clean up."""
+    print(banner, flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        cleanup()
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))

@@ -15,7 +15,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from devenv.procs import CACHE, Server, free_port, wait_until
+from devenv.procs import CACHE, Server, free_port, serve_until_interrupted, wait_until
 
 VERSION = "2.6.13.Final"
 HOME = CACHE / f"apicurio-{VERSION}"
@@ -101,11 +101,8 @@ class SchemaRegistry:
 
 if __name__ == "__main__":
     registry = SchemaRegistry().start()
-    print(f"schema registry at {registry.url} in {registry.startup_s:.1f}s", flush=True)
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        sys.exit(0)
-    finally:
-        registry.cleanup()
+    sys.exit(
+        serve_until_interrupted(
+            f"schema registry at {registry.url} in {registry.startup_s:.1f}s", registry.cleanup
+        )
+    )

@@ -15,6 +15,15 @@ def at(offset: int) -> Coordinates:
     return Coordinates("orders", 0, offset)
 
 
+def offsets_after(start: int, gaps: list[int]) -> list[int]:
+    """Increasing offsets with the given gaps (transaction markers and compaction leave holes)."""
+    offsets, offset = [], start
+    for gap in gaps:
+        offset += gap
+        offsets.append(offset)
+    return offsets
+
+
 def ledger_with(offsets: list[int]) -> OffsetLedger:
     ledger = OffsetLedger()
     ledger.assign(TP, 1)
@@ -153,10 +162,7 @@ def test_ledger_any_finish_order_never_commits_past_unfinished(
     import random
 
     assert isinstance(rng, random.Random)
-    offsets, offset = [], 0
-    for gap in gaps:
-        offset += gap
-        offsets.append(offset)
+    offsets = offsets_after(0, gaps)
     ledger = ledger_with(offsets)
     order = offsets[:]
     rng.shuffle(order)
@@ -190,10 +196,7 @@ def test_ledger_map_never_marks_an_offset_that_is_not_final(
     import random
 
     assert isinstance(rng, random.Random)
-    offsets, offset = [], 100
-    for gap in gaps:
-        offset += gap
-        offsets.append(offset)
+    offsets = offsets_after(100, gaps)
     ledger = OffsetLedger(max_metadata_bytes=max_bytes)
     ledger.assign(TP, 1)
     for o in offsets:

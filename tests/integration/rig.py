@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import os
+import random
 import signal
 import struct
 import sys
@@ -24,6 +25,11 @@ from confluent_kafka import (
     TopicPartition,
 )
 from confluent_kafka.admin import OffsetSpec
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter
+from opentelemetry.trace import SpanKind
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from consumer.config import load_mapping
 from consumer.transform import transform_record
@@ -34,6 +40,7 @@ from devenv.samples import (
     ENGAGEMENT_TOPIC,
     ORDERS_TOPIC,
     SCHEMAS,
+    engagement_record,
     load_schema,
     register,
     sample_stream,
@@ -153,6 +160,44 @@ def produce_traffic(
         producer.poll(0)
     assert producer.flush(60) == 0
     return traffic
+
+
+def produce_traced_engagements(
+    kafka: KafkaBroker,
+    registry_url: str,
+    topics: Topics,
+    exporter: SpanExporter,
+    count: int,
+    email: str,
+    seed: int = 2,
+) -> list[str]:
+    """Engagement events carrying `email`, each sent under a producer span (exported through
+    `exporter`) whose W3C traceparent rides in the message headers; their trace ids in hex."""
+    provider = TracerProvider(resource=Resource.create({"service.name": "shop-producer"}))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("test-producer")
+    schema_id = register(registry_url, f"{topics.engagement}-value", "engagement_event.v1.avsc")
+    schema = load_schema("engagement_event.v1.avsc")
+    producer = shared_producer(kafka.bootstrap)
+    rng = random.Random(seed)
+    trace_ids = []
+    for n in range(count):
+        record = engagement_record(rng, n, int(time.time() * 1000))
+        record["email"] = email
+        with tracer.start_as_current_span(
+            f"send {topics.engagement}", kind=SpanKind.PRODUCER
+        ) as span:
+            carrier: dict[str, str] = {}
+            TraceContextTextMapPropagator().inject(carrier)
+            trace_ids.append(format(span.get_span_context().trace_id, "032x"))
+            producer.produce(
+                topics.engagement,
+                value=wire_encode(schema_id, schema, record),
+                headers=[("traceparent", carrier["traceparent"].encode())],
+            )
+    assert producer.flush(10) == 0
+    provider.shutdown()
+    return trace_ids
 
 
 class SandboxProcess:

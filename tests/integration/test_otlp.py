@@ -15,11 +15,6 @@ from typing import Any
 
 import pytest
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.trace import SpanKind
-from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from prometheus_client.parser import text_string_to_metric_families
 
 from devenv.jaeger import JaegerServer
@@ -27,7 +22,13 @@ from devenv.kafka import KafkaBroker, shared_producer
 from devenv.procs import free_port
 from devenv.registry import SchemaRegistry
 from devenv.samples import engagement_record, load_schema, register, wire_encode
-from tests.integration.rig import TOKEN, ConsumerProcess, SandboxProcess, Topics
+from tests.integration.rig import (
+    TOKEN,
+    ConsumerProcess,
+    SandboxProcess,
+    Topics,
+    produce_traced_engagements,
+)
 from tests.integration.test_faults import rss_mb
 
 MARKER_EMAIL = "otlp.marker@pii-marker.example"
@@ -91,32 +92,8 @@ def produce_traced(
     kafka: KafkaBroker, registry: SchemaRegistry, topics: Topics, jaeger: JaegerServer, count: int
 ) -> list[str]:
     """Engagement events, each sent under a producer span exported to the receiver by OTLP."""
-    provider = TracerProvider(resource=Resource.create({"service.name": "shop-producer"}))
     exporter = OTLPSpanExporter(endpoint=f"{jaeger.otlp_endpoint}/v1/traces")
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    tracer = provider.get_tracer("test-producer")
-    schema_id = register(registry.url, f"{topics.engagement}-value", "engagement_event.v1.avsc")
-    schema = load_schema("engagement_event.v1.avsc")
-    producer = shared_producer(kafka.bootstrap)
-    rng = random.Random(5)
-    trace_ids = []
-    for n in range(count):
-        record = engagement_record(rng, n, int(time.time() * 1000))
-        record["email"] = MARKER_EMAIL
-        with tracer.start_as_current_span(
-            f"send {topics.engagement}", kind=SpanKind.PRODUCER
-        ) as span:
-            carrier: dict[str, str] = {}
-            TraceContextTextMapPropagator().inject(carrier)
-            trace_ids.append(format(span.get_span_context().trace_id, "032x"))
-            producer.produce(
-                topics.engagement,
-                value=wire_encode(schema_id, schema, record),
-                headers=[("traceparent", carrier["traceparent"].encode())],
-            )
-    assert producer.flush(10) == 0
-    provider.shutdown()
-    return trace_ids
+    return produce_traced_engagements(kafka, registry.url, topics, exporter, count, MARKER_EMAIL, 5)
 
 
 def tags(span: dict[str, Any]) -> dict[str, Any]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import random
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -12,17 +11,17 @@ from typing import Any
 
 import pytest
 from opentelemetry.exporter.zipkin.json import ZipkinExporter
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.trace import SpanKind
-from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from devenv.kafka import KafkaBroker, shared_producer
+from devenv.kafka import KafkaBroker
 from devenv.registry import SchemaRegistry
-from devenv.samples import engagement_record, load_schema, register, wire_encode
 from devenv.zipkin import ZipkinServer
-from tests.integration.rig import TOKEN, ConsumerProcess, SandboxProcess, Topics
+from tests.integration.rig import (
+    TOKEN,
+    ConsumerProcess,
+    SandboxProcess,
+    Topics,
+    produce_traced_engagements,
+)
 
 MARKER_EMAIL = "marker.person@pii-marker.example"
 
@@ -47,30 +46,8 @@ def test_trace_producer_to_process_to_delivery_in_zipkin(
     zipkin: ZipkinServer,
     tmp_path: Path,
 ) -> None:
-    provider = TracerProvider(resource=Resource.create({"service.name": "shop-producer"}))
-    provider.add_span_processor(SimpleSpanProcessor(ZipkinExporter(endpoint=zipkin.spans_endpoint)))
-    tracer = provider.get_tracer("test-producer")
-    schema_id = register(registry.url, f"{topics.engagement}-value", "engagement_event.v1.avsc")
-    schema = load_schema("engagement_event.v1.avsc")
-    producer = shared_producer(kafka.bootstrap)
-    rng = random.Random(2)
-    trace_ids = []
-    for n in range(5):
-        record = engagement_record(rng, n, int(time.time() * 1000))
-        record["email"] = MARKER_EMAIL
-        with tracer.start_as_current_span(
-            f"send {topics.engagement}", kind=SpanKind.PRODUCER
-        ) as span:
-            carrier: dict[str, str] = {}
-            TraceContextTextMapPropagator().inject(carrier)
-            trace_ids.append(format(span.get_span_context().trace_id, "032x"))
-            producer.produce(
-                topics.engagement,
-                value=wire_encode(schema_id, schema, record),
-                headers=[("traceparent", carrier["traceparent"].encode())],
-            )
-    assert producer.flush(10) == 0
-    provider.shutdown()
+    exporter = ZipkinExporter(endpoint=zipkin.spans_endpoint)
+    trace_ids = produce_traced_engagements(kafka, registry.url, topics, exporter, 5, MARKER_EMAIL)
 
     consumer = ConsumerProcess(
         tmp_path,
