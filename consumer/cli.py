@@ -138,7 +138,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="consumer", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="consume, map, deliver (configured by CAPI_* variables)")
-    run.add_argument("--dry-run", action="store_true", help="print request bodies, send nothing")
+    run.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print request bodies, send nothing, commit no offsets (as CAPI_TEST_MODE, which "
+        "sends with test=true, also commits none); `run` alone commits what it delivered",
+    )
     run.set_defaults(func=_run)
     check = commands.add_parser("check-config", help="validate and print the effective config")
     check.set_defaults(func=_check_config)

@@ -90,6 +90,12 @@ class Config:
             config[key] = value.reveal() if isinstance(value, Secret) else value
         return config
 
+    @property
+    def commits_offsets(self) -> bool:
+        """False for a dry run and for test mode: neither delivers for real, so neither may move
+        the group's offsets past events it printed or sent with test=true."""
+        return not (self.is_dry_run or self.is_test_mode)
+
     def masked(self) -> dict[str, Any]:
         """The effective configuration for `check-config`, secrets masked."""
         out: dict[str, Any] = {}

@@ -151,6 +151,15 @@ class OffsetLedger:
                 out[tp] = Commit(base, metadata)
         return out
 
+    def uncommitted(self) -> int:
+        """Partitions whose prefix or map of final offsets moved since their last commit."""
+        return sum(
+            1
+            for ledger in self._partitions.values()
+            if (ledger.committable is not None and ledger.committable != ledger.committed)
+            or ledger.marks_version != ledger.committed_version
+        )
+
     def mark_committed(self, commits: dict[TopicPartition, Commit]) -> None:
         for tp, commit in commits.items():
             if (ledger := self._partitions.get(tp)) is not None:

@@ -219,8 +219,20 @@ class Pipeline:
         self.dead_letters.start()
         await self.source.start()
         logger.info(
-            "consumer started", extra={"topics": list(config.topics), "group_id": config.group_id}
+            "consumer started",
+            extra={
+                "topics": list(config.topics),
+                "group_id": config.group_id,
+                "commits_offsets": config.commits_offsets,
+            },
         )
+        if not config.commits_offsets:
+            mode = "dry run" if config.is_dry_run else "test mode"
+            print(
+                f"{mode}: the offsets of group {config.group_id} are read, never committed",
+                file=sys.stderr,
+                flush=True,
+            )
         try:
             async with asyncio.TaskGroup() as group:
                 source = group.create_task(self.source.run(self.stop))
@@ -458,6 +470,8 @@ class Pipeline:
         self.ledger.finish(letter.envelope.coords, letter.envelope.generation, Fate.DEAD_LETTERED)
 
     async def _commit(self, only: set[TopicPartition] | None = None) -> None:
+        if not self.config.commits_offsets:
+            return
         commits = self.ledger.commits()
         if only is not None:
             commits = {tp: c for tp, c in commits.items() if tp in only}
@@ -530,7 +544,9 @@ class Pipeline:
             },
             "pending": self.batcher.pending,
             "unfinished_offsets": self.ledger.unfinished(),
-            "uncommitted_partitions": len(self.ledger.commits()),
+            "uncommitted_partitions": self.ledger.uncommitted()
+            if self.config.commits_offsets
+            else 0,
             "assigned": sorted(f"{t}/{p}" for t, p in self.source.assigned),
             "paused": len(self.source.paused),
             "held": self.source.held,

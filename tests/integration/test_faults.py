@@ -71,8 +71,9 @@ def settled_rss_mb(pid: int, timeout_s: float = 30) -> float:
     return previous
 
 
-# A commit goes out at most every 100 ms; on a busy 2-core CI machine one more round may lag.
-ACK_MARGIN_S = 0.5
+# A commit goes out at most every 100 ms; the margin covers a busy 2-core CI machine, where the
+# broker, the sink, pytest and the consumer share the cores. The report prints the real ages.
+ACK_MARGIN_S = 1.0
 
 
 @dataclass
@@ -84,6 +85,7 @@ class ResendReport:
     within_commit_period: int  # of those, answered less than 100 ms before the kill
     input_duplicates: int  # the same event at several offsets (dedup is per process)
     without_kill: int  # re-sent by a process that never died (must stay 0 here)
+    oldest_answer_ms: float  # the longest a re-sent event had been answered before its kill
 
 
 def copies_of(traffic: Traffic) -> dict[tuple[str, str], int]:
@@ -101,12 +103,15 @@ def classify_resends(
     """Sort every re-sent event by when its first 200 left the sink relative to each kill."""
     copies = copies_of(traffic)
     violations, in_flight, within_period, duplicates, without_kill = [], 0, 0, 0, 0
+    oldest_ms = 0.0
     resends = sandbox.resends()
     for account, event_id, first_s, again_s in resends:
         if copies[(account, event_id)] > 1:
             duplicates += 1
             continue
         before = [k for k in kills_s if k <= again_s]
+        if before:
+            oldest_ms = max(oldest_ms, (before[-1] - first_s) * 1000)
         if not before:
             without_kill += 1
         elif first_s < before[-1] - ACK_MARGIN_S:
@@ -115,7 +120,7 @@ def classify_resends(
             in_flight += 1
             within_period += first_s < before[-1] and first_s >= before[-1] - 0.1
     return ResendReport(
-        len(resends), violations, in_flight, within_period, duplicates, without_kill
+        len(resends), violations, in_flight, within_period, duplicates, without_kill, oldest_ms
     )
 
 
@@ -179,7 +184,8 @@ def test_crash_kill9_at_random_points_loses_nothing(
         f"({report.in_flight / max(1, killed):.0f} per kill; answered < 100 ms before "
         f"{report.within_commit_period}), input duplicates {report.input_duplicates}, "
         f"acknowledged earlier {len(report.acknowledged_before_kill)}, "
-        f"without a kill {report.without_kill}; committed-checks={checked}"
+        f"without a kill {report.without_kill}; oldest re-sent answer "
+        f"{report.oldest_answer_ms:.0f} ms before its kill; committed-checks={checked}"
     )
     assert not lost
     assert not report.acknowledged_before_kill, report.acknowledged_before_kill[:5]

@@ -7,12 +7,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from devenv.kafka import KafkaBroker
 from devenv.registry import SchemaRegistry
 from tests.integration.rig import (
     ConsumerProcess,
     SandboxProcess,
     Topics,
+    committed_offsets,
     is_fully_committed,
     produce_traffic,
     read_all,
@@ -96,3 +99,37 @@ def test_pipeline_partial_failures_dead_letter_only_failed_events_and_replay(
         assert sandbox.accepted_ids() == traffic.expected_ids
     finally:
         consumer.stop()
+
+
+@pytest.mark.parametrize("mode", ["CAPI_DRY_RUN", "CAPI_TEST_MODE"])
+def test_dry_run_and_test_mode_never_move_a_real_groups_offsets(
+    kafka: KafkaBroker,
+    registry: SchemaRegistry,
+    sandbox: SandboxProcess,
+    topics: Topics,
+    tmp_path: Path,
+    mode: str,
+) -> None:
+    first = produce_traffic(kafka, registry.url, topics, 300, seed=31)
+    consumer = ConsumerProcess(tmp_path, kafka, topics, registry.url, sandbox.url, "real")
+    try:
+        consumer.start().wait_final(len(first.produced))
+        assert consumer.terminate() == 0
+    finally:
+        consumer.stop()
+    before = committed_offsets(kafka, "real", topics.all)
+    second = produce_traffic(kafka, registry.url, topics, 300, seed=32)
+    trial = ConsumerProcess(
+        tmp_path, kafka, topics, registry.url, sandbox.url, "real", **{mode: "true"}
+    )
+    try:
+        trial.start()
+        trial.wait_for(
+            lambda s: s["consumed"] >= len(second.produced) and s["unfinished_offsets"] == 0,
+            what="every new record handled",
+        )
+        assert trial.terminate() == 0  # the final commit of a shutdown is skipped too
+    finally:
+        trial.stop()
+    assert committed_offsets(kafka, "real", topics.all) == before
+    assert "are read, never committed" in trial.log
