@@ -15,11 +15,11 @@ from typing import IO, Any
 
 import orjson
 
-from consumer.errors import ConfigError
+from consumer.errors import CommandError, ConfigError
 
 
 def _run(args: argparse.Namespace) -> int:
-    from consumer.config import load_config
+    from consumer.config import check_kafka_settings, load_config
     from consumer.logs import setup_logging
     from consumer.pipeline import Pipeline
 
@@ -27,6 +27,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.dry_run:
         env["CAPI_DRY_RUN"] = "true"
     config = load_config(env)
+    check_kafka_settings(config)
     setup_logging(config.log_level)
 
     async def main() -> None:
@@ -48,9 +49,10 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _check_config(args: argparse.Namespace) -> int:
-    from consumer.config import load_config
+    from consumer.config import check_kafka_settings, load_config
 
     config = load_config()
+    check_kafka_settings(config)
     sys.stdout.write(orjson.dumps(config.masked(), option=orjson.OPT_INDENT_2).decode() + "\n")
     return 0
 
@@ -58,7 +60,10 @@ def _check_config(args: argparse.Namespace) -> int:
 def _transform(args: argparse.Namespace) -> int:
     from consumer.transform import transform_lines
 
-    source: IO[str] = sys.stdin if args.input in (None, "-") else open(args.input)  # noqa: SIM115
+    try:
+        source: IO[str] = sys.stdin if args.input in (None, "-") else open(args.input)  # noqa: SIM115
+    except OSError as exc:
+        raise CommandError(f"cannot read --input {args.input}: {exc.strerror}") from None
     with contextlib.closing(source) if source is not sys.stdin else contextlib.nullcontext():
         summary = transform_lines(
             Path(args.mapping), source, sys.stdout, now_s=args.now or int(time.time())
@@ -93,12 +98,32 @@ def _sandbox(args: argparse.Namespace) -> int:
     return 0
 
 
+def _require_topics(kafka: dict[str, Any], topics: list[str]) -> None:
+    """Fail with one line, before reading anything, when Kafka or a named topic is missing."""
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({**kafka, "log_level": 0})
+    try:
+        known = admin.list_topics(timeout=10).topics
+    except KafkaException as exc:
+        raise CommandError(f"cannot reach Kafka at {kafka['bootstrap.servers']}: {exc}") from None
+    missing = [t for t in topics if t not in known]
+    if missing:
+        raise CommandError(f"no such topic: {', '.join(missing)}")
+
+
 def _replay(args: argparse.Namespace) -> int:
-    from consumer.config import load_config
+    from consumer.config import check_kafka_settings, load_config
     from consumer.deadletter import ReplayStats, replay_dead_letters
     from consumer.progress import Progress
 
     config = load_config()
+    check_kafka_settings(config)
+    dead_letter_topic = args.from_dlq or config.dlq_topic
+    _require_topics(
+        config.kafka_client_config(), [dead_letter_topic, *filter(None, [args.to_topic])]
+    )
     bar: Progress | None = None
 
     def progress(stats: ReplayStats, total: int) -> None:
@@ -108,7 +133,7 @@ def _replay(args: argparse.Namespace) -> int:
 
     stats = replay_dead_letters(
         config.kafka_client_config(),
-        args.from_dlq or config.dlq_topic,
+        dead_letter_topic,
         args.group,
         set(args.reason) if args.reason else None,
         args.to_topic,
@@ -126,7 +151,14 @@ def _replay(args: argparse.Namespace) -> int:
 def _status(args: argparse.Namespace) -> int:
     from consumer.status import collect, render
 
-    status = collect(args.url, args.interval)
+    try:
+        status = collect(args.url, args.interval)
+    except (OSError, ValueError, KeyError, TypeError) as exc:  # URLError is an OSError
+        reason = getattr(exc, "reason", None) or exc
+        raise CommandError(
+            f"no consumer health server answering at {args.url} ({reason}); "
+            "is it running, and is --url its CAPI_HEALTH_PORT?"
+        ) from None
     if args.json:
         sys.stdout.write(orjson.dumps(status, option=orjson.OPT_INDENT_2).decode() + "\n")
     else:
@@ -185,5 +217,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         sys.stderr.write(f"configuration error: {exc}\n")
         return 2
+    except CommandError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return 3
     except KeyboardInterrupt:
         return 130

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,18 @@ _SECRET_KAFKA_KEYS = (
 )
 _TOKEN_PREFIX = "ACCESS_TOKEN_"
 _TOKEN_FILE_PREFIX = "ACCESS_TOKEN_FILE_"
+
+
+def mask_url_credentials(text: str) -> str:
+    """'redis://:secret@host:6379/0' → 'redis://:***@host:6379/0'; other text unchanged."""
+    if "://" not in text or "@" not in text:
+        return text
+    parts = urllib.parse.urlsplit(text)
+    if parts.password is None:
+        return text
+    user = parts.username or ""
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
 @dataclass(frozen=True)
@@ -107,6 +120,10 @@ class Config:
                 value = {str(k): str(v) for k, v in value.items()}
             elif isinstance(value, Secret | Path | tuple):
                 value = str(value) if not isinstance(value, tuple) else list(value)
+            if isinstance(value, str):
+                value = mask_url_credentials(value)
+            elif isinstance(value, dict):
+                value = {k: mask_url_credentials(v) for k, v in value.items()}
             out[f.name] = value
         out["mapping_rules"] = [rule.name for rule in self.mapping.rules]
         return out
@@ -202,6 +219,30 @@ def _kafka_settings(env: Mapping[str, str]) -> dict[str, str | Secret]:
         is_secret = property_name in _SECRET_KAFKA_KEYS
         settings[property_name] = Secret(raw) if is_secret else raw
     return settings
+
+
+def check_kafka_settings(config: Config) -> None:
+    """Build a librdkafka client from the settings, as `run` will, and close it at once.
+
+    Raises `ConfigError` naming the CAPI_KAFKA_* variable of an unknown property or a bad value
+    (librdkafka checks both, and the TLS files, when a client is created).
+    """
+    from confluent_kafka import Consumer, KafkaException
+
+    settings = {
+        **config.kafka_client_config(),
+        "group.id": config.group_id,
+        "log_level": 0,  # a check, not a run: no connection chatter on stderr
+    }
+    try:
+        Consumer(settings).close()
+    except KafkaException as exc:
+        message = str(exc.args[0].str() if exc.args else exc)
+        for name in settings:
+            if f'"{name}"' in message:
+                key = PREFIX + "KAFKA_" + name.replace(".", "_").upper()
+                raise ConfigError(key, message) from None
+        raise ConfigError(PREFIX + "KAFKA_*", message) from None
 
 
 def _account_tokens(env: Mapping[str, str]) -> dict[str, Secret]:
@@ -317,13 +358,13 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
 
 
 def _is_recognized(key: str, known: set[str]) -> bool:
-    prefixes = (
-        PREFIX + "KAFKA_",
-        PREFIX + _TOKEN_PREFIX,
-        PREFIX + "ACCESS_TOKEN",
-        PREFIX + "SCHEMA_REGISTRY_AUTH",
-    )
-    return key in known or key.startswith(prefixes) or key == PREFIX + "MAPPING_FILE"
+    prefixes = (PREFIX + "KAFKA_", PREFIX + _TOKEN_PREFIX)
+    secrets_as_files = {
+        PREFIX + "ACCESS_TOKEN_FILE",
+        PREFIX + "SCHEMA_REGISTRY_AUTH_FILE",
+        PREFIX + "MAPPING_FILE",
+    }
+    return key in known or key in secrets_as_files or key.startswith(prefixes)
 
 
 def _existing_dir(key: str, raw: str) -> Path:

@@ -25,6 +25,11 @@ class AccountUnauthorized(ConfigError):
         self.status = status
 
 
+class CommandError(ConsumerError):
+    """A command cannot do its job for a reason outside the program (nothing listening, a file
+    or topic missing): the CLI prints the message as one line and exits 3."""
+
+
 class TransientError(ConsumerError):
     """The same work may succeed later; retry it, never dead-letter it, never commit past it."""
 
