@@ -229,7 +229,7 @@ def run_naive(
     kafka: KafkaBroker, registry_url: str, workdir: Path, events: int, latency_ms: float = 0
 ) -> dict[str, Any]:
     sink, sink_port = start_sink(workdir, latency_ms, "naive")
-    mapping = workdir / "mapping.yaml"
+    mapping = workdir / f"mapping-{TOPIC}.yaml"  # written by the first run_consumers
     started_cpu = time.process_time()
     process = subprocess.Popen(
         [
