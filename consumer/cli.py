@@ -1,4 +1,4 @@
-"""Command line: `consumer run | transform | sandbox | replay | check-config`."""
+"""Command line: `consumer run | check-config | transform | replay | sandbox | status`."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import gc
+import importlib.metadata
 import signal
 import sys
 import time
@@ -16,6 +17,8 @@ from typing import IO, Any
 import orjson
 
 from consumer.errors import CommandError, ConfigError
+
+_DIST = "capi-consumer"
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -87,6 +90,9 @@ def _sandbox(args: argparse.Namespace) -> int:
             sandbox.faults.update(orjson.loads(args.faults))
         runner = await serve(sandbox, args.host, args.port)
         print(f"sandbox listening on http://{args.host}:{args.port}", flush=True)
+        for token, accounts in tokens.items():
+            scope = "every ad account" if "*" in accounts else ", ".join(sorted(accounts))
+            print(f"  accepts Bearer {token} for {scope}", flush=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -167,7 +173,14 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="consumer", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="consumer",
+        description="Kafka → Pinterest Conversions API consumer. Exit codes: 0 done, 1 not ready "
+        "(status), 2 configuration or usage error, 3 a command could not do its job.",
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"%(prog)s {importlib.metadata.version(_DIST)}"
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="consume, map, deliver (configured by CAPI_* variables)")
     run.add_argument(

@@ -84,3 +84,19 @@ def test_transform_cli_bad_mapping_exits_nonzero_naming_key(tmp_path: Path) -> N
     )
     assert result.returncode == 2
     assert "topics" in result.stderr
+
+
+def test_transform_sample_input_in_the_repository_shows_every_outcome() -> None:
+    sample = ROOT / "schemas" / "records.sample.jsonl"
+    result = subprocess.run(
+        [sys.executable, "-m", "consumer", "transform", "--mapping", str(MAPPING),
+         "--input", str(sample), "--summary", "--now", "1800000000"],
+        capture_output=True, text=True, timeout=60, cwd=ROOT,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    out = [orjson.loads(line) for line in result.stdout.splitlines()]
+    assert ["event" in o for o in out] == [True, True, False, False, True]
+    assert out[1]["omitted"] == [{"field": "ph", "reason": "invalid"},
+                                 {"field": "ge", "reason": "no_value"}]  # fmt: skip
+    assert result.stderr.startswith("built 3, dropped 1, errors 1")
+    assert "fields left out by normalization" in result.stderr
