@@ -6,11 +6,14 @@ python -m devenv.kafka run        # start a broker and print its bootstrap addre
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +51,20 @@ logger.state.level = warn
 # there) is destroyed from its own thread and takes the process down: confluent-kafka-python
 # issue 1761 and pull request 2129 describe it; two clean-clone runs here died that way.
 _CLIENTS: dict[tuple[str, str], Any] = {}
+
+
+@contextlib.contextmanager
+def collector_paused() -> Iterator[None]:
+    """Around admin calls in tools (demo, bench): their results arrive as Python callbacks on a
+    librdkafka thread, and a garbage collection there can destroy a client from its own thread
+    and crash the process (see tests/conftest.py)."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def admin_client(bootstrap: str) -> Any:
@@ -237,6 +254,10 @@ class KafkaBroker:
     def create_topic(
         self, name: str, partitions: int = 1, config: dict[str, str] | None = None
     ) -> None:
+        with collector_paused():
+            self._create_topic(name, partitions, config)
+
+    def _create_topic(self, name: str, partitions: int, config: dict[str, str] | None) -> None:
         from confluent_kafka.admin import NewTopic
 
         futures = admin_client(self.bootstrap).create_topics(

@@ -14,6 +14,7 @@ import time
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from devenv.kafka import collector_paused
 from devenv.samples import (
     ENGAGEMENT_TOPIC,
     ORDERS_TOPIC,
@@ -34,8 +35,9 @@ def ensure_topics(bootstrap: str, partitions: int, names: list[str]) -> None:
         for n in names
         if n not in existing
     ]
-    for future in (admin.create_topics(missing) if missing else {}).values():
-        future.result(30)
+    with collector_paused():  # admin results run Python on a librdkafka thread
+        for future in (admin.create_topics(missing) if missing else {}).values():
+            future.result(30)
 
 
 def produce_samples(bootstrap: str, registry_url: str, count: int, with_poison: bool = True) -> int:
