@@ -142,6 +142,8 @@ class OffsetLedger:
                 base = ledger.pending[0]  # where this assignment started: moves nothing
             remaining = ledger.remaining
             final = [o for o in ledger.pending if remaining[o] == 0]
+            if ledger.final_before:  # marks of an earlier owner not reached yet: keep them
+                final = sorted([*final, *ledger.final_before])
             metadata, is_whole = encode_final_offsets(final, base, self.max_metadata_bytes)
             self.map_overflows += not is_whole
             ledger.offered_version = ledger.marks_version

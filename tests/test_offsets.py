@@ -109,6 +109,19 @@ def test_ledger_new_owner_skips_offsets_the_commit_marks() -> None:
     assert new.is_final_already(at(8)) and not new.is_final_already(at(7))
 
 
+def test_ledger_new_owner_keeps_the_marks_it_has_not_reached_in_its_own_commits() -> None:
+    old = ledger_with([5, 6, 7, 8, 9])
+    for offset in (7, 8, 9):
+        old.finish(at(offset), 1, Fate.DELIVERED)
+    new = OffsetLedger()
+    new.assign(TP, 1, old.commits()[TP])
+    new.track(at(5), 1)
+    new.finish(at(5), 1, Fate.DELIVERED)  # it commits before it has read 7, 8 and 9 again
+    commit = new.commits()[TP]
+    assert commit.offset == 6
+    assert decode_final_offsets(commit.metadata, 6) == {7, 8, 9}  # a crash now loses no mark
+
+
 def test_ledger_map_that_does_not_fit_marks_a_prefix_and_counts() -> None:
     ledger = OffsetLedger(max_metadata_bytes=40)
     ledger.assign(TP, 1)
