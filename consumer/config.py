@@ -148,13 +148,14 @@ def _int(key: str, raw: str, minimum: int = 0, maximum: int | None = None) -> in
     return value
 
 
-def _float(key: str, raw: str, minimum: float = 0.0) -> float:
+def _float(key: str, raw: str, minimum: float = 0.0, maximum: float = 86_400.0) -> float:
     try:
         value = float(raw)
     except ValueError:
         raise ConfigError(key, f"expected a number, got {raw!r}") from None
-    if value < minimum or value != value:
-        raise ConfigError(key, f"must be >= {minimum}, got {raw}")
+    # inf and nan parse as floats but would turn a timeout into "wait for ever".
+    if not minimum <= value <= maximum:
+        raise ConfigError(key, f"must be between {minimum} and {maximum:g}, got {raw}")
     return value
 
 
@@ -252,6 +253,10 @@ def _account_tokens(env: Mapping[str, str]) -> dict[str, Secret]:
             continue  # the default token's file, not an account's
         if key.startswith(PREFIX + _TOKEN_FILE_PREFIX):
             account = key[len(PREFIX + _TOKEN_FILE_PREFIX) :]
+            if not account.isdigit():
+                raise ConfigError(
+                    key, "per-account token files are CAPI_ACCESS_TOKEN_FILE_<ad account id>"
+                )
             tokens[account] = Secret(_read_secret_file(key, raw))
         elif key.startswith(PREFIX + _TOKEN_PREFIX):
             account = key[len(PREFIX + _TOKEN_PREFIX) :]
@@ -325,13 +330,13 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
     get("linger_ms", lambda k, v: _int(k, v, 0, 60_000))
     get("max_in_flight_per_account", lambda k, v: _int(k, v, 1, 256))
     get("rate_limit_per_minute", lambda k, v: _int(k, v, 1))
-    get("http_timeout_s", lambda k, v: _float(k, v, 0.1))
-    get("http_connect_timeout_s", lambda k, v: _float(k, v, 0.1))
+    get("http_timeout_s", lambda k, v: _float(k, v, 0.1, 600.0))
+    get("http_connect_timeout_s", lambda k, v: _float(k, v, 0.1, 120.0))
     get("http_pool_size", lambda k, v: _int(k, v, 1, 1024))
     get("retry_backoff_base_ms", lambda k, v: _int(k, v, 1))
     get("retry_backoff_cap_ms", lambda k, v: _int(k, v, 1))
-    get("auth_retry_s", lambda k, v: _float(k, v, 0.01))
-    get("max_retry_age_s", lambda k, v: _float(k, v, 1.0))
+    get("auth_retry_s", lambda k, v: _float(k, v, 0.01, 3600.0))
+    get("max_retry_age_s", lambda k, v: _float(k, v, 1.0, 30 * 86_400.0))
     get("dedup_backend", lambda k, v: _choice(k, v, ("memory", "redis", "off")))
     get("dedup_window_s", lambda k, v: parse_duration_s(v, k))
     get("dedup_max_keys", lambda k, v: _int(k, v, 1000))
@@ -339,8 +344,9 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
     get("backlog_high_watermark", lambda k, v: _int(k, v, 1))
     get("backlog_low_watermark", lambda k, v: _int(k, v, 0))
     get("commit_interval_ms", lambda k, v: _int(k, v, 10))
-    get("shutdown_grace_s", lambda k, v: _float(k, v, 0.0))
-    get("revoke_timeout_s", lambda k, v: _float(k, v, 0.0))
+    # Kubernetes kills the pod at terminationGracePeriodSeconds whatever these say.
+    get("shutdown_grace_s", lambda k, v: _float(k, v, 0.0, 3600.0))
+    get("revoke_timeout_s", lambda k, v: _float(k, v, 0.0, 600.0))
     get("dlq_topic", lambda k, v: v.strip())
     get("dlq_max_run", lambda k, v: _int(k, v, 0))
     get("health_host", lambda k, v: v.strip())

@@ -302,6 +302,22 @@ def _compile_constant_or_value(
     return compile_value(spec, key)
 
 
+def _compile_ad_account(spec: object, key: str) -> Extractor:
+    """An ad account id is a number (the API answers 404 to anything else): check constants
+    and lookup tables here, once, rather than dead-lettering every event later."""
+    values: list[object] = []
+    if isinstance(spec, str | int) and not isinstance(spec, bool):
+        values = [spec]
+    elif isinstance(spec, Mapping) and isinstance(spec.get("map"), Mapping):
+        values = [*spec["map"].values(), *([spec["default"]] if "default" in spec else [])]
+    for value in values:
+        if not str(value).isdigit():
+            raise ConfigError(
+                key, f"ad account ids are numbers such as 549755885175, got {str(value)!r}"
+            )
+    return _compile_constant_or_value(spec, key)
+
+
 def _compile_fields(
     spec: object, key: str, allowed: frozenset[str]
 ) -> tuple[tuple[str, Extractor], ...]:
@@ -397,7 +413,7 @@ def _compile_rule(spec: object, key: str) -> Rule:
         action_source=_compile_constant_or_value(
             spec["action_source"], f"{key}.action_source", ACTION_SOURCES
         ),
-        ad_account=_compile_constant_or_value(spec["ad_account"], f"{key}.ad_account"),
+        ad_account=_compile_ad_account(spec["ad_account"], f"{key}.ad_account"),
         event_id_template=event_id_template,
         event_id_fields=event_id_fields,
         event_time=compile_path(event_time["field"], f"{key}.event_time.field"),
@@ -516,6 +532,8 @@ def map_record(decoded: Decoded, mapping: MappingRules, now_s: int) -> Conversio
     if action_source not in ACTION_SOURCES:
         raise PermanentError("map.bad_action_source", "action_source is not one Pinterest accepts")
     ad_account = _required(rule.ad_account(record), "ad_account")
+    if not ad_account.isdigit():
+        raise PermanentError("map.bad_ad_account", "ad_account is not a numeric ad account id")
     raw_time = rule.event_time(record)
     if raw_time is None:
         raise PermanentError("map.missing_field", "event_time is missing")

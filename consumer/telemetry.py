@@ -51,32 +51,59 @@ ATTR_FAILED: Final = "pinterest.events.failed"
 ATTR_REQUEST_ID: Final = "pinterest.request_id"
 ATTR_REASON: Final = "capi.reason"
 
-# Metric names (Prometheus shows dots as underscores and adds _total to counters).
-M_CONSUMED: Final = "capi.messages.consumed"  # messages read from Kafka, by topic
-M_SKIPPED: Final = "capi.messages.skipped"  # dropped on purpose (filter, consent), by reason
-M_DEDUPLICATED: Final = "capi.events.deduplicated"  # dropped as duplicates inside the window
-M_DELIVERED: Final = "capi.events.delivered"  # Pinterest answered processed
-M_FAILED: Final = "capi.events.failed"  # permanent failures, by reason
-M_DEAD_LETTERED: Final = "capi.messages.dead_lettered"  # acked dead-letter writes, by reason
-M_WARNINGS: Final = "capi.events.warnings"  # processed with a warning_message
-M_REQUESTS: Final = "capi.delivery.requests"  # HTTP requests, by status code
-M_RETRIES: Final = "capi.delivery.retries"  # retried requests, by cause
-M_BATCH_SIZE: Final = "capi.delivery.batch.size"  # events per request
-M_EVENT_TO_ACK: Final = "capi.delivery.event_to_ack.duration"  # oldest event in a request → ack
-M_CONSUME_TO_ACK: Final = "capi.delivery.consume_to_ack.duration"  # consume → ack, s
-M_IN_FLIGHT: Final = "capi.events.in_flight"  # consumed, not yet final
-M_PAUSED: Final = "capi.consumer.paused_partitions"  # partitions paused by backpressure
-M_LAG: Final = "capi.consumer.lag"  # high watermark - position, per partition
-M_HALTED: Final = "capi.delivery.halted_accounts"  # accounts halted on 401/403
-M_READY: Final = "capi.consumer.ready"  # 1 when /readyz would answer 200
-M_COMMITTED: Final = "capi.consumer.committed_offsets"  # offsets committed, per commit call
-M_MATCH_EVENTS: Final = "capi.match.events"  # built events, by ad account and event name
-M_MATCH_IDENTIFIER: Final = "capi.match.identifier.events"  # events carrying each identifier
-M_MATCH_COUNT: Final = "capi.match.events_by_identifier_count"  # events by identifiers carried
-# user_data values left out by normalization (the event was still sent), by field and reason
+# Metric names (Prometheus shows dots as underscores and adds _total to counters); HELP
+# holds what each one counts, and is what Prometheus shows as its # HELP line.
+M_CONSUMED: Final = "capi.messages.consumed"
+M_SKIPPED: Final = "capi.messages.skipped"
+M_DEDUPLICATED: Final = "capi.events.deduplicated"
+M_DELIVERED: Final = "capi.events.delivered"
+M_FAILED: Final = "capi.events.failed"
+M_DEAD_LETTERED: Final = "capi.messages.dead_lettered"
+M_WARNINGS: Final = "capi.events.warnings"
+M_REQUESTS: Final = "capi.delivery.requests"
+M_RETRIES: Final = "capi.delivery.retries"
+M_BATCH_SIZE: Final = "capi.delivery.batch.size"
+M_EVENT_TO_ACK: Final = "capi.delivery.event_to_ack.duration"
+M_CONSUME_TO_ACK: Final = "capi.delivery.consume_to_ack.duration"
+M_IN_FLIGHT: Final = "capi.events.in_flight"
+M_PAUSED: Final = "capi.consumer.paused_partitions"
+M_LAG: Final = "capi.consumer.lag"
+M_HALTED: Final = "capi.delivery.halted_accounts"
+M_READY: Final = "capi.consumer.ready"
+M_COMMITTED: Final = "capi.consumer.committed_offsets"
+M_MATCH_EVENTS: Final = "capi.match.events"
+M_MATCH_IDENTIFIER: Final = "capi.match.identifier.events"
+M_MATCH_COUNT: Final = "capi.match.events_by_identifier_count"
 M_NORMALIZE_DROPPED: Final = "capi.normalize.dropped"
-# commits whose map of final offsets past the prefix did not fit the metadata limit whole
 M_OFFSET_MAP_OVERFLOW: Final = "capi.offset_map.overflow"
+
+HELP: Final = {
+    M_CONSUMED: "Messages read from Kafka, by topic.",
+    M_SKIPPED: "Messages dropped on purpose (filter, consent, no rule, already final), by reason.",
+    M_DEDUPLICATED: "Events dropped as duplicates of an event_id inside the window.",
+    M_DELIVERED: "Events Pinterest answered processed, by ad account and event name.",
+    M_FAILED: "Events that failed for good and go to the dead-letter topic, by reason.",
+    M_DEAD_LETTERED: "Dead-letter writes Kafka acknowledged, by reason.",
+    M_WARNINGS: "Events processed with a warning_message, by ad account.",
+    M_REQUESTS: "HTTP requests to the events endpoint, by status code (0: no answer).",
+    M_RETRIES: "Requests retried, by cause.",
+    M_BATCH_SIZE: "Events per request.",
+    M_EVENT_TO_ACK: "Seconds from the oldest event_time in a request to Pinterest's answer.",
+    M_CONSUME_TO_ACK: "Seconds from consuming a message to Pinterest's answer for its event.",
+    M_IN_FLIGHT: "Messages consumed whose fate is not final yet.",
+    M_PAUSED: "Partitions paused by backpressure.",
+    M_LAG: "Messages behind the high watermark, per partition.",
+    M_HALTED: "Ad accounts halted after 401 or 403.",
+    M_READY: "1 when /readyz answers 200, else 0.",
+    M_COMMITTED: "Partition offsets committed.",
+    M_MATCH_EVENTS: "Events built, by ad account and event name.",
+    M_MATCH_IDENTIFIER: "Events carrying each match identifier, by ad account and event name.",
+    M_MATCH_COUNT: "Events by how many match identifiers they carry.",
+    M_NORMALIZE_DROPPED: "User data values left out by normalization, by field and reason "
+    "(the event was still sent).",
+    M_OFFSET_MAP_OVERFLOW: "Commits whose map of final offsets past the prefix did not fit the "
+    "metadata limit whole.",
+}
 
 
 @dataclass(slots=True)
@@ -113,26 +140,33 @@ class Telemetry:
         self._gauge_sources: list[Gauges] = []
         latency_buckets = [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600, 86400]
         self.instruments = Instruments(
-            consumed=meter.create_counter(M_CONSUMED, "{message}"),
-            skipped=meter.create_counter(M_SKIPPED, "{message}"),
-            deduplicated=meter.create_counter(M_DEDUPLICATED, "{event}"),
-            delivered=meter.create_counter(M_DELIVERED, "{event}"),
-            failed=meter.create_counter(M_FAILED, "{event}"),
-            dead_lettered=meter.create_counter(M_DEAD_LETTERED, "{message}"),
-            warnings=meter.create_counter(M_WARNINGS, "{event}"),
-            requests=meter.create_counter(M_REQUESTS, "{request}"),
-            retries=meter.create_counter(M_RETRIES, "{request}"),
-            committed=meter.create_counter(M_COMMITTED, "{offset}"),
+            consumed=meter.create_counter(M_CONSUMED, "{message}", HELP[M_CONSUMED]),
+            skipped=meter.create_counter(M_SKIPPED, "{message}", HELP[M_SKIPPED]),
+            deduplicated=meter.create_counter(M_DEDUPLICATED, "{event}", HELP[M_DEDUPLICATED]),
+            delivered=meter.create_counter(M_DELIVERED, "{event}", HELP[M_DELIVERED]),
+            failed=meter.create_counter(M_FAILED, "{event}", HELP[M_FAILED]),
+            dead_lettered=meter.create_counter(M_DEAD_LETTERED, "{message}", HELP[M_DEAD_LETTERED]),
+            warnings=meter.create_counter(M_WARNINGS, "{event}", HELP[M_WARNINGS]),
+            requests=meter.create_counter(M_REQUESTS, "{request}", HELP[M_REQUESTS]),
+            retries=meter.create_counter(M_RETRIES, "{request}", HELP[M_RETRIES]),
+            committed=meter.create_counter(M_COMMITTED, "{offset}", HELP[M_COMMITTED]),
             batch_size=meter.create_histogram(
                 M_BATCH_SIZE,
                 "{event}",
+                HELP[M_BATCH_SIZE],
                 explicit_bucket_boundaries_advisory=[1, 10, 50, 100, 250, 500, 750, 1000],
             ),
             event_to_ack_s=meter.create_histogram(
-                M_EVENT_TO_ACK, "s", explicit_bucket_boundaries_advisory=latency_buckets
+                M_EVENT_TO_ACK,
+                "s",
+                HELP[M_EVENT_TO_ACK],
+                explicit_bucket_boundaries_advisory=latency_buckets,
             ),
             consume_to_ack_s=meter.create_histogram(
-                M_CONSUME_TO_ACK, "s", explicit_bucket_boundaries_advisory=latency_buckets
+                M_CONSUME_TO_ACK,
+                "s",
+                HELP[M_CONSUME_TO_ACK],
+                explicit_bucket_boundaries_advisory=latency_buckets,
             ),
         )
         # Unlabelled zero series, so dashboards and alerts see 0 rather than "no data".
@@ -146,16 +180,26 @@ class Telemetry:
         ):
             counter.add(0)
         for name in (M_IN_FLIGHT, M_PAUSED, M_LAG, M_HALTED, M_READY):
-            meter.create_observable_gauge(name, callbacks=[self._observe(name)])
+            meter.create_observable_gauge(
+                name, callbacks=[self._observe(name)], description=HELP[name]
+            )
         # Counted in plain Python per event and read at export time: an OTel add() per event
         # and identifier would cost more than the rest of the mapping.
         for name in (M_MATCH_EVENTS, M_MATCH_IDENTIFIER, M_MATCH_COUNT):
-            meter.create_observable_counter(name, callbacks=[self._observe(name)], unit="{event}")
+            meter.create_observable_counter(
+                name, callbacks=[self._observe(name)], unit="{event}", description=HELP[name]
+            )
         meter.create_observable_counter(
-            M_NORMALIZE_DROPPED, callbacks=[self._observe(M_NORMALIZE_DROPPED)], unit="{value}"
+            M_NORMALIZE_DROPPED,
+            callbacks=[self._observe(M_NORMALIZE_DROPPED)],
+            unit="{value}",
+            description=HELP[M_NORMALIZE_DROPPED],
         )
         meter.create_observable_counter(
-            M_OFFSET_MAP_OVERFLOW, callbacks=[self._observe(M_OFFSET_MAP_OVERFLOW)], unit="{commit}"
+            M_OFFSET_MAP_OVERFLOW,
+            callbacks=[self._observe(M_OFFSET_MAP_OVERFLOW)],
+            unit="{commit}",
+            description=HELP[M_OFFSET_MAP_OVERFLOW],
         )
 
     def add_gauges(self, source: Gauges) -> None:

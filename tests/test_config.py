@@ -68,6 +68,13 @@ def test_config_kafka_passthrough_and_secret_masking(tmp_path: Path) -> None:
     ({"CAPI_LOCAL_SCHEMAS": "orders"}, "CAPI_LOCAL_SCHEMAS"),
     ({"CAPI_LINGR_MS": "5"}, "CAPI_LINGR_MS"),
     ({"CAPI_HEALTH_PORT": "70000"}, "CAPI_HEALTH_PORT"),
+    ({"CAPI_HTTP_TIMEOUT_S": "inf"}, "CAPI_HTTP_TIMEOUT_S"),
+    ({"CAPI_HTTP_TIMEOUT_S": "nan"}, "CAPI_HTTP_TIMEOUT_S"),
+    ({"CAPI_SHUTDOWN_GRACE_S": "1e9"}, "CAPI_SHUTDOWN_GRACE_S"),
+    ({"CAPI_REVOKE_TIMEOUT_S": "-1"}, "CAPI_REVOKE_TIMEOUT_S"),
+    ({"CAPI_ACCESS_TOKEN_FILE_acme": "/etc/token"}, "CAPI_ACCESS_TOKEN_FILE_acme"),
+    ({"CAPI_ACCESS_TOKEN_shop": "t"}, "CAPI_ACCESS_TOKEN_shop"),
+    ({"CAPI_SCHEMA_REGISTRY_AUTHFILE": "/etc/auth"}, "CAPI_SCHEMA_REGISTRY_AUTHFILE"),
 ])  # fmt: skip
 def test_config_invalid_setting_names_the_key(changes: dict[str, str], key: str) -> None:
     with pytest.raises(ConfigError) as info:

@@ -237,6 +237,9 @@ def test_event_time_seconds_units(value: object, unit: Any, expected: int) -> No
     ({"topics": [{**RULE, "when": {"field": "a"}}]}, "mapping.topics[0].when"),
     ({"topics": [{**RULE, "event_id": 5}]}, "mapping.topics[0].event_id"),
     ({"defaults": {"dob_order": "ymd"}, "topics": [RULE]}, "mapping.defaults.dob_order"),
+    ({"topics": [{**RULE, "ad_account": "acct-1"}]}, "mapping.topics[0].ad_account"),
+    ({"topics": [{**RULE, "ad_account": {"field": "s", "map": {"a": "shop-eu"}}}]},
+     "mapping.topics[0].ad_account"),
     ({"topics": [RULE], "default": {}}, "mapping.default"),
     ("topics", "mapping"),
     ([RULE], "mapping"),
@@ -376,3 +379,10 @@ def test_map_event_id_template_is_deterministic(order_id: str) -> None:
     second = map_record(decoded("t", dict(record), offset=9), rules, NOW_S)
     assert isinstance(first, Conversion) and isinstance(second, Conversion)
     assert first.event_id == second.event_id == f"{order_id}:checkout"
+
+
+def test_map_record_field_ad_account_that_is_not_a_number_is_a_permanent_error() -> None:
+    rules = compile_mapping({"topics": [{**RULE, "ad_account": {"field": "acct"}}]})
+    with pytest.raises(PermanentError) as info:
+        map_record(decoded("t", {"a": "1", "t": NOW_S, "acct": "act_123"}), rules, NOW_S)
+    assert info.value.reason == "map.bad_ad_account"

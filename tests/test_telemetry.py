@@ -122,3 +122,28 @@ async def test_delivery_span_http_conventions_links_and_no_pii(
     assert span.parent is not None and span.parent.span_id == contexts[0].span_id
     text = str(attributes)
     assert "tok" not in text.replace("token", "") and "@" not in text
+
+
+def test_every_capi_metric_has_help_text_on_metrics() -> None:
+    import dataclasses
+
+    from opentelemetry.exporter.prometheus import PrometheusMetricReader
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    names = [v for k, v in vars(tm).items() if k.startswith("M_")]
+    assert set(tm.HELP) == set(names)  # every metric is described, and nothing else
+    registry = CollectorRegistry()
+    telemetry = tm.setup_telemetry([PrometheusMetricReader(registry=registry)], [])
+    telemetry.add_gauges(lambda: [(name, 1.0, {}) for name in names])
+    for field in dataclasses.fields(telemetry.instruments):
+        instrument = getattr(telemetry.instruments, field.name)
+        instrument.add(1) if hasattr(instrument, "add") else instrument.record(1)
+    text = generate_latest(registry).decode()
+    helps = {
+        line.split()[2]: line.split(" ", 3)[3]
+        for line in text.splitlines()
+        if line.startswith("# HELP capi_")
+    }
+    assert len(helps) == len(names), sorted(helps)
+    for family, help_text in helps.items():
+        assert help_text.endswith(".") and len(help_text) > 15, (family, help_text)
