@@ -1,15 +1,18 @@
 """Send batches to POST /v5/ad_accounts/{id}/events and report one outcome per event.
 
-One pooled aiohttp session, a token bucket and an in-flight limit per ad account. Transient
-failures (429, 5xx, timeouts, connection errors) retry the same bytes with exponential backoff and
-full jitter; 400 bisects to isolate bad events; 401/403 halts the account and retries slowly,
-never failing its events. Results go to `on_result`; offsets are the caller's business.
+One pooled aiohttp session, a token bucket and an in-flight limit per ad account. `classify`
+is the one table that decides what each answer means: per-event outcomes (200, 422), split the
+request to find the bad events (400, 413), halt the account and keep its events until
+configuration changes (401, 403, 404, any other 4xx or 3xx, a 200 without per-event answers), or
+retry the same bytes with exponential backoff and full jitter (429, 5xx, timeouts, no answer).
+Results go to `on_result`; offsets are the caller's business.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import enum
 import logging
 import random
 import time
@@ -35,8 +38,30 @@ from consumer.records import (
 
 logger = logging.getLogger(__name__)
 
-TRANSIENT_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
-AUTH_STATUSES = frozenset({401, 403, 404})
+# Why a whole request's events failed when the answer carries no per-event list.
+_FAILED_REASON = {400: "pinterest.invalid_event", 413: "pinterest.event_too_large"}
+
+
+class Action(enum.Enum):
+    OUTCOMES = "outcomes"  # every event has its final answer (processed or failed)
+    BISECT = "bisect"  # the request as a whole was refused: split it to isolate the bad events
+    HALT = "halt"  # nothing will work for this account until configuration changes
+    RETRY = "retry"  # transient: the same request again after a backoff
+
+
+def classify(status: int, has_outcomes: bool, events: int) -> Action:
+    """What an answer to a request of `events` events means (0: no answer at all)."""
+    if status == 200:
+        # A 200 without per-event answers did not come from the events endpoint (a proxy or a
+        # wrong CAPI_API_BASE_URL): treating it as delivered could lose every event.
+        return Action.OUTCOMES if has_outcomes else Action.HALT
+    if status == 422:
+        return Action.OUTCOMES
+    if status in (400, 413):
+        return Action.OUTCOMES if events == 1 else Action.BISECT
+    if status in (408, 425, 429) or status == 0 or status >= 500:
+        return Action.RETRY
+    return Action.HALT  # 401, 403, 404 and every other 4xx, 3xx or 2xx the API never sends
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,26 +257,27 @@ class DeliveryClient:
             attempts[0] += 1
             answer = await self._post(batch, encoded, token, retry)
             status = answer.status
-            if status in (200, 422) or (status == 400 and len(encoded) == 1):
+            action = classify(status, answer.outcomes is not None, len(encoded))
+            if action is Action.OUTCOMES:
+                self.halted.pop(account, None)
+                self.last_success_s = self._clock()
                 outcomes = answer.outcomes
-                if outcomes is not None or status != 200:
-                    self.halted.pop(account, None)
-                    self.last_success_s = self._clock()
-                    if outcomes is None:
-                        message = _error_message(answer.payload)
-                        reason = (
-                            "pinterest.invalid_event" if status == 400 else "pinterest.event_failed"
-                        )
-                        outcomes = [EventOutcome("failed", reason, message)] * len(encoded)
-                    return outcomes, answer.request_id
-            elif status in (400, 413):
+                if outcomes is None:
+                    reason = _FAILED_REASON.get(status, "pinterest.event_failed")
+                    message = _error_message(answer.payload)
+                    outcomes = [EventOutcome("failed", reason, message)] * len(encoded)
+                return outcomes, answer.request_id
+            if action is Action.BISECT:
                 self.halted.pop(account, None)
                 middle = len(encoded) // 2
                 left, left_rid = await self._send(batch, encoded[:middle], attempts)
                 right, right_rid = await self._send(batch, encoded[middle:], attempts)
                 return left + right, right_rid or left_rid
-            elif status in AUTH_STATUSES:
-                self._halt(account, f"HTTP {status}: {_error_message(answer.payload)}")
+            if action is Action.HALT:
+                detail = _error_message(answer.payload)
+                if status == 200:
+                    detail = "no per-event answers: is CAPI_API_BASE_URL the Pinterest API?"
+                self._halt(account, f"HTTP {status}: {detail}")
                 self._log_failure(batch, len(encoded), answer, "halted; retrying slowly")
                 await asyncio.sleep(self.settings.auth_retry_s)
                 continue

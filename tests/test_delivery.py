@@ -102,3 +102,23 @@ async def test_delivery_task_that_dies_is_reported_not_swallowed() -> None:
     client.submit(Batch(AdAccountId("1"), (), ()))
     await eventually(lambda: crashes, what="the crash report")
     assert [type(e) for e in crashes] == [OverflowError]
+
+
+@pytest.mark.parametrize(("status", "has_outcomes", "events", "action"), [
+    (200, True, 5, "outcomes"), (422, True, 5, "outcomes"), (422, False, 5, "outcomes"),
+    (200, False, 5, "halt"),  # a 200 that is not the events endpoint's answer
+    (400, False, 5, "bisect"), (400, False, 1, "outcomes"),
+    (413, False, 5, "bisect"), (413, False, 1, "outcomes"),  # one event too big: it fails
+    (401, False, 5, "halt"), (403, False, 5, "halt"), (404, False, 5, "halt"),
+    (405, False, 5, "halt"), (409, False, 5, "halt"), (301, False, 5, "halt"),
+    (204, False, 5, "halt"),
+    (408, False, 5, "retry"), (425, False, 5, "retry"), (429, False, 5, "retry"),
+    (500, False, 5, "retry"), (503, False, 5, "retry"), (599, False, 5, "retry"),
+    (0, False, 5, "retry"),  # no answer: timeout or connection error
+])  # fmt: skip
+def test_classify_every_status_has_one_meaning(
+    status: int, has_outcomes: bool, events: int, action: str
+) -> None:
+    from consumer.delivery import classify
+
+    assert classify(status, has_outcomes, events).value == action

@@ -274,3 +274,46 @@ async def test_dry_run_prints_payload_instead_of_sending(
     assert len(printed["body"]["data"]) == 2
     assert rig.sandbox.stats.requests == 0
     assert len(rig.results) == 1
+
+
+@pytest.mark.parametrize("status", [405, 409])
+async def test_delivery_unexpected_4xx_halts_and_keeps_events_instead_of_retrying_forever(
+    rig: Rig, conversion_factory: ConversionFactory, status: int
+) -> None:
+    rig.sandbox.faults.update({"error_rate": 1.0, "error_status": status})
+    client = rig.client()
+    client.submit(batch_of(conversion_factory, 3))
+    await eventually(lambda: ACCOUNT in client.halted, what="the account halted")
+    assert rig.results == [] and str(status) in client.halted[ACCOUNT]
+    rig.sandbox.faults.error_rate = 0.0
+    await settle(client)
+    assert not client.halted
+    assert [o.status for o in rig.results[0].outcomes] == ["processed"] * 3
+
+
+async def test_delivery_200_without_event_answers_halts_instead_of_claiming_delivery(
+    conversion_factory: ConversionFactory,
+) -> None:
+    async def not_the_api(request: web.Request) -> web.Response:
+        return web.Response(text="<html>welcome</html>", content_type="text/html")
+
+    app = web.Application()
+    app.router.add_post("/v5/ad_accounts/{account}/events", not_the_api)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    results: list[BatchResult] = []
+    async with aiohttp.ClientSession() as session:
+        client = DeliveryClient(
+            session,
+            DeliverySettings(f"http://127.0.0.1:{port}", auth_retry_s=0.05),
+            lambda account: Secret(TOKEN),
+            results.append,
+            setup_telemetry(span_processors=[]),
+        )
+        client.submit(batch_of(conversion_factory, 2))
+        await eventually(lambda: ACCOUNT in client.halted, what="the account halted")
+        assert results == [] and "CAPI_API_BASE_URL" in client.halted[ACCOUNT]
+        await client.close()
+    await runner.cleanup()
