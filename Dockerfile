@@ -7,15 +7,16 @@ FROM ${PYTHON_IMAGE} AS build
 WORKDIR /src
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 COPY consumer ./consumer
-RUN pip install ".[zipkin]"
+RUN pip install --constraint constraints.txt ".[zipkin]"
 
 FROM ${PYTHON_IMAGE} AS tools
 WORKDIR /app
 COPY --from=build /opt/venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1
-RUN pip install --no-cache-dir "confluent-kafka[schemaregistry]>=2.16,<3"
+COPY constraints.txt ./
+RUN pip install --no-cache-dir --constraint constraints.txt "confluent-kafka[schemaregistry]>=2.16,<3"
 COPY schemas ./schemas
 COPY devenv ./devenv
 USER 10001

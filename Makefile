@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: help install services-deps lint typecheck test demo bench chaos audit sandbox clean
+.PHONY: help install services-deps lint typecheck test demo bench chaos audit constraints sandbox clean
 
 help:
 	@echo "make demo   - start Kafka, registry and sandbox; produce sample events; run the consumer"
@@ -19,10 +19,13 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# Jars (Kafka, schema registry, Zipkin) are cached in .kafka/; Redis (and docker-compose, to
-# validate docker-compose.yml where no `docker compose` plugin exists) come from Debian's packages.
+# Jars (Kafka, schema registry, Zipkin) and the Go-built Jaeger and kustomize are cached in .kafka/;
+# Redis, promtool (package prometheus: alert rules and /metrics are checked with it) and
+# docker-compose (to validate docker-compose.yml where no `docker compose` plugin exists) come from
+# Debian's packages; hadolint and kubernetes-validate from the dev extra.
 DEBIAN_PACKAGES = $(if $(shell command -v redis-server),,redis-server) \
-                  $(if $(shell command -v docker-compose),,docker-compose)
+                  $(if $(shell command -v docker-compose),,docker-compose) \
+                  $(if $(shell command -v promtool),,prometheus)
 
 services-deps: $(STAMP)
 	$(BIN)/python -m devenv.fetch
@@ -57,6 +60,13 @@ audit: $(STAMP)
 	$(BIN)/pip install -q pip-audit
 	$(BIN)/pip freeze --exclude-editable > requirements.lock
 	$(BIN)/pip-audit --strict --progress-spinner off -r requirements.lock
+
+# The image's exact versions (constraints.txt), from a fresh venv with only what the image installs.
+constraints:
+	rm -rf .cache/constraints-venv && $(PYTHON) -m venv .cache/constraints-venv
+	.cache/constraints-venv/bin/pip install -q ".[zipkin]"
+	{ head -2 constraints.txt; .cache/constraints-venv/bin/pip freeze --exclude-editable | \
+	  grep -v '^capi-consumer'; } > constraints.txt.new && mv constraints.txt.new constraints.txt
 
 sandbox: $(STAMP)
 	$(BIN)/consumer sandbox --port 8089

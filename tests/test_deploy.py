@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,13 +19,20 @@ ROOT = Path(__file__).resolve().parent.parent
 K8S = ROOT / "deploy" / "kubernetes"
 
 
-def manifests() -> dict[str, dict[str, Any]]:
-    found = {}
-    for path in K8S.glob("*.yaml"):
-        for document in yaml.safe_load_all(path.read_text()):
-            if document and "kind" in document and document["kind"] != "Kustomization":
-                found[document["kind"]] = document
-    return found
+def rendered(directory: str) -> list[dict[str, Any]]:
+    """What `kubectl apply -k deploy/kubernetes/<directory>` would send, rendered by kustomize."""
+    from devenv.kustomize import render
+
+    return [d for d in yaml.safe_load_all(render(K8S / directory)) if d]
+
+
+def manifests(directory: str = "overlays/example") -> dict[str, dict[str, Any]]:
+    """The consumer's own objects by kind (the Redis of components/redis left out)."""
+    return {
+        document["kind"]: document
+        for document in rendered(directory)
+        if document["metadata"]["name"] != "capi-redis"
+    }
 
 
 def compose_command() -> list[str] | None:
@@ -62,12 +71,14 @@ def test_dockerfile_non_root_multi_stage_with_healthcheck() -> None:
 def test_kubernetes_deployment_probes_security_and_grace() -> None:
     found = manifests()
     assert {
+        "Namespace",
         "Deployment",
         "ConfigMap",
         "Secret",
         "PodDisruptionBudget",
         "Service",
         "ScaledObject",
+        "TriggerAuthentication",
     } <= set(found)
     pod = found["Deployment"]["spec"]["template"]["spec"]
     container = pod["containers"][0]
@@ -111,3 +122,89 @@ def test_kubernetes_env_references_only_variables_defined_before_them() -> None:
             for name in re.findall(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", variable.get("value", "")):
                 assert name in defined, f"{variable['name']} uses $({name}) before it is defined"
             defined.add(variable["name"])
+
+
+KUBERNETES_VERSION = "1.31"
+
+
+@pytest.mark.parametrize("directory", ["base", "overlays/example"])
+def test_kubernetes_rendered_manifests_are_valid_against_the_api_schemas(directory: str) -> None:
+    import kubernetes_validate
+
+    objects = rendered(directory)
+    for document in objects:
+        if document["apiVersion"].startswith("keda.sh/"):
+            continue  # a CRD: kubernetes-validate ships no schema for it (checked below)
+        kubernetes_validate.validate(document, KUBERNETES_VERSION, strict=True)
+    namespaces = {d["metadata"]["name"] for d in objects if d["kind"] == "Namespace"}
+    assert namespaces == {"capi"}
+    for document in objects:
+        if document["kind"] != "Namespace":
+            assert document["metadata"].get("namespace") == "capi", document["metadata"]
+
+
+def test_kubernetes_base_applies_without_keda_and_the_optional_parts_fit_together() -> None:
+    base = rendered("base")
+    assert not [d for d in base if d["apiVersion"].startswith("keda.sh/")]
+    assert manifests("base")["ConfigMap"]["data"]["CAPI_DEDUP_BACKEND"] == "memory"
+    found = manifests()
+    scaled, auth, secret = found["ScaledObject"], found["TriggerAuthentication"], found["Secret"]
+    assert scaled["spec"]["scaleTargetRef"]["name"] == found["Deployment"]["metadata"]["name"]
+    trigger = scaled["spec"]["triggers"][0]
+    assert trigger["authenticationRef"]["name"] == auth["metadata"]["name"]
+    assert trigger["metadata"]["consumerGroup"] == found["ConfigMap"]["data"]["CAPI_KAFKA_GROUP_ID"]
+    for ref in auth["spec"]["secretTargetRef"]:
+        assert ref["name"] == secret["metadata"]["name"] and ref["key"] in secret["stringData"]
+    redis = [d for d in rendered("overlays/example") if d["metadata"]["name"] == "capi-redis"]
+    assert {d["kind"] for d in redis} == {"Deployment", "Service"}
+    assert found["ConfigMap"]["data"]["CAPI_REDIS_URL"].startswith("redis://capi-redis:")
+
+
+def test_dockerfile_passes_hadolint() -> None:
+    hadolint = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
+    result = subprocess.run(
+        [hadolint, "--no-color", str(ROOT / "Dockerfile")], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def promtool() -> str:
+    found = shutil.which("promtool")
+    if found is None:
+        if os.environ.get("CI"):
+            pytest.fail("promtool missing: make test installs Debian's prometheus package")
+        pytest.skip("promtool not installed (Debian's prometheus package; make test installs it)")
+    return found
+
+
+def test_prometheus_alert_rules_pass_promtool() -> None:
+    result = subprocess.run(
+        [promtool(), "check", "rules", str(ROOT / "deploy" / "prometheus" / "alerts.yaml")],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_metrics_page_passes_promtool_check_metrics() -> None:
+    import dataclasses
+
+    from opentelemetry.exporter.prometheus import PrometheusMetricReader
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from consumer import telemetry as tm
+
+    registry = CollectorRegistry()
+    telemetry = tm.setup_telemetry([PrometheusMetricReader(registry=registry)], [])
+    names = [v for k, v in vars(tm).items() if k.startswith("M_")]
+    telemetry.add_gauges(lambda: [(name, 1.0, {"topic": "t"}) for name in names])
+    for field in dataclasses.fields(telemetry.instruments):
+        instrument = getattr(telemetry.instruments, field.name)
+        instrument.add(1) if hasattr(instrument, "add") else instrument.record(1.5)
+    result = subprocess.run(
+        [promtool(), "check", "metrics"],
+        input=generate_latest(registry).decode(),
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0 and not result.stdout.strip(), result.stdout + result.stderr
