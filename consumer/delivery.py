@@ -331,8 +331,18 @@ class DeliveryClient:
                 **self._server,
             },
         ) as span:
+            started_s = time.perf_counter()
             answer = await self._request(url, body, token)
-            self._telemetry.instruments.requests.add(1, {"status": str(answer.status)})
+            instruments = self._telemetry.instruments
+            instruments.requests.add(1, {"status": str(answer.status)})
+            http_attributes: dict[str, str | int] = {tm.ATTR_HTTP_METHOD: "POST", **self._server}
+            if answer.status:
+                http_attributes[tm.ATTR_HTTP_STATUS] = answer.status
+            if answer.status >= 400 or answer.status == 0:
+                http_attributes[tm.ATTR_ERROR_TYPE] = str(answer.status or "connection")
+            instruments.http_client_duration_s.record(
+                time.perf_counter() - started_s, http_attributes
+            )
             span.set_attribute(tm.ATTR_HTTP_STATUS, answer.status)
             span.set_attribute(tm.ATTR_REQUEST_ID, answer.request_id)
             if answer.status in (200, 400, 422):

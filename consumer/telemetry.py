@@ -76,6 +76,9 @@ M_MATCH_IDENTIFIER: Final = "capi.match.identifier.events"
 M_MATCH_COUNT: Final = "capi.match.events_by_identifier_count"
 M_NORMALIZE_DROPPED: Final = "capi.normalize.dropped"
 M_OFFSET_MAP_OVERFLOW: Final = "capi.offset_map.overflow"
+# OpenTelemetry HTTP client semantic conventions (with http.request.method,
+# http.response.status_code, server.address, server.port, error.type)
+M_HTTP_CLIENT_DURATION: Final = "http.client.request.duration"
 
 HELP: Final = {
     M_CONSUMED: "Messages read from Kafka, by topic.",
@@ -93,7 +96,7 @@ HELP: Final = {
     M_IN_FLIGHT: "Messages consumed whose fate is not final yet.",
     M_PAUSED: "Partitions paused by backpressure.",
     M_LAG: "Messages behind the high watermark, per partition.",
-    M_HALTED: "Ad accounts halted after 401 or 403.",
+    M_HALTED: "Ad accounts halted (401, 403, 404 or an answer that is not the API's).",
     M_READY: "1 when /readyz answers 200, else 0.",
     M_COMMITTED: "Partition offsets committed.",
     M_MATCH_EVENTS: "Events built, by ad account and event name.",
@@ -103,6 +106,8 @@ HELP: Final = {
     "(the event was still sent).",
     M_OFFSET_MAP_OVERFLOW: "Commits whose map of final offsets past the prefix did not fit the "
     "metadata limit whole.",
+    M_HTTP_CLIENT_DURATION: "Seconds per request to the events endpoint (OpenTelemetry HTTP "
+    "client conventions).",
 }
 
 
@@ -121,6 +126,7 @@ class Instruments:
     batch_size: metrics.Histogram
     event_to_ack_s: metrics.Histogram
     consume_to_ack_s: metrics.Histogram
+    http_client_duration_s: metrics.Histogram
 
 
 Gauges = Callable[[], Iterable[tuple[str, float, dict[str, str]]]]
@@ -167,6 +173,28 @@ class Telemetry:
                 "s",
                 HELP[M_CONSUME_TO_ACK],
                 explicit_bucket_boundaries_advisory=latency_buckets,
+            ),
+            http_client_duration_s=meter.create_histogram(
+                M_HTTP_CLIENT_DURATION,
+                "s",
+                HELP[M_HTTP_CLIENT_DURATION],
+                # the buckets the semantic conventions recommend for HTTP durations
+                explicit_bucket_boundaries_advisory=[
+                    0.005,
+                    0.01,
+                    0.025,
+                    0.05,
+                    0.075,
+                    0.1,
+                    0.25,
+                    0.5,
+                    0.75,
+                    1,
+                    2.5,
+                    5,
+                    7.5,
+                    10,
+                ],
             ),
         )
         # Unlabelled zero series, so dashboards and alerts see 0 rather than "no data".

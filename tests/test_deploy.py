@@ -187,23 +187,11 @@ def test_prometheus_alert_rules_pass_promtool() -> None:
 
 
 def test_metrics_page_passes_promtool_check_metrics() -> None:
-    import dataclasses
+    from tests.test_telemetry import every_metric_page
 
-    from opentelemetry.exporter.prometheus import PrometheusMetricReader
-    from prometheus_client import CollectorRegistry, generate_latest
-
-    from consumer import telemetry as tm
-
-    registry = CollectorRegistry()
-    telemetry = tm.setup_telemetry([PrometheusMetricReader(registry=registry)], [])
-    names = [v for k, v in vars(tm).items() if k.startswith("M_")]
-    telemetry.add_gauges(lambda: [(name, 1.0, {"topic": "t"}) for name in names])
-    for field in dataclasses.fields(telemetry.instruments):
-        instrument = getattr(telemetry.instruments, field.name)
-        instrument.add(1) if hasattr(instrument, "add") else instrument.record(1.5)
     result = subprocess.run(
         [promtool(), "check", "metrics"],
-        input=generate_latest(registry).decode(),
+        input=every_metric_page(),
         capture_output=True,
         text=True,
     )

@@ -124,26 +124,43 @@ async def test_delivery_span_http_conventions_links_and_no_pii(
     assert "tok" not in text.replace("token", "") and "@" not in text
 
 
-def test_every_capi_metric_has_help_text_on_metrics() -> None:
+def every_metric_page() -> str:
+    """/metrics with every metric holding a value."""
     import dataclasses
 
     from opentelemetry.exporter.prometheus import PrometheusMetricReader
     from prometheus_client import CollectorRegistry, generate_latest
 
-    names = [v for k, v in vars(tm).items() if k.startswith("M_")]
-    assert set(tm.HELP) == set(names)  # every metric is described, and nothing else
     registry = CollectorRegistry()
     telemetry = tm.setup_telemetry([PrometheusMetricReader(registry=registry)], [])
+    names = [v for k, v in vars(tm).items() if k.startswith("M_")]
     telemetry.add_gauges(lambda: [(name, 1.0, {}) for name in names])
     for field in dataclasses.fields(telemetry.instruments):
         instrument = getattr(telemetry.instruments, field.name)
         instrument.add(1) if hasattr(instrument, "add") else instrument.record(1)
-    text = generate_latest(registry).decode()
+    return str(generate_latest(registry).decode())
+
+
+def test_every_capi_metric_has_help_text_on_metrics() -> None:
+    names = [v for k, v in vars(tm).items() if k.startswith("M_")]
+    assert set(tm.HELP) == set(names)  # every metric is described, and nothing else
+    text = every_metric_page()
+    prefixes = tuple("# HELP " + name.split(".")[0] + "_" for name in names)
     helps = {
         line.split()[2]: line.split(" ", 3)[3]
         for line in text.splitlines()
-        if line.startswith("# HELP capi_")
+        if line.startswith(prefixes)
     }
     assert len(helps) == len(names), sorted(helps)
     for family, help_text in helps.items():
         assert help_text.endswith(".") and len(help_text) > 15, (family, help_text)
+
+
+def test_readme_lists_every_metric() -> None:
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    for line in every_metric_page().splitlines():
+        if line.startswith("# HELP ") and not line.startswith(("# HELP otel_", "# HELP target")):
+            family = line.split()[2]
+            assert f"`{family}`" in readme, f"README's metric table lacks {family}"
