@@ -85,7 +85,11 @@ def main() -> int:
         began = time.monotonic()
         first_consumed: float | None = None
         stats: dict[str, Any] = {}
-        progress = Progress("  final fates", total, stream=sys.stdout)
+        progress = Progress(
+            "  records handled (delivered, deduplicated, skipped or dead-lettered)",
+            total,
+            stream=sys.stdout,
+        )
         while time.monotonic() - began < 300:
             stats = get_json(f"http://127.0.0.1:{health_port}/stats")
             if stats["consumed"] and first_consumed is None:
