@@ -91,8 +91,13 @@ def test_kubernetes_deployment_probes_security_and_grace() -> None:
     assert pod["terminationGracePeriodSeconds"] >= grace_s + 5
 
 
-def test_kubernetes_configmap_settings_and_mapping_are_accepted(tmp_path: Path) -> None:
-    data = manifests()["ConfigMap"]["data"]
+@pytest.mark.parametrize(
+    ("directory", "dedup"), [("base", "memory"), ("overlays/example", "redis")]
+)
+def test_kubernetes_configmap_settings_and_mapping_are_accepted(
+    tmp_path: Path, directory: str, dedup: str
+) -> None:
+    data = manifests(directory)["ConfigMap"]["data"]
     mapping = compile_mapping(yaml.safe_load(data["mapping.yaml"]))
     assert mapping.rules
     mapping_file = tmp_path / "mapping.yaml"
@@ -106,7 +111,7 @@ def test_kubernetes_configmap_settings_and_mapping_are_accepted(tmp_path: Path) 
         CAPI_KAFKA_SASL_PASSWORD_FILE=str(secret),
     )
     config = load_config(env)
-    assert config.dedup_backend == "redis"
+    assert config.dedup_backend == dedup
     assert "value" not in str(config.masked())
 
 
