@@ -31,6 +31,29 @@ AssignCallback = Callable[[list[tuple[TP, int, Commit | None]]], Awaitable[None]
 RevokeCallback = Callable[[list[TP]], Awaitable[None]]
 
 
+def _offset(stats: dict[str, Any], name: str) -> int | None:
+    value = stats.get(name)
+    return value if isinstance(value, int) and value >= 0 else None
+
+
+def partition_lag(stats: dict[str, Any]) -> int | None:
+    """Messages behind the high watermark, from one partition of librdkafka's statistics.
+
+    librdkafka counts from the committed offset and says -1 until there is one, which would hide
+    the lag of a new group; then count from the position (the first fetch's start) instead.
+    """
+    lag = stats.get("consumer_lag")
+    if isinstance(lag, int) and lag >= 0:
+        return lag
+    high = _offset(stats, "hi_offset")
+    start = _offset(stats, "committed_offset")
+    if start is None:
+        start = _offset(stats, "app_offset")
+    if start is None:
+        start = _offset(stats, "lo_offset")
+    return max(0, high - start) if high is not None and start is not None else None
+
+
 class KafkaSource:
     def __init__(
         self,
@@ -271,8 +294,7 @@ class KafkaSource:
         for topic, topic_stats in (stats.get("topics") or {}).items():
             for partition, p in (topic_stats.get("partitions") or {}).items():
                 key = (topic, int(partition))
-                lag = p.get("consumer_lag")
-                if key in self.assigned and isinstance(lag, int) and lag >= 0:
+                if key in self.assigned and (lag := partition_lag(p)) is not None:
                     self.lag[key] = lag
 
     async def _on_error(self, error: KafkaError) -> None:
