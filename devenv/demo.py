@@ -130,9 +130,33 @@ def main() -> int:
         print(f"  exit code of consumer   {consumer.proc.returncode} (SIGTERM drain)")
         return 0 if consumer.proc.returncode == 0 else 1
     finally:
+        kept = _keep_logs(workdir)
         for service in reversed(started_services):
             (service.cleanup if hasattr(service, "cleanup") else service.stop)()
         shutil.rmtree(workdir, ignore_errors=True)
+        print(f"\nlogs kept in {kept.relative_to(ROOT)}/ (consumer, sandbox and Kafka logs)")
+        print(NEXT_STEPS)
+
+
+NEXT_STEPS = """
+what to try next
+  consumer transform --mapping schemas/mapping.example.yaml \\
+      --input schemas/records.sample.jsonl --summary --now 1800000000
+                                  what a mapping builds, leaves out and rejects, record by record
+  consumer sandbox --port 8089    the Pinterest stand-in, to point CAPI_API_BASE_URL at
+  make test                       the whole suite against real Kafka, registry and receivers
+  README.md, "Configuration"      every CAPI_* setting; "Troubleshooting" when nothing flows"""
+
+
+def _keep_logs(workdir: Path) -> Path:
+    """Copy the run's logs to .cache/demo-logs/<time>/ before the servers' folders go."""
+    kept = ROOT / ".cache" / "demo-logs" / time.strftime("%Y%m%d-%H%M%S")
+    kept.mkdir(parents=True, exist_ok=True)
+    for log in [*workdir.glob("*.log"), *workdir.glob("*/*.log")]:
+        shutil.copy(
+            log, kept / (log.name if log.parent == workdir else f"{log.parent.name}-{log.name}")
+        )
+    return kept
 
 
 if __name__ == "__main__":
