@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: help install services-deps lint typecheck test demo bench chaos audit constraints sandbox clean
+.PHONY: help install services-deps test-deps lint typecheck test demo bench chaos audit constraints sandbox clean
 
 help:
 	@echo "make demo   - start Kafka, registry and sandbox; produce sample events; run the consumer"
@@ -41,7 +41,11 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy consumer tests
 
-test: services-deps lint typecheck
+# Jaeger and kustomize take minutes to build on a cold machine; only the tests need them.
+test-deps: services-deps
+	$(BIN)/python -m devenv.fetch test-tools
+
+test: test-deps lint typecheck
 	$(BIN)/pytest -q -p no:cacheprovider -p no:faulthandler || \
 	  { status=$$?; tail -c 20000 .pytest-faults.log 2>/dev/null; exit $$status; }
 

@@ -1,6 +1,11 @@
-"""Fetch every server the tests and the demo need into .kafka/ (cached; a second run is a no-op):
-Kafka, the schema registry and Zipkin from Maven Central; Jaeger and kustomize built from the Go
-module proxy."""
+"""Fetch what the demo and the tests need into .kafka/ (cached; a second run is a no-op).
+
+python -m devenv.fetch              Kafka, the schema registry and Zipkin from Maven Central
+python -m devenv.fetch test-tools   also Jaeger (the OTLP receiver) and kustomize, built from the
+                                    Go module proxy: only the tests use them
+"""
+
+import sys
 
 from devenv.jaeger import fetch_jaeger
 from devenv.kafka import fetch_jars
@@ -12,5 +17,6 @@ if __name__ == "__main__":
     fetch_jars()
     fetch_registry()
     fetch_zipkin()
-    fetch_jaeger()
-    fetch_kustomize()
+    if sys.argv[1:] == ["test-tools"]:
+        fetch_jaeger()
+        fetch_kustomize()
