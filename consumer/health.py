@@ -1,5 +1,8 @@
-"""Health endpoints: /healthz (loop and source alive), /readyz (assigned, authorized, not halted),
-/metrics (Prometheus text), /stats (JSON counters for `consumer status` and the demo)."""
+"""Health endpoints: /healthz (loop and source alive), /readyz (the state below, with its reason),
+/metrics (Prometheus text), /stats (JSON counters for `consumer status` and the demo).
+
+`assess` turns plain facts into one readiness state; adding a readiness condition is one row here.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +15,63 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 Check = Callable[[], tuple[bool, dict[str, Any]]]
+
+# How long a condition lasts before it makes the consumer unready: brief blips (a broker
+# restart, a registry redeploy) are not worth an operator's attention.
+UNREACHABLE_GRACE_S = 15.0
+
+# Every state /readyz can report, in the order they are checked; "ready" marks the two that are.
+STATES: dict[str, bool] = {
+    "dead_letter_ceiling": False,  # CAPI_DLQ_MAX_RUN dead letters in a row: a bad deploy
+    "account_halted": False,  # 401/403/404 or an answer that is not the API's
+    "broker_unreachable": False,  # no broker answered for UNREACHABLE_GRACE_S
+    "topic_missing": False,  # a subscribed topic does not exist
+    "registry_unreachable": False,  # records held: the schema registry (or Redis) is failing
+    "backpressure": False,  # every partition paused for longer than CAPI_PAUSED_UNREADY_S
+    "starting": False,  # not joined to the group yet
+    "no_partitions": True,  # joined, but more replicas than partitions: ready, idle
+    "consuming": True,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ReadinessFacts:
+    """What the stages know, as plain values (seconds are how long a condition has lasted)."""
+
+    halt_reason: str | None = None
+    halted_accounts: tuple[str, ...] = ()
+    broker_down_s: float | None = None
+    missing_topics: tuple[str, ...] = ()
+    transient_failing_s: float | None = None
+    transient_error: str = ""
+    all_paused_s: float | None = None
+    paused_unready_s: float = 300.0
+    is_joined: bool = False
+    assigned: int = 0
+
+
+def assess(facts: ReadinessFacts) -> tuple[str, str]:
+    """The readiness state and a reason for a person; `STATES[state]` says if it is ready."""
+    if facts.halt_reason:
+        return "dead_letter_ceiling", facts.halt_reason
+    if facts.halted_accounts:
+        return "account_halted", f"ad accounts halted: {', '.join(facts.halted_accounts)}"
+    if facts.broker_down_s is not None and facts.broker_down_s >= UNREACHABLE_GRACE_S:
+        return "broker_unreachable", f"no Kafka broker reachable for {facts.broker_down_s:.0f}s"
+    if facts.missing_topics:
+        return "topic_missing", f"subscribed topic missing: {', '.join(facts.missing_topics)}"
+    if facts.transient_failing_s is not None and facts.transient_failing_s >= UNREACHABLE_GRACE_S:
+        return (
+            "registry_unreachable",
+            f"records held for {facts.transient_failing_s:.0f}s: {facts.transient_error}",
+        )
+    if facts.all_paused_s is not None and facts.all_paused_s >= facts.paused_unready_s:
+        return "backpressure", f"every partition paused for {facts.all_paused_s:.0f}s"
+    if not facts.is_joined:
+        return "starting", "not joined to the consumer group yet"
+    if facts.assigned == 0:
+        return "no_partitions", "joined, 0 partitions assigned (more replicas than partitions)"
+    return "consuming", f"{facts.assigned} partitions assigned"
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,7 +28,7 @@ from consumer.decode import Decoder, RegistryClient, load_reader_schemas, load_s
 from consumer.dedup import DedupKey, DedupStore, MemoryDedupStore, key_of
 from consumer.delivery import DeliveryClient, DeliverySettings, DryRunDelivery
 from consumer.errors import PermanentError
-from consumer.health import HealthChecks, start_health_server
+from consumer.health import STATES, HealthChecks, ReadinessFacts, assess, start_health_server
 from consumer.mapping import MappingRules, map_record
 from consumer.normalize import normalize_conversion
 from consumer.offsets import OffsetLedger
@@ -516,17 +516,41 @@ class Pipeline:
         stalled_s = time.monotonic() - self.source.last_turn_s
         return stalled_s < LIVENESS_STALL_S, {"source_stalled_s": round(stalled_s, 1)}
 
+    def _readiness_state(self) -> tuple[str, str]:
+        source, now = self.source, time.monotonic()
+
+        def lasted(since: float | None) -> float | None:
+            return None if since is None else now - since
+
+        halted = self.delivery.halted if self.delivery is not None else {}
+        return assess(
+            ReadinessFacts(
+                halt_reason=self.halt_reason,
+                halted_accounts=tuple(sorted(halted)),
+                broker_down_s=lasted(source.broker_down_since),
+                missing_topics=tuple(sorted(source.missing_topics)),
+                transient_failing_s=lasted(source.transient_since),
+                transient_error=source.transient_error,
+                all_paused_s=lasted(source.all_paused_since),
+                paused_unready_s=self.config.paused_unready_s,
+                is_joined=source.is_joined,
+                assigned=len(source.assigned),
+            )
+        )
+
     def readiness(self) -> tuple[bool, dict[str, Any]]:
+        state, reason = self._readiness_state()
         halted = dict(self.delivery.halted) if self.delivery is not None else {}
         detail: dict[str, Any] = {
+            "state": state,
+            "reason": reason,
             "assigned_partitions": len(self.source.assigned),
             "paused_partitions": len(self.source.paused),
             "halted_accounts": halted,
         }
         if self.halt_reason:
             detail["halted"] = self.halt_reason
-        is_joined = bool(self.source.assigned) or time.monotonic() - self.started_s > 30
-        return is_joined and not halted and self.halt_reason is None, detail
+        return STATES[state], detail
 
     def stats(self) -> dict[str, Any]:
         return {
@@ -558,12 +582,18 @@ class Pipeline:
             "uptime_s": round(time.monotonic() - self.started_s, 1),
         }
 
+    def _state_gauges(self) -> list[tuple[str, float, dict[str, str]]]:
+        """One series per readiness state, 1 for the current one: alerts select by state."""
+        current, _ = self._readiness_state()
+        return [(tm.M_STATE, float(s == current), {"state": s}) for s in STATES]
+
     def _gauges(self) -> list[tuple[str, float, dict[str, str]]]:
         gauges: list[tuple[str, float, dict[str, str]]] = [
             (tm.M_IN_FLIGHT, float(self.ledger.unfinished()), {}),
             (tm.M_PAUSED, float(len(self.source.paused)), {}),
             (tm.M_HALTED, float(len(self.delivery.halted) if self.delivery else 0), {}),
             (tm.M_READY, 1.0 if self.readiness()[0] else 0.0, {}),
+            *self._state_gauges(),
             (tm.M_OFFSET_MAP_OVERFLOW, float(self.ledger.map_overflows), {}),
         ]
         for (topic, partition), lag in self.source.lag.items():

@@ -31,6 +31,10 @@ AssignCallback = Callable[[list[tuple[TP, int, Commit | None]]], Awaitable[None]
 RevokeCallback = Callable[[list[TP]], Awaitable[None]]
 
 
+# librdkafka's codes for "no broker answers" (statistics report when one is UP again).
+_UNREACHABLE = frozenset({KafkaError._ALL_BROKERS_DOWN, KafkaError._RESOLVE})
+
+
 def _offset(stats: dict[str, Any], name: str) -> int | None:
     value = stats.get(name)
     return value if isinstance(value, int) and value >= 0 else None
@@ -98,6 +102,13 @@ class KafkaSource:
         self.last_turn_s = clock()
         self.consumed = 0
         self._error_logged_at: dict[int, float] = {}
+        # What readiness is made of (health.assess): each condition with the time it began.
+        self.broker_down_since: float | None = None
+        self.missing_topics: set[str] = set()
+        self.is_joined = False
+        self.transient_since: float | None = None
+        self.transient_error = ""
+        self.all_paused_since: float | None = None
 
     @property
     def client(self) -> AIOConsumer:
@@ -147,9 +158,13 @@ class KafkaSource:
         try:
             accepted = await self._handler(envelopes)
             self._transient_failures = 0
+            self.transient_since = None
         except TransientError as exc:
             accepted = 0
             self._transient_failures += 1
+            if self.transient_since is None:
+                self.transient_since = self._clock()
+            self.transient_error = str(exc)
             delay = min(30.0, 0.5 * 2 ** min(self._transient_failures, 6))
             self._retry_at_s = self._clock() + delay
             logger.warning(
@@ -169,6 +184,8 @@ class KafkaSource:
                 if error.code() != KafkaError._PARTITION_EOF:
                     if error.fatal():
                         raise KafkaException(error)
+                    if error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART and message.topic():
+                        self.missing_topics.add(message.topic())
                     logger.warning("consume error", extra={"error": error.str()})
                 continue
             topic, partition = message.topic(), message.partition()
@@ -200,12 +217,15 @@ class KafkaSource:
             await self.client.pause([TopicPartition(t, p) for t, p in to_pause])
             self.paused |= to_pause
             logger.info("paused partitions", extra={"count": len(to_pause)})
+        if self.assigned and self.all_paused_since is None:
+            self.all_paused_since = self._clock()
 
     async def _resume_all(self) -> None:
         if self.paused:
             await self.client.resume([TopicPartition(t, p) for t, p in self.paused])
             logger.info("resumed partitions", extra={"count": len(self.paused)})
             self.paused.clear()
+        self.all_paused_since = None
 
     async def commit(self, commits: dict[TP, Commit]) -> dict[TP, Commit]:
         """Store then commit (next offset and metadata per partition); return what Kafka took.
@@ -251,9 +271,11 @@ class KafkaSource:
 
     async def _assigned(self, _consumer: Any, partitions: list[TopicPartition]) -> None:
         committed = await self._committed(partitions)
+        self.is_joined = True
         assigned = []
         for tp in partitions:
             key = (tp.topic, tp.partition)
+            self.missing_topics.discard(tp.topic)
             self.generations[key] = self.generations.get(key, 0) + 1
             self.assigned.add(key)
             assigned.append((key, self.generations[key], committed.get(key)))
@@ -291,6 +313,12 @@ class KafkaSource:
             stats = orjson.loads(stats_json)
         except orjson.JSONDecodeError:
             return
+        brokers = (stats.get("brokers") or {}).values()
+        if any(isinstance(b, dict) and b.get("state") == "UP" for b in brokers):
+            self.broker_down_since = None
+        group = stats.get("cgrp")
+        if isinstance(group, dict) and "join_state" in group:
+            self.is_joined = group.get("join_state") == "steady"
         for topic, topic_stats in (stats.get("topics") or {}).items():
             for partition, p in (topic_stats.get("partitions") or {}).items():
                 key = (topic, int(partition))
@@ -302,6 +330,8 @@ class KafkaSource:
         # broker is down): log each error code at most every 10 s.
         now = self._clock()
         code = error.code()
+        if code in _UNREACHABLE and self.broker_down_since is None:
+            self.broker_down_since = now
         if error.fatal() or now - self._error_logged_at.get(code, -1e9) >= 10.0:
             self._error_logged_at[code] = now
             logger.warning(

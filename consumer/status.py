@@ -71,7 +71,11 @@ def render(status: dict[str, Any]) -> str:
     halted = ", ".join(f"{a}: {r}" for a, r in status["halted_accounts"].items()) or "none"
     lines = [
         f"ready        {'yes' if status['ready'] else 'NO'}"
-        + (f" (halted: {status['halted']})" if status["halted"] else ""),
+        + (
+            f" ({status['readiness']['state']}: {status['readiness'].get('reason', '')})"
+            if "state" in status["readiness"]
+            else ""
+        ),
         f"partitions   {len(status['assigned'])} assigned, {status['paused_partitions']} paused,"
         f" lag {status['total_lag']}",
     ]

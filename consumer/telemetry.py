@@ -70,6 +70,7 @@ M_PAUSED: Final = "capi.consumer.paused_partitions"
 M_LAG: Final = "capi.consumer.lag"
 M_HALTED: Final = "capi.delivery.halted_accounts"
 M_READY: Final = "capi.consumer.ready"
+M_STATE: Final = "capi.consumer.state"
 M_COMMITTED: Final = "capi.consumer.committed_offsets"
 M_MATCH_EVENTS: Final = "capi.match.events"
 M_MATCH_IDENTIFIER: Final = "capi.match.identifier.events"
@@ -98,6 +99,7 @@ HELP: Final = {
     M_LAG: "Messages behind the high watermark, per partition.",
     M_HALTED: "Ad accounts halted (401, 403, 404 or an answer that is not the API's).",
     M_READY: "1 when /readyz answers 200, else 0.",
+    M_STATE: "1 for the readiness state /readyz reports (one series per state), else 0.",
     M_COMMITTED: "Partition offsets committed.",
     M_MATCH_EVENTS: "Events built, by ad account and event name.",
     M_MATCH_IDENTIFIER: "Events carrying each match identifier, by ad account and event name.",
@@ -207,7 +209,7 @@ class Telemetry:
             self.instruments.skipped,
         ):
             counter.add(0)
-        for name in (M_IN_FLIGHT, M_PAUSED, M_LAG, M_HALTED, M_READY):
+        for name in (M_IN_FLIGHT, M_PAUSED, M_LAG, M_HALTED, M_READY, M_STATE):
             meter.create_observable_gauge(
                 name, callbacks=[self._observe(name)], description=HELP[name]
             )

@@ -201,3 +201,53 @@ def test_metrics_page_passes_promtool_check_metrics() -> None:
         text=True,
     )
     assert result.returncode == 0 and not result.stdout.strip(), result.stdout + result.stderr
+
+
+# Each readiness state an operator must act on, and the alert that must fire for it alone.
+STATE_ALERTS = {
+    "broker_unreachable": "CapiBrokerUnreachable",
+    "topic_missing": "CapiTopicMissing",
+    "registry_unreachable": "CapiRegistryUnreachable",
+    "dead_letter_ceiling": "CapiDeadLetterCeiling",
+}
+
+
+@pytest.mark.parametrize("state", sorted(STATE_ALERTS))
+def test_alert_rule_selects_its_readiness_state_and_no_other(tmp_path: Path, state: str) -> None:
+    """promtool evaluates the real rules over series where only `state` is 1."""
+    from consumer.health import STATES
+
+    rules_file = ROOT / "deploy" / "prometheus" / "alerts.yaml"
+    rules = {
+        rule["alert"]: rule
+        for group in yaml.safe_load(rules_file.read_text())["groups"]
+        for rule in group["rules"]
+    }
+    series = [
+        {
+            "series": f'capi_consumer_state{{state="{s}", pod="capi-0"}}',
+            "values": ("1" if s == state else "0") + "x15",
+        }
+        for s in STATES
+    ]
+    checks = []
+    for other_state, alert in STATE_ALERTS.items():
+        rule = rules[alert]
+        expected = []
+        if other_state == state:
+            expected = [{"exp_labels": rule["labels"], "exp_annotations": rule["annotations"]}]
+        checks.append({"eval_time": "10m", "alertname": alert, "exp_alerts": expected})
+    test_file = tmp_path / "alerts.test.yaml"
+    test_file.write_text(
+        yaml.safe_dump(
+            {
+                "rule_files": [str(rules_file)],
+                "evaluation_interval": "1m",
+                "tests": [{"interval": "1m", "input_series": series, "alert_rule_test": checks}],
+            }
+        )
+    )
+    result = subprocess.run(
+        [promtool(), "test", "rules", str(test_file)], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout + result.stderr

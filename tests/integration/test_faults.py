@@ -25,6 +25,7 @@ from tests.integration.rig import (
     produce_traffic,
     wait_fully_committed,
 )
+from tests.integration.test_readiness import assert_state
 
 IS_FULL = os.environ.get("CHAOS_FULL") == "1"
 
@@ -210,6 +211,7 @@ def test_sink_outage_pauses_then_catches_up(
         "outage",
         CAPI_BACKLOG_HIGH_WATERMARK="300",
         CAPI_BACKLOG_LOW_WATERMARK="100",
+        CAPI_PAUSED_UNREADY_S="5",
     ).start()
     try:
         stats = consumer.wait_for(lambda s: s["paused"] > 0, 60, "paused partitions")
@@ -225,6 +227,7 @@ def test_sink_outage_pauses_then_catches_up(
             time.sleep(1.0)
             rss_max = max(rss_max, rss_mb(pid))
         assert consumer.stats()["delivered"] == 0
+        assert_state(consumer, "backpressure", False, "every partition paused")
         print(f"\nsink outage: RSS {rss_start:.1f} MB at start, max {rss_max:.1f} MB")
         assert rss_max - rss_start < 20, "memory grew during the outage"
         assert_nothing_committed_undelivered(kafka, "outage", topics, traffic, sandbox)
@@ -251,12 +254,13 @@ def test_registry_outage_holds_records_without_dead_lettering(
     try:
         consumer.start()
         consumer.wait_for(lambda s: s["held"] > 0 and s["paused"] > 0, 60, "held while down")
-        time.sleep(1.0)
+        assert_state(consumer, "registry_unreachable", False, "records held")
         stats = consumer.stats()
         assert stats["dead_lettered"] == 0 and stats["delivered"] == 0
         proxy.up()
         consumer.wait_final(len(traffic.produced), 90)
         assert consumer.stats()["dead_lettered"] == 0
+        assert_state(consumer, "consuming", True, "partitions assigned")
     finally:
         consumer.stop()
         proxy.stop()
