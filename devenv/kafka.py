@@ -46,18 +46,17 @@ logger.state.level = warn
 """
 
 
-# librdkafka clients made by tests and tools live as long as the process. One reclaimed by the
-# cyclic garbage collector while Python runs on a librdkafka thread (admin results are delivered
-# there) is destroyed from its own thread and takes the process down: confluent-kafka-python
-# issue 1761 and pull request 2129 describe it; two clean-clone runs here died that way.
+# librdkafka clients made by tests and tools live as long as the process (or their broker): one
+# reclaimed by the cyclic garbage collector while Python runs on a librdkafka thread would be
+# destroyed from its own thread (confluent-kafka-python issue 1761, pull request 2129).
 _CLIENTS: dict[tuple[str, str], Any] = {}
 
 
 @contextlib.contextmanager
 def collector_paused() -> Iterator[None]:
     """Around admin calls in tools (demo, bench): their results arrive as Python callbacks on a
-    librdkafka thread, and a garbage collection there can destroy a client from its own thread
-    and crash the process (see tests/conftest.py)."""
+    librdkafka thread, where a garbage collection could destroy a client from its own thread
+    (a precaution, see tests/conftest.py)."""
     was_enabled = gc.isenabled()
     gc.disable()
     try:
@@ -87,12 +86,37 @@ def shared_producer(bootstrap: str) -> Any:
     return _CLIENTS[key]
 
 
+def group_reader(bootstrap: str, group: str) -> Any:
+    """A Consumer of `group` that never subscribes, kept to read the group's committed offsets.
+
+    Not AdminClient.list_consumer_group_offsets: librdkafka 2.16 dereferences the missing
+    consumer-group handle of an AdminClient when an OffsetFetch answers NOT_COORDINATOR and the
+    process dies with SIGSEGV (seen in a core dump: rd_kafka_ListConsumerGroupOffsetsResponse_parse
+    → rd_kafka_handle_OffsetFetch → rd_kafka_cgrp_op).
+    """
+    from confluent_kafka import Consumer
+
+    key = (f"group:{group}", bootstrap)
+    if key not in _CLIENTS:
+        _CLIENTS[key] = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": group,
+                "enable.auto.commit": False,
+                "log_level": 3,
+            }
+        )
+    return _CLIENTS[key]
+
+
 def release_clients(bootstrap: str) -> None:
     """Drop the clients for a broker that is going away (from the main thread: safe here)."""
-    for kind in ("producer", "admin"):
-        client = _CLIENTS.pop((kind, bootstrap), None)
-        if kind == "producer" and client is not None:
+    for kind, address in [k for k in _CLIENTS if k[1] == bootstrap]:
+        client = _CLIENTS.pop((kind, address))
+        if kind == "producer":
             client.flush(5)
+        elif kind.startswith("group:"):
+            client.close()  # a Consumer destroyed without close() can crash (issue 358)
 
 
 def fetch_jars() -> Path:

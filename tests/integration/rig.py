@@ -19,7 +19,6 @@ from typing import Any
 import fastavro
 from confluent_kafka import (
     Consumer,
-    ConsumerGroupTopicPartitions,
     KafkaError,
     KafkaException,
     TopicPartition,
@@ -34,7 +33,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from consumer.config import load_mapping
 from consumer.transform import transform_record
 from consumer.userdata import NormalizeOptions, UserDataHasher
-from devenv.kafka import KafkaBroker, admin_client, shared_producer
+from devenv.kafka import KafkaBroker, admin_client, group_reader, shared_producer
 from devenv.procs import ROOT, Server, free_port, get_json, port_open, wait_until
 from devenv.samples import (
     ENGAGEMENT_TOPIC,
@@ -439,10 +438,8 @@ def committed_offsets(
     wanted = [TopicPartition(t, p) for t, p in partitions_of(kafka, topics, timeout_s)]
 
     def ask() -> dict[tuple[str, int], int]:
-        request = [ConsumerGroupTopicPartitions(group, wanted)]
-        answer = _admin(kafka).list_consumer_group_offsets(request, request_timeout=5)
         offsets = {}
-        for tp in answer[group].result(10).topic_partitions:
+        for tp in group_reader(kafka.bootstrap, group).committed(wanted, timeout=5):
             if tp.error is not None:
                 raise KafkaException(tp.error)
             offsets[(tp.topic, tp.partition)] = tp.offset
