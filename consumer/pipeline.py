@@ -492,8 +492,14 @@ class Pipeline:
         started = time.monotonic()
         self.batcher.flush()
         # Fates arrive from delivery and the dead-letter writer alike.
-        while time.monotonic() < deadline and any(self.ledger.unfinished(tp) for tp in partitions):  # noqa: ASYNC110
+        # The source loop, which commits every 100 ms, waits inside this callback: keep
+        # committing here, so answers that arrive during a long drain are recorded promptly.
+        next_commit_s = time.monotonic() + self.config.commit_interval_ms / 1000
+        while time.monotonic() < deadline and any(self.ledger.unfinished(tp) for tp in partitions):
             await asyncio.sleep(0.01)
+            if time.monotonic() >= next_commit_s:
+                next_commit_s = time.monotonic() + self.config.commit_interval_ms / 1000
+                await self._commit()
         unfinished = sum(self.ledger.unfinished(tp) for tp in partitions)
         await self._commit(set(partitions))
         logger.info(
