@@ -40,6 +40,13 @@ class _PartitionLedger:
     committed_version: int = 0
 
 
+def _is_current(ledger: _PartitionLedger) -> bool:
+    """Neither the prefix nor the map of final offsets moved since the last commit."""
+    # No prefix yet (None) is current: a commit then only ever carries the map.
+    has_same_prefix = ledger.committable is None or ledger.committable == ledger.committed
+    return has_same_prefix and ledger.marks_version == ledger.committed_version
+
+
 class OffsetLedger:
     """Tracks every consumed offset until its fate is final; commits only the finished prefix.
 
@@ -133,9 +140,9 @@ class OffsetLedger:
         """
         out = {}
         for tp, ledger in self._partitions.items():
-            base = ledger.committable
-            if ledger.marks_version == ledger.committed_version and base == ledger.committed:
+            if _is_current(ledger):
                 continue
+            base = ledger.committable
             if base is None:
                 if not ledger.pending:
                     continue
@@ -155,12 +162,7 @@ class OffsetLedger:
 
     def uncommitted(self) -> int:
         """Partitions whose prefix or map of final offsets moved since their last commit."""
-        return sum(
-            1
-            for ledger in self._partitions.values()
-            if (ledger.committable is not None and ledger.committable != ledger.committed)
-            or ledger.marks_version != ledger.committed_version
-        )
+        return sum(1 for ledger in self._partitions.values() if not _is_current(ledger))
 
     def mark_committed(self, commits: dict[TopicPartition, Commit]) -> None:
         for tp, commit in commits.items():

@@ -588,18 +588,15 @@ class Pipeline:
             "uptime_s": round(time.monotonic() - self.started_s, 1),
         }
 
-    def _state_gauges(self) -> list[tuple[str, float, dict[str, str]]]:
-        """One series per readiness state, 1 for the current one: alerts select by state."""
-        current, _ = self._readiness_state()
-        return [(tm.M_STATE, float(s == current), {"state": s}) for s in STATES]
-
     def _gauges(self) -> list[tuple[str, float, dict[str, str]]]:
+        state, _ = self._readiness_state()  # once: ready and the per-state series agree
         gauges: list[tuple[str, float, dict[str, str]]] = [
             (tm.M_IN_FLIGHT, float(self.ledger.unfinished()), {}),
             (tm.M_PAUSED, float(len(self.source.paused)), {}),
             (tm.M_HALTED, float(len(self.delivery.halted) if self.delivery else 0), {}),
-            (tm.M_READY, 1.0 if self.readiness()[0] else 0.0, {}),
-            *self._state_gauges(),
+            (tm.M_READY, float(STATES[state]), {}),
+            # One series per readiness state, 1 for the current one: alerts select by state.
+            *[(tm.M_STATE, float(s == state), {"state": s}) for s in STATES],
             (tm.M_OFFSET_MAP_OVERFLOW, float(self.ledger.map_overflows), {}),
         ]
         for (topic, partition), lag in self.source.lag.items():
