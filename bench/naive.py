@@ -20,10 +20,9 @@ import orjson
 import yaml
 from confluent_kafka import Consumer
 
-from consumer.mapping import compile_mapping, map_record
-from consumer.normalize import normalize_conversion
+from consumer.process import RecordProcessor, hasher_for
 from consumer.records import Coordinates, Decoded, Envelope, Skip
-from consumer.userdata import NormalizeOptions, UserDataHasher
+from consumer.rules import compile_mapping
 
 
 def main() -> None:
@@ -37,7 +36,7 @@ def main() -> None:
     parser.add_argument("--max-seconds", type=float, default=30)
     args = parser.parse_args()
     mapping = compile_mapping(yaml.safe_load(Path(args.mapping).read_text()))
-    hasher = UserDataHasher(NormalizeOptions(), cache_size=0)
+    processor = RecordProcessor(mapping, hasher=hasher_for(mapping, cache_size=0))
     consumer = Consumer(
         {
             "bootstrap.servers": args.bootstrap,
@@ -70,16 +69,14 @@ def main() -> None:
         envelope = Envelope(
             Coordinates(message.topic(), message.partition(), message.offset()), value=value
         )
-        mapped = map_record(
-            Decoded(envelope, record, "com.example.shop.orders.OrderEvent"),
-            mapping,
-            int(time.time()),
+        built = processor.build_decoded(
+            Decoded(envelope, record, "com.example.shop.orders.OrderEvent"), int(time.time())
         )
-        if not isinstance(mapped, Skip):
-            event = normalize_conversion(mapped, hasher).event
+        if not isinstance(built, Skip):
+            event = built.event
             connection.request(
                 "POST",
-                f"/v5/ad_accounts/{mapped.ad_account}/events",
+                f"/v5/ad_accounts/{built.ad_account}/events",
                 body=orjson.dumps({"data": [event]}),
                 headers={"Authorization": "Bearer bench", "Content-Type": "application/json"},
             )

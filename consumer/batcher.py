@@ -1,8 +1,9 @@
 """Per-ad-account micro-batches: a batch closes at `max_events`, `max_bytes` or `linger_s`.
 
 Each event is encoded once with orjson on submit; a closed `Batch` carries those bytes, so retry
-buffers hold bytes rather than dicts. `submit` never blocks: it raises `Backpressure` from the
-moment pending events (open + in delivery) reach the high watermark until they fall below the low.
+buffers hold bytes rather than dicts. `submit` never blocks; `is_full` holds from the moment
+pending events (open + in delivery) reach the high watermark until they fall below the low, and
+the pipeline accepts no more records meanwhile.
 """
 
 from __future__ import annotations
@@ -10,14 +11,23 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import orjson
 
-from consumer.errors import Backpressure
 from consumer.records import AdAccountId, Batch, Conversion
 
 # {"data":[ ... ]} around the comma-joined events.
 _ENVELOPE_BYTES = len(b'{"data":[]}')
+
+
+@dataclass(frozen=True, slots=True)
+class BatchSettings:
+    max_events: int = 1000  # the API's limit per request
+    max_bytes: int = 4 * 1024 * 1024
+    linger_s: float = 0.2
+    high_watermark: int = 50_000
+    low_watermark: int = 25_000
 
 
 class _OpenBatch:
@@ -35,29 +45,23 @@ class Batcher:
     def __init__(
         self,
         on_batch: Callable[[Batch], None],
-        max_events: int = 1000,
-        max_bytes: int = 4 * 1024 * 1024,
-        linger_s: float = 0.2,
-        high_watermark: int = 50_000,
-        low_watermark: int = 25_000,
+        settings: BatchSettings = BatchSettings(),
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._on_batch = on_batch
-        self.max_events = max_events
-        self.max_bytes = max_bytes
-        self.linger_s = linger_s
-        self.high_watermark = high_watermark
-        self.low_watermark = low_watermark
+        self.max_events = settings.max_events
+        self.max_bytes = settings.max_bytes
+        self.linger_s = settings.linger_s
+        self.high_watermark = settings.high_watermark
+        self.low_watermark = settings.low_watermark
         self._clock = clock
         self._open: dict[AdAccountId, _OpenBatch] = {}
         self._opened = asyncio.Event()
         self.pending = 0
-        self.is_backpressured = False
+        self.is_full = False
 
     def submit(self, conversion: Conversion) -> None:
-        """Add one event to its account's batch. Never blocks; raises `Backpressure` when full."""
-        if self.is_backpressured:
-            raise Backpressure()
+        """Add one event to its account's batch. Never blocks; check `is_full` first."""
         encoded = orjson.dumps(conversion.event)
         batch = self._open.get(conversion.ad_account)
         if batch is not None and batch.nbytes + len(encoded) + 1 > self.max_bytes:
@@ -71,15 +75,15 @@ class Batcher:
         batch.nbytes += len(encoded) + 1
         self.pending += 1
         if self.pending >= self.high_watermark:
-            self.is_backpressured = True
+            self.is_full = True
         if len(batch.conversions) >= self.max_events:
             self._close(conversion.ad_account)
 
     def release(self, events: int) -> None:
         """`events` reached a final fate; may lift backpressure under the low watermark."""
         self.pending -= events
-        if self.is_backpressured and self.pending < self.low_watermark:
-            self.is_backpressured = False
+        if self.is_full and self.pending < self.low_watermark:
+            self.is_full = False
 
     def _close(self, ad_account: AdAccountId) -> None:
         batch = self._open.pop(ad_account)

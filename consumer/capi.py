@@ -22,6 +22,7 @@ ActionSource = Literal["web", "app_android", "app_ios", "offline"]
 EVENT_NAMES: Final = frozenset(EventName.__args__)  # type: ignore[attr-defined]
 ACTION_SOURCES: Final = frozenset(ActionSource.__args__)  # type: ignore[attr-defined]
 MAX_EVENTS_PER_REQUEST: Final = 1000
+MAX_EVENT_AGE_S: Final = 7 * 86400  # the API refuses events older than 7 days
 
 
 CUSTOM_STRING_FIELDS: Final = frozenset(
@@ -45,7 +46,7 @@ TOP_FIELDS: Final = (
 )  # fmt: skip
 
 _DECIMAL = re.compile(r"-?\d+(\.\d+)?")
-_PARTNER_NAME = re.compile(r"ss-[a-z0-9_.-]+")
+PARTNER_NAME = re.compile(r"ss-[a-z0-9_.-]+")
 
 
 class Content(TypedDict, total=False):
@@ -125,6 +126,20 @@ def _check_decimal_string(value: object, name: str) -> None:
         raise InvalidEvent(f'{name} must be a decimal string such as "72.39"')
 
 
+MISSING_IDENTIFIER: Final = (
+    "user_data needs em, hashed_maids, or both client_ip_address and client_user_agent"
+)
+
+
+def has_required_identifier(user_data: dict[str, Any]) -> bool:
+    """The API refuses an event whose user_data carries none of these."""
+    return (
+        "em" in user_data
+        or "hashed_maids" in user_data
+        or ("client_ip_address" in user_data and "client_user_agent" in user_data)
+    )
+
+
 def _check_user_data(user_data: object) -> None:
     if not isinstance(user_data, dict):
         raise InvalidEvent("user_data must be an object", True)
@@ -142,11 +157,8 @@ def _check_user_data(user_data: object) -> None:
         for item in value:
             if not isinstance(item, str) or not is_hex_digest(item):
                 raise InvalidEvent(f"{name} must hold lowercase SHA-256 hex digests")
-    has_ip_and_agent = "client_ip_address" in user_data and "client_user_agent" in user_data
-    if not ("em" in user_data or "hashed_maids" in user_data or has_ip_and_agent):
-        raise InvalidEvent(
-            "user_data needs em, hashed_maids, or both client_ip_address and client_user_agent"
-        )
+    if not has_required_identifier(user_data):
+        raise InvalidEvent(MISSING_IDENTIFIER)
 
 
 def _check_contents(contents: object) -> None:
@@ -221,7 +233,7 @@ def validate_event(event: object, now_s: int, future_skew_s: int = 60) -> None:
         _check_custom_data(event["custom_data"])
     for key in TOP_STRING_FIELDS.intersection(event):
         _check_string(event[key], key)
-    if "partner_name" in event and not _PARTNER_NAME.fullmatch(event["partner_name"]):
+    if "partner_name" in event and not PARTNER_NAME.fullmatch(event["partner_name"]):
         raise InvalidEvent("partner_name must look like ss-<name>, lowercase")
     for key in ("opt_out", "wifi"):
         if key in event and not isinstance(event[key], bool):

@@ -1,4 +1,4 @@
-"""Environment variables (prefix CAPI_) and the mapping YAML → one frozen `Config`.
+"""Environment variables (prefix CAPI_) → one frozen `Config`, with the compiled mapping file.
 
 Every setting is validated at start-up; a bad one raises `ConfigError` naming its variable.
 Secrets (tokens, passwords) come from variables or mounted files and are held as `Secret`.
@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-import yaml
-
+from consumer.batcher import BatchSettings
+from consumer.delivery import DeliverySettings
 from consumer.errors import ConfigError
-from consumer.mapping import MappingRules, compile_mapping, parse_duration_s
 from consumer.records import Secret
+from consumer.rules import MappingRules, load_mapping, parse_duration_s
 
 PREFIX = "CAPI_"
 T = TypeVar("T")
@@ -47,6 +47,11 @@ def mask_url_credentials(text: str) -> str:
     return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
+# Each stage's settings object holds its defaults; Config's knobs start from them.
+_BATCH = BatchSettings()
+_DELIVERY = DeliverySettings()
+
+
 @dataclass(frozen=True)
 class Config:
     bootstrap_servers: str
@@ -61,29 +66,29 @@ class Config:
     schema_registry_auth: Secret | None = None
     local_schemas: Mapping[str, Path] = field(default_factory=dict)
     reader_schema_dir: Path | None = None
-    api_base_url: str = "https://api.pinterest.com"
+    api_base_url: str = _DELIVERY.base_url
     access_token: Secret | None = None
     account_tokens: Mapping[str, Secret] = field(default_factory=dict)
     is_test_mode: bool = False
     is_dry_run: bool = False
-    batch_max_events: int = 1000
-    batch_max_bytes: int = 4 * 1024 * 1024
-    linger_ms: int = 200
-    max_in_flight_per_account: int = 4
-    rate_limit_per_minute: int = 5000
+    batch_max_events: int = _BATCH.max_events
+    batch_max_bytes: int = _BATCH.max_bytes
+    linger_ms: int = round(_BATCH.linger_s * 1000)
+    max_in_flight_per_account: int = _DELIVERY.max_in_flight_per_account
+    rate_limit_per_minute: int = _DELIVERY.rate_per_minute
     http_timeout_s: float = 30.0
     http_connect_timeout_s: float = 10.0
     http_pool_size: int = 64
-    retry_backoff_base_ms: int = 500
-    retry_backoff_cap_ms: int = 60_000
-    auth_retry_s: float = 60.0
-    max_retry_age_s: float | None = None
+    retry_backoff_base_ms: int = round(_DELIVERY.backoff_base_s * 1000)
+    retry_backoff_cap_ms: int = round(_DELIVERY.backoff_cap_s * 1000)
+    auth_retry_s: float = _DELIVERY.auth_retry_s
+    max_retry_age_s: float | None = _DELIVERY.max_retry_age_s
     dedup_backend: Literal["memory", "redis", "off"] = "memory"
     dedup_window_s: int = 48 * 3600
     dedup_max_keys: int = 10_000_000
     redis_url: str | None = None
-    backlog_high_watermark: int = 50_000
-    backlog_low_watermark: int = 25_000
+    backlog_high_watermark: int = _BATCH.high_watermark
+    backlog_low_watermark: int = _BATCH.low_watermark
     commit_interval_ms: int = 100
     shutdown_grace_s: float = 25.0
     revoke_timeout_s: float = 10.0
@@ -96,6 +101,27 @@ class Config:
 
     def token_for(self, ad_account: str) -> Secret | None:
         return self.account_tokens.get(ad_account, self.access_token)
+
+    def batch_settings(self) -> BatchSettings:
+        return BatchSettings(
+            max_events=self.batch_max_events,
+            max_bytes=self.batch_max_bytes,
+            linger_s=self.linger_ms / 1000,
+            high_watermark=self.backlog_high_watermark,
+            low_watermark=self.backlog_low_watermark,
+        )
+
+    def delivery_settings(self) -> DeliverySettings:
+        return DeliverySettings(
+            base_url=self.api_base_url,
+            is_test=self.is_test_mode,
+            max_in_flight_per_account=self.max_in_flight_per_account,
+            rate_per_minute=self.rate_limit_per_minute,
+            backoff_base_s=self.retry_backoff_base_ms / 1000,
+            backoff_cap_s=self.retry_backoff_cap_ms / 1000,
+            auth_retry_s=self.auth_retry_s,
+            max_retry_age_s=self.max_retry_age_s,
+        )
 
     def kafka_client_config(self) -> dict[str, Any]:
         """librdkafka settings with secrets revealed: only for building clients."""
@@ -265,16 +291,6 @@ def _account_tokens(env: Mapping[str, str]) -> dict[str, Secret]:
                 raise ConfigError(key, "per-account tokens are CAPI_ACCESS_TOKEN_<ad account id>")
             tokens[account] = Secret(raw.strip())
     return tokens
-
-
-def load_mapping(path: Path, key: str = _env_name("mapping_file")) -> MappingRules:
-    try:
-        document = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise ConfigError(key, f"cannot read {path}: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(key, f"{path} is not valid YAML: {exc}") from None
-    return compile_mapping(document, key=f"{path.name}")
 
 
 def _local_schemas(key: str, raw: str) -> dict[str, Path]:

@@ -8,6 +8,7 @@ asyncio producer's batched path does not take headers.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
@@ -17,7 +18,6 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from consumer.errors import Backpressure
 from consumer.records import Envelope
 
 logger = logging.getLogger(__name__)
@@ -57,7 +57,7 @@ class DeadLetter:
 
 
 class DeadLetterWriter:
-    """`submit` never blocks; raises `Backpressure` when `max_pending` writes await acks."""
+    """`submit` never blocks; `is_full` while `max_pending` writes await Kafka's ack."""
 
     def __init__(
         self,
@@ -70,38 +70,48 @@ class DeadLetterWriter:
         self._on_done = on_done
         self.max_pending = max_pending
         self.pending = 0
-        self._producer = Producer(
-            {"acks": "all", "enable.idempotence": True, "linger.ms": 20, **producer_config}
-        )
+        self._config = {
+            "acks": "all",
+            "enable.idempotence": True,
+            "linger.ms": 20,
+            **producer_config,
+        }
+        self._producer: Producer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._poll, name="dead-letter-poll", daemon=True)
+        self._drained = asyncio.Event()
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        self._producer = Producer(self._config)
         self._thread.start()
 
     def _poll(self) -> None:
+        assert self._producer is not None
         while not self._stop.is_set():
             self._producer.poll(0.1)
 
-    def submit(self, letter: DeadLetter, is_forced: bool = False) -> None:
-        """Write one dead letter. Raises `Backpressure` when full, unless `is_forced` (results
-        coming back from delivery cannot be held, and the batcher's watermark bounds them)."""
-        if self.pending >= self.max_pending and not is_forced:
-            raise Backpressure()
+    @property
+    def is_full(self) -> bool:
+        return self.pending >= self.max_pending
+
+    def submit(self, letter: DeadLetter) -> None:
+        """Write one dead letter. Always taken: the pipeline stops accepting records while
+        `is_full`, and letters from delivery results cannot be held back."""
         self._produce(letter)
         self.pending += 1
+        self._drained.clear()
 
     def _produce(self, letter: DeadLetter) -> None:
-        loop = self._loop
-        assert loop is not None, "start() first"
+        loop, producer = self._loop, self._producer
+        assert loop is not None and producer is not None, "start() first"
 
         def acked(err: KafkaError | None, _msg: Message) -> None:
             loop.call_soon_threadsafe(self._acked, letter, err)
 
         try:
-            self._producer.produce(
+            producer.produce(
                 self.topic,
                 value=letter.envelope.value,
                 key=letter.envelope.key,
@@ -125,19 +135,27 @@ class DeadLetterWriter:
             self._loop.call_later(_RETRY_S, self._produce, letter)
             return
         self.pending -= 1
+        if not self.pending:
+            self._drained.set()
         self._on_done(letter)
 
     async def drain(self, deadline_s: float) -> bool:
-        # Acks arrive from the producer's poll thread.
-        while self.pending and time.monotonic() < deadline_s:  # noqa: ASYNC110
-            await asyncio.sleep(0.02)
+        """Wait for every pending write's ack until the monotonic `deadline_s`."""
+        if self.pending:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self._drained.wait(), timeout=max(0.0, deadline_s - time.monotonic())
+                )
         return self.pending == 0
 
-    def close(self) -> None:
+    async def close(self) -> None:
+        """Stop the poll thread and flush, off the event loop (both may take seconds)."""
         self._stop.set()
+        producer = self._producer
         if self._thread.is_alive():
-            self._thread.join(5)
-        self._producer.flush(5)
+            await asyncio.to_thread(self._thread.join, 5)
+        if producer is not None:
+            await asyncio.to_thread(producer.flush, 5)
 
 
 @dataclass(slots=True)

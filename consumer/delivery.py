@@ -27,6 +27,7 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 
 from consumer import telemetry as tm
+from consumer.errors import backoff_s
 from consumer.records import (
     AdAccountId,
     Batch,
@@ -95,20 +96,6 @@ class RateLimiter:
         self._updated = now
         self._tokens -= 1
         return 0.0 if self._tokens >= 0 else -self._tokens / self.rate_per_s
-
-
-def backoff_s(
-    attempt: int,
-    base_s: float,
-    cap_s: float,
-    rng: random.Random,
-    retry_after_s: float | None = None,
-) -> float:
-    """Exponential backoff with full jitter; never sooner than a server's Retry-After."""
-    # The exponent is capped: an outage of hours means thousands of attempts, and 2.0**1100
-    # overflows a float (seen in a 10-minute sink outage run).
-    delay = rng.uniform(0, min(cap_s, base_s * 2.0 ** min(attempt - 1, 60)))
-    return max(delay, retry_after_s or 0.0)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,6 +1,14 @@
-"""The error hierarchy, and `Backpressure`, which is flow control rather than an error."""
+"""The error hierarchy, and how to wait before retrying a `TransientError`.
+
+Backpressure is not an exception here: a stage that owns a backlog says `is_full`, and the
+pipeline's handler returns how many records it accepted; the source holds the rest (section 4 of
+the style guide describes the same contract with a `Backpressure(accepted)` exception; a count
+cannot escape into a TaskGroup and cancel it).
+"""
 
 from __future__ import annotations
+
+import random
 
 
 class ConsumerError(Exception):
@@ -14,15 +22,6 @@ class ConfigError(ConsumerError):
         super().__init__(f"{key}: {message}")
         self.key = key
         self.message = message
-
-
-class AccountUnauthorized(ConfigError):
-    """Pinterest answered 401/403 for an ad account: halt it, never dead-letter its events."""
-
-    def __init__(self, ad_account: str, status: int, message: str) -> None:
-        super().__init__(f"token for ad account {ad_account}", f"HTTP {status}: {message}")
-        self.ad_account = ad_account
-        self.status = status
 
 
 class CommandError(ConsumerError):
@@ -50,12 +49,16 @@ class PermanentError(ConsumerError):
         self.detail = detail
 
 
-class Backpressure(Exception):
-    """A stage's backlog is over its high watermark: hold the rest and retry later.
-
-    `accepted` counts how many of the offered records were taken before the stage refused.
-    """
-
-    def __init__(self, accepted: int = 0) -> None:
-        super().__init__(f"backpressure after {accepted} accepted")
-        self.accepted = accepted
+def backoff_s(
+    attempt: int,
+    base_s: float,
+    cap_s: float,
+    rng: random.Random,
+    retry_after_s: float | None = None,
+) -> float:
+    """Exponential backoff with full jitter before retry `attempt` (1, 2, ...); never sooner
+    than a server's Retry-After. Delivery, the schema registry and Redis all wait with this."""
+    # The exponent is capped: an outage of hours means thousands of attempts, and 2.0**1100
+    # overflows a float (seen in a 10-minute sink outage run).
+    delay = rng.uniform(0, min(cap_s, base_s * 2.0 ** min(attempt - 1, 60)))
+    return max(delay, retry_after_s or 0.0)

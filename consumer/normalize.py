@@ -14,6 +14,7 @@ from typing import Any
 
 import pycountry
 
+from consumer.capi import MISSING_IDENTIFIER, has_required_identifier
 from consumer.errors import PermanentError
 from consumer.records import Conversion
 from consumer.userdata import NormalizeOptions, UserDataHasher
@@ -99,7 +100,8 @@ def normalize_custom_data(raw: dict[str, Any]) -> dict[str, Any]:
         elif key == "num_items":
             custom[key] = format_int(value, name)
         elif key == "content_ids":
-            custom[key] = [_string(v) for v in value if v is not None]
+            ids = value if isinstance(value, list) else [value]
+            custom[key] = [_string(v) for v in ids if v is not None]
         elif key == "contents":
             custom[key] = _normalize_contents(value)
         else:
@@ -111,6 +113,8 @@ def normalize_conversion(conversion: Conversion, hasher: UserDataHasher) -> Conv
     """Hash user_data and format custom_data. Raises `PermanentError` naming the field."""
     event = dict(conversion.event)
     event["user_data"], dropped = hasher.hash_user_data(event.get("user_data", {}))
+    if not has_required_identifier(event["user_data"]):
+        raise PermanentError("validate.invalid_event", MISSING_IDENTIFIER)
     if "custom_data" in event:
         custom = normalize_custom_data(event["custom_data"])
         if custom:

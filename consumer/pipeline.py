@@ -1,58 +1,54 @@
-"""The one place where stages are wired: Kafka → decode → map → normalize → dedup → batch →
-deliver, with every record's fate fed back to the offset ledger. Owns the long-lived tasks and the
-start-up and shutdown order.
+"""The one place where stages are wired: Kafka → process (decode, map, normalize) → dedup →
+batch → deliver, with every record's fate recorded by `fates.py`. Owns the long-lived tasks, the
+admission of consumed chunks, commits, rebalances and the start-up and shutdown order.
+
+Backpressure has one mechanism: `handle` returns how many records it accepted, and stops
+accepting while the batcher or the dead-letter writer `is_full`; the source holds the rest, pauses
+and offers them again. Records built but not accepted are kept here, built and claimed, so a retry
+neither rebuilds them nor claims their event_id twice.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import sys
 import time
-from collections import Counter
-from typing import Any
+from collections.abc import Coroutine
+from typing import Any, NamedTuple
 
 import aiohttp
 from opentelemetry import trace
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
-from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from prometheus_client import CollectorRegistry
 
 from consumer import telemetry as tm
 from consumer.batcher import Batcher
-from consumer.capi import InvalidEvent, validate_event
 from consumer.config import Config
 from consumer.deadletter import DeadLetter, DeadLetterWriter
 from consumer.decode import Decoder, RegistryClient, load_reader_schemas, load_schema_file
 from consumer.dedup import DedupKey, DedupStore, MemoryDedupStore, key_of
-from consumer.delivery import DeliveryClient, DeliverySettings, DryRunDelivery
+from consumer.delivery import DeliveryClient, DryRunDelivery
 from consumer.errors import PermanentError
-from consumer.health import STATES, HealthChecks, ReadinessFacts, assess, start_health_server
-from consumer.mapping import MappingRules, map_record
-from consumer.normalize import normalize_conversion
+from consumer.fates import ALREADY_FINAL, Fates
+from consumer.health import HealthChecks, start_health_server
+from consumer.insight import Insight
 from consumer.offsets import OffsetLedger
+from consumer.process import CHECK_EVERY_IN_RUN, Built, RecordProcessor
 from consumer.quality import MatchQuality
 from consumer.records import (
     AdAccountId,
     Batch,
-    BatchResult,
     Commit,
     Conversion,
-    Decoded,
+    Coordinates,
     Envelope,
-    Fate,
     Skip,
     TopicPartition,
 )
 from consumer.source import KafkaSource
-from consumer.userdata import NormalizeOptions, UserDataHasher
 
 logger = logging.getLogger(__name__)
-_PROPAGATOR = TraceContextTextMapPropagator()
-LIVENESS_STALL_S = 60.0
-ALREADY_FINAL = "offset.already_final"  # skipped: marked final in the last commit's map
-
 
 _CONSUMER_ONLY = (
     "group.",
@@ -76,21 +72,6 @@ def _is_consumer_only(setting: str) -> bool:
     return setting.startswith(_CONSUMER_ONLY)
 
 
-def build_conversion(
-    decoded: Decoded, mapping: MappingRules, hasher: UserDataHasher, now_s: int
-) -> Conversion | Skip:
-    """map → normalize → validate one decoded record (pure). Raises `PermanentError`."""
-    mapped = map_record(decoded, mapping, now_s)
-    if isinstance(mapped, Skip):
-        return mapped
-    conversion = normalize_conversion(mapped, hasher)
-    try:
-        validate_event(conversion.event, now_s, mapping.max_future_skew_s)
-    except InvalidEvent as exc:
-        raise PermanentError("validate.invalid_event", str(exc)) from None
-    return conversion
-
-
 def _build_dedup(config: Config) -> DedupStore | None:
     if config.dedup_backend == "off":
         return None
@@ -100,6 +81,14 @@ def _build_dedup(config: Config) -> DedupStore | None:
         assert config.redis_url is not None
         return RedisDedupStore(config.redis_url, config.dedup_window_s)
     return MemoryDedupStore(config.dedup_window_s, config.dedup_max_keys)
+
+
+class _Prepared(NamedTuple):
+    """One consumed record, built, with whether its event_id is claimed for us."""
+
+    envelope: Envelope
+    built: Built
+    is_claimed: bool
 
 
 class Pipeline:
@@ -114,35 +103,36 @@ class Pipeline:
         self.telemetry = telemetry or tm.setup_telemetry(
             [PrometheusMetricReader(registry=self.prometheus)]
         )
-        self.telemetry.add_gauges(self._gauges)
         self.metrics = self.telemetry.instruments
         self.ledger = OffsetLedger()
-        self.hasher = UserDataHasher(
-            NormalizeOptions(config.mapping.default_phone_country, config.mapping.dob_order)
-        )
         self.dedup = _build_dedup(config)
-        self.counts: Counter[str] = Counter()
         self.quality = MatchQuality()
-        self.dlq_run = 0
-        self.halt_reason: str | None = None
-        self._shutdown_deadline_s: float | None = None
         self.crash: BaseException | None = None
-        self.started_s = time.monotonic()
         self.stop = asyncio.Event()
+        self._shutdown_deadline_s: float | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
-        self.batcher = Batcher(
-            self._on_batch,
-            config.batch_max_events,
-            config.batch_max_bytes,
-            config.linger_ms / 1000,
-            config.backlog_high_watermark,
-            config.backlog_low_watermark,
+        self._unaccepted: dict[Coordinates, _Prepared] = {}
+        self.processor = RecordProcessor(
+            config.mapping,
+            tracer=self.telemetry.tracer,
+            group_id=config.group_id,
+            check_every=CHECK_EVERY_IN_RUN,
         )
+        self.batcher = Batcher(self._on_batch, config.batch_settings())
         kafka = {**config.kafka_client_config(), "logger": logging.getLogger("librdkafka")}
         self.dead_letters = DeadLetterWriter(
             {k: v for k, v in kafka.items() if not _is_consumer_only(k)},
             config.dlq_topic,
             self._on_dead_lettered,
+        )
+        self.fates = Fates(
+            self.ledger,
+            self.dedup,
+            self.metrics,
+            self.dead_letters.submit,
+            self.batcher.release,
+            self._spawn,
+            config.dlq_max_run,
         )
         self.source = KafkaSource(
             {**kafka, "group.id": config.group_id, "auto.offset.reset": config.auto_offset_reset},
@@ -156,8 +146,19 @@ class Pipeline:
             commit_interval_s=config.commit_interval_ms / 1000,
         )
         self.delivery: DeliveryClient | DryRunDelivery | None = None
-        self.decoder: Decoder | None = None
         self.session: aiohttp.ClientSession | None = None
+        self.insight = Insight(
+            self.source,
+            self.ledger,
+            self.batcher,
+            self.fates,
+            self.quality,
+            self.processor,
+            lambda: self.delivery.halted if self.delivery is not None else {},
+            config.paused_unready_s,
+            config.commits_offsets,
+        )
+        self.telemetry.add_gauges(self.insight.gauges)
 
     async def run(self) -> None:
         """Run until `stop` is set, then drain within the grace period and commit."""
@@ -174,45 +175,30 @@ class Pipeline:
             ),
             json_serialize=lambda _: "",  # bodies are pre-encoded bytes; never json= here
         )
-        settings = DeliverySettings(
-            config.api_base_url,
-            config.is_test_mode,
-            config.max_in_flight_per_account,
-            config.rate_limit_per_minute,
-            config.retry_backoff_base_ms / 1000,
-            config.retry_backoff_cap_ms / 1000,
-            config.auth_retry_s,
-            config.max_retry_age_s,
-        )
+        settings = config.delivery_settings()
         if config.is_dry_run:
             self.delivery = DryRunDelivery(
-                settings, self._on_result, lambda line: print(line, file=sys.stdout, flush=True)
+                settings, self.fates.answered, lambda line: print(line, file=sys.stdout, flush=True)
             )
         else:
             self.delivery = DeliveryClient(
                 self.session,
                 settings,
                 lambda a: config.token_for(a),
-                self._on_result,
+                self.fates.answered,
                 self.telemetry,
                 on_crash=self._crashed,
             )
-        registry = None
-        if config.schema_registry_url:
-            auth = None
-            if config.schema_registry_auth is not None:
-                user, _, password = config.schema_registry_auth.reveal().partition(":")
-                auth = (user, password)
-            registry = RegistryClient(self.session, config.schema_registry_url, auth)
-        self.decoder = Decoder(
-            registry,
+        self.processor.decoder = Decoder(
+            self._registry(self.session),
             {t: load_schema_file(p) for t, p in config.local_schemas.items()},
             load_reader_schemas(config.reader_schema_dir),
         )
         health = None
         if config.health_port:
+            insight = self.insight
             health = await start_health_server(
-                HealthChecks(self.liveness, self.readiness, self.stats, self.prometheus),
+                HealthChecks(insight.liveness, insight.readiness, insight.stats, self.prometheus),
                 config.health_host,
                 config.health_port,
             )
@@ -236,19 +222,28 @@ class Pipeline:
         try:
             async with asyncio.TaskGroup() as group:
                 source = group.create_task(self.source.run(self.stop))
-                timers = [group.create_task(self.batcher.run())]
+                linger = group.create_task(self.batcher.run())
                 await self.stop.wait()
                 await source
                 self._shutdown_deadline_s = time.monotonic() + config.shutdown_grace_s
                 await self._drain(self._shutdown_deadline_s)
-                for timer in timers:
-                    timer.cancel()
+                linger.cancel()
         finally:
             await self._close(health)
         if self.crash is not None:
             raise RuntimeError(
                 "a delivery task failed; exiting so the pod restarts"
             ) from self.crash
+
+    def _registry(self, session: aiohttp.ClientSession) -> RegistryClient | None:
+        config = self.config
+        if not config.schema_registry_url:
+            return None
+        auth = None
+        if config.schema_registry_auth is not None:
+            user, _, password = config.schema_registry_auth.reveal().partition(":")
+            auth = (user, password)
+        return RegistryClient(session, config.schema_registry_url, auth)
 
     def _crashed(self, exc: BaseException) -> None:
         """A bug, not bad data: stop, commit what is final, exit non-zero (Kubernetes restarts
@@ -259,6 +254,7 @@ class Pipeline:
 
     async def _drain(self, deadline_s: float) -> None:
         assert self.delivery is not None
+        self._forget_unaccepted(None)
         self.batcher.flush()
         is_drained = await self.delivery.drain(deadline_s)
         is_drained = await self.dead_letters.drain(deadline_s) and is_drained
@@ -272,7 +268,7 @@ class Pipeline:
         await self.source.close()
         if self.delivery is not None:
             await self.delivery.close()
-        self.dead_letters.close()
+        await self.dead_letters.close()
         if self.dedup is not None:
             await self.dedup.close()
         if self.session is not None:
@@ -285,58 +281,23 @@ class Pipeline:
         while self._tasks and time.monotonic() < deadline_s:
             await asyncio.wait(set(self._tasks), timeout=max(0.0, deadline_s - time.monotonic()))
 
-    def _spawn(self, coroutine: Any) -> None:
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _build(self, envelope: Envelope, now_s: int) -> Conversion | Skip | PermanentError:
-        """decode → map → normalize → validate for one envelope (pure apart from its span)."""
-        assert self.decoder is not None
-        span = None
-        if envelope.traceparent is not None:
-            parent = _PROPAGATOR.extract({"traceparent": envelope.traceparent})
-            coords = envelope.coords
-            span = self.telemetry.tracer.start_span(
-                tm.SPAN_PROCESS.format(topic=coords.topic),
-                context=parent,
-                kind=trace.SpanKind.CONSUMER,
-                attributes={
-                    tm.ATTR_MESSAGING_SYSTEM: "kafka",
-                    tm.ATTR_MESSAGING_OPERATION: "process",
-                    tm.ATTR_DESTINATION: coords.topic,
-                    tm.ATTR_PARTITION: str(coords.partition),
-                    tm.ATTR_OFFSET: coords.offset,
-                    tm.ATTR_CONSUMER_GROUP: self.config.group_id,
-                },
-            )
-        try:
-            decoded = self.decoder.decode(envelope)
-            built = build_conversion(decoded, self.config.mapping, self.hasher, now_s)
-            if span is not None and isinstance(built, Conversion):
-                built = _with_span(built, span.get_span_context())
-            result: Conversion | Skip | PermanentError = built
-        except PermanentError as exc:
-            result = exc
-        if span is not None:
-            if isinstance(result, PermanentError):
-                span.set_attribute(tm.ATTR_ERROR_TYPE, result.reason)
-            elif isinstance(result, Skip):
-                span.set_attribute(tm.ATTR_REASON, result.reason)
-            span.end()
-        return result
+    def _is_accepting(self) -> bool:
+        return not (
+            self.batcher.is_full or self.dead_letters.is_full or self.fates.halt_reason is not None
+        )
 
     async def handle(self, envelopes: list[Envelope]) -> int:
         """Take a consumed chunk; returns how many were accepted (the rest are held and retried).
 
         Raises `TransientError` (registry or Redis down) before anything was accepted.
         """
-        if self.halt_reason is not None or self._is_full():
-            return 0  # hold the chunk without decoding it again on every turn
-        assert self.decoder is not None
-        is_final_already = self.ledger.is_final_already
-        await self.decoder.prepare([e for e in envelopes if not is_final_already(e.coords)])
-        now_s = int(time.time())
+        if not self._is_accepting():
+            return 0  # hold the chunk without building it on every turn
         with self.telemetry.tracer.start_as_current_span(
             tm.SPAN_PROCESS_CHUNK,
             kind=trace.SpanKind.CONSUMER,
@@ -347,127 +308,84 @@ class Pipeline:
                 tm.ATTR_CONSUMER_GROUP: self.config.group_id,
             },
         ):
-            # Offsets an earlier owner finished (the commit's map) are not decoded or sent again.
-            built = [
-                Skip(e.coords, ALREADY_FINAL)
-                if is_final_already(e.coords)
-                else self._build(e, now_s)
-                for e in envelopes
-            ]
-            conversions = [b for b in built if isinstance(b, Conversion)]
-            claims = iter(
-                await self.dedup.claim_many([key_of(c) for c in conversions])
-                if self.dedup is not None
-                else [True] * len(conversions)
-            )
-            return self._admit(envelopes, built, claims)
+            prepared = await self._prepare(envelopes)
+        return self._admit(prepared)
 
-    def _admit(
-        self,
-        envelopes: list[Envelope],
-        built: list[Conversion | Skip | PermanentError],
-        claims: Any,
-    ) -> int:
-        accepted = 0
-        unaccepted_claims: list[DedupKey] = []
-        for envelope, result in zip(envelopes, built, strict=True):
+    async def _prepare(self, envelopes: list[Envelope]) -> list[_Prepared]:
+        """Build and claim each record, or take what an earlier turn built for it."""
+        unaccepted = self._unaccepted
+        fresh = [
+            e
+            for e in envelopes
+            if (p := unaccepted.get(e.coords)) is None or p.envelope.generation != e.generation
+        ]
+        is_final_already = self.ledger.is_final_already
+        decoder = self.processor.decoder
+        assert decoder is not None
+        await decoder.prepare([e for e in fresh if not is_final_already(e.coords)])
+        now_s = int(time.time())
+        build = self.processor.build
+        # Offsets an earlier owner finished (the commit's map) are not decoded or sent again.
+        built = [
+            Skip(e.coords, ALREADY_FINAL) if is_final_already(e.coords) else build(e, now_s)
+            for e in fresh
+        ]
+        conversions = [b for b in built if isinstance(b, Conversion)]
+        claims = iter(
+            await self.dedup.claim_many([key_of(c) for c in conversions])
+            if self.dedup is not None
+            else [True] * len(conversions)
+        )
+        for envelope, result in zip(fresh, built, strict=True):
             is_claimed = next(claims) if isinstance(result, Conversion) else False
-            if self._is_full() or self.halt_reason is not None:
-                if is_claimed:
-                    assert isinstance(result, Conversion)
-                    unaccepted_claims.append(key_of(result))
-                continue
+            unaccepted[envelope.coords] = _Prepared(envelope, result, is_claimed)
+        return [unaccepted[e.coords] for e in envelopes]
+
+    def _admit(self, prepared: list[_Prepared]) -> int:
+        """Hand records on in order until a stage is full; the rest stay built for next time."""
+        fates, accepted = self.fates, 0
+        for envelope, result, is_claimed in prepared:
+            if not self._is_accepting():
+                break
+            del self._unaccepted[envelope.coords]
             self.ledger.track(envelope.coords, envelope.generation)
             accepted += 1
             if isinstance(result, Skip):
-                self.counts["skipped"] += 1
-                if result.reason is ALREADY_FINAL:
-                    self.counts["already_final"] += 1
-                self.metrics.skipped.add(1, {"reason": result.reason})
-                self._finish(envelope, Fate.SKIPPED)
+                fates.skipped(envelope, result.reason)
             elif isinstance(result, PermanentError):
-                self._dead_letter(DeadLetter(envelope, result.reason, result.detail))
+                fates.failed(DeadLetter(envelope, result.reason, result.detail))
             elif not is_claimed:
-                self.counts["deduplicated"] += 1
-                self.metrics.deduplicated.add(1)
-                self._finish(envelope, Fate.DUPLICATE)
+                fates.duplicate(envelope)
             else:
                 self.quality.observe(
                     result.ad_account, result.event_name, result.event["user_data"], result.dropped
                 )
                 self.batcher.submit(result)
-        consumed_by_topic = Counter(e.coords.topic for e in envelopes[:accepted])
-        for topic, count in consumed_by_topic.items():
-            self.metrics.consumed.add(count, {"topic": topic})
-        if unaccepted_claims and self.dedup is not None:
-            self._spawn(self.dedup.release_many(unaccepted_claims))
-        self.counts["consumed"] += accepted
+        fates.consumed([p.envelope for p in prepared[:accepted]])
         return accepted
 
-    def _is_full(self) -> bool:
-        return (
-            self.batcher.is_backpressured
-            or self.dead_letters.pending >= self.dead_letters.max_pending
-        )
-
-    def _finish(self, envelope: Envelope, fate: Fate) -> None:
-        self.ledger.finish(envelope.coords, envelope.generation, fate)
-        if fate is not Fate.DEAD_LETTERED:
-            self.dlq_run = 0
-
-    def _dead_letter(self, letter: DeadLetter) -> None:
-        self.counts["failed"] += 1
-        self.metrics.failed.add(1, {"reason": letter.reason})
-        self.dead_letters.submit(letter, is_forced=True)
-        self.dlq_run += 1
-        limit = self.config.dlq_max_run
-        if limit and self.dlq_run >= limit and self.halt_reason is None:
-            self.halt_reason = f"{self.dlq_run} dead letters in a row (CAPI_DLQ_MAX_RUN={limit})"
-            logger.error("halted: dead-letter ceiling reached", extra={"reason": self.halt_reason})
+    def _forget_unaccepted(self, partitions: set[TopicPartition] | None) -> None:
+        """Drop records built but never accepted (revoked, lost, shutting down): their
+        event_id claims are released, so whoever consumes them next may send them."""
+        gone = [
+            coords
+            for coords in self._unaccepted
+            if partitions is None or coords.topic_partition in partitions
+        ]
+        claims: list[DedupKey] = []
+        for coords in gone:
+            prepared = self._unaccepted.pop(coords)
+            if prepared.is_claimed and isinstance(prepared.built, Conversion):
+                claims.append(key_of(prepared.built))
+        self.fates.release_claims(claims)
 
     def _on_batch(self, batch: Batch) -> None:
         assert self.delivery is not None
         self.metrics.batch_size.record(len(batch))
         self.delivery.submit(batch)
 
-    def _on_result(self, result: BatchResult) -> None:
-        now_wall, now_mono = time.time(), time.monotonic()
-        delivered: list[DedupKey] = []
-        failed: list[DedupKey] = []
-        per_account = Counter[str]()
-        oldest_event_s = min(c.event_time_s for c in result.batch.conversions)
-        self.metrics.event_to_ack_s.record(max(0.0, now_wall - oldest_event_s))
-        record_consume_to_ack = self.metrics.consume_to_ack_s.record
-        for conversion, outcome in zip(result.batch.conversions, result.outcomes, strict=True):
-            envelope = conversion.envelope
-            if outcome.status == "processed":
-                delivered.append(key_of(conversion))
-                per_account[conversion.event_name] += 1
-                if outcome.message:
-                    self.metrics.warnings.add(1, {"ad_account": result.batch.ad_account})
-                record_consume_to_ack(max(0.0, now_mono - envelope.consumed_at_s))
-                self._finish(envelope, Fate.DELIVERED)
-            else:
-                failed.append(key_of(conversion))
-                self._dead_letter(
-                    DeadLetter(envelope, outcome.reason, outcome.message, result.request_id)
-                )
-        for event_name, count in per_account.items():
-            self.metrics.delivered.add(
-                count, {"ad_account": result.batch.ad_account, "event_name": event_name}
-            )
-        self.counts["delivered"] += len(delivered)
-        self.batcher.release(len(result.batch))
-        if self.dedup is not None:
-            if delivered:
-                self._spawn(self.dedup.confirm_many(delivered))
-            if failed:
-                self._spawn(self.dedup.release_many(failed))
-
     def _on_dead_lettered(self, letter: DeadLetter) -> None:
-        self.counts["dead_lettered"] += 1
-        self.metrics.dead_lettered.add(1, {"reason": letter.reason})
-        self.ledger.finish(letter.envelope.coords, letter.envelope.generation, Fate.DEAD_LETTERED)
+        self.fates.dead_lettered(letter)
 
     async def _commit(self, only: set[TopicPartition] | None = None) -> None:
         if not self.config.commits_offsets:
@@ -490,15 +408,20 @@ class Pipeline:
         if self._shutdown_deadline_s is not None:  # closing: share the one shutdown budget
             deadline = min(deadline, self._shutdown_deadline_s)
         started = time.monotonic()
+        self._forget_unaccepted(set(partitions))
         self.batcher.flush()
-        # Fates arrive from delivery and the dead-letter writer alike.
-        # The source loop, which commits every 100 ms, waits inside this callback: keep
-        # committing here, so answers that arrive during a long drain are recorded promptly.
-        next_commit_s = time.monotonic() + self.config.commit_interval_ms / 1000
-        while time.monotonic() < deadline and any(self.ledger.unfinished(tp) for tp in partitions):
-            await asyncio.sleep(0.01)
+        # Fates arrive from delivery and the dead-letter writer alike. The source loop, which
+        # commits every commit interval, waits inside this callback: keep committing here, so
+        # answers that arrive during a long drain are recorded promptly.
+        interval_s = self.config.commit_interval_ms / 1000
+        next_commit_s = time.monotonic() + interval_s
+        while any(self.ledger.unfinished(tp) for tp in partitions):
+            now = time.monotonic()
+            if now >= deadline:
+                break
+            await self.fates.wait_for_progress(min(deadline, next_commit_s) - now)
             if time.monotonic() >= next_commit_s:
-                next_commit_s = time.monotonic() + self.config.commit_interval_ms / 1000
+                next_commit_s = time.monotonic() + interval_s
                 await self._commit()
         unfinished = sum(self.ledger.unfinished(tp) for tp in partitions)
         await self._commit(set(partitions))
@@ -515,111 +438,9 @@ class Pipeline:
             self.ledger.revoke(tp)
 
     async def _on_lost(self, partitions: list[TopicPartition]) -> None:
+        self._forget_unaccepted(set(partitions))
         for tp in partitions:
             self.ledger.lose(tp)
-
-    def liveness(self) -> tuple[bool, dict[str, Any]]:
-        stalled_s = time.monotonic() - self.source.last_turn_s
-        return stalled_s < LIVENESS_STALL_S, {"source_stalled_s": round(stalled_s, 1)}
-
-    def _readiness_state(self) -> tuple[str, str]:
-        source, now = self.source, time.monotonic()
-
-        def lasted(since: float | None) -> float | None:
-            return None if since is None else now - since
-
-        halted = self.delivery.halted if self.delivery is not None else {}
-        return assess(
-            ReadinessFacts(
-                halt_reason=self.halt_reason,
-                halted_accounts=tuple(sorted(halted)),
-                broker_down_s=lasted(source.broker_down_since),
-                missing_topics=tuple(sorted(source.missing_topics)),
-                transient_failing_s=lasted(source.transient_since),
-                transient_error=source.transient_error,
-                all_paused_s=lasted(source.all_paused_since),
-                paused_unready_s=self.config.paused_unready_s,
-                is_joined=source.is_joined,
-                assigned=len(source.assigned),
-            )
-        )
-
-    def readiness(self) -> tuple[bool, dict[str, Any]]:
-        state, reason = self._readiness_state()
-        halted = dict(self.delivery.halted) if self.delivery is not None else {}
-        detail: dict[str, Any] = {
-            "state": state,
-            "reason": reason,
-            "assigned_partitions": len(self.source.assigned),
-            "paused_partitions": len(self.source.paused),
-            "halted_accounts": halted,
-        }
-        if self.halt_reason:
-            detail["halted"] = self.halt_reason
-        return STATES[state], detail
-
-    def stats(self) -> dict[str, Any]:
-        return {
-            **{
-                k: self.counts[k]
-                for k in (
-                    "consumed",
-                    "delivered",
-                    "deduplicated",
-                    "skipped",
-                    "already_final",
-                    "failed",
-                    "dead_lettered",
-                )
-            },
-            "pending": self.batcher.pending,
-            "unfinished_offsets": self.ledger.unfinished(),
-            "uncommitted_partitions": self.ledger.uncommitted()
-            if self.config.commits_offsets
-            else 0,
-            "assigned": sorted(f"{t}/{p}" for t, p in self.source.assigned),
-            "paused": len(self.source.paused),
-            "held": self.source.held,
-            "lag": {f"{t}/{p}": lag for (t, p), lag in self.source.lag.items()},
-            "halted_accounts": dict(self.delivery.halted) if self.delivery else {},
-            "halted": self.halt_reason,
-            "match_coverage": {k: round(v, 4) for k, v in self.quality.coverage().items()},
-            "normalize_dropped": {f"{f}/{r}": n for (f, r), n in self.quality.dropped.items()},
-            "uptime_s": round(time.monotonic() - self.started_s, 1),
-        }
-
-    def _gauges(self) -> list[tuple[str, float, dict[str, str]]]:
-        state, _ = self._readiness_state()  # once: ready and the per-state series agree
-        gauges: list[tuple[str, float, dict[str, str]]] = [
-            (tm.M_IN_FLIGHT, float(self.ledger.unfinished()), {}),
-            (tm.M_PAUSED, float(len(self.source.paused)), {}),
-            (tm.M_HALTED, float(len(self.delivery.halted) if self.delivery else 0), {}),
-            (tm.M_READY, float(STATES[state]), {}),
-            # One series per readiness state, 1 for the current one: alerts select by state.
-            *[(tm.M_STATE, float(s == state), {"state": s}) for s in STATES],
-            (tm.M_OFFSET_MAP_OVERFLOW, float(self.ledger.map_overflows), {}),
-        ]
-        for (topic, partition), lag in self.source.lag.items():
-            gauges.append((tm.M_LAG, float(lag), {"topic": topic, "partition": str(partition)}))
-        quality = self.quality
-        for (account, event_name), count in quality.events.items():
-            labels = {"ad_account": account, "event_name": event_name}
-            gauges.append((tm.M_MATCH_EVENTS, float(count), labels))
-        for (account, event_name, identifier), count in quality.by_identifier.items():
-            labels = {"ad_account": account, "event_name": event_name, "identifier": identifier}
-            gauges.append((tm.M_MATCH_IDENTIFIER, float(count), labels))
-        for (account, event_name, carried), count in quality.by_count.items():
-            labels = {"ad_account": account, "event_name": event_name, "identifiers": str(carried)}
-            gauges.append((tm.M_MATCH_COUNT, float(count), labels))
-        for (field, reason), count in quality.dropped.items():
-            gauges.append(
-                (tm.M_NORMALIZE_DROPPED, float(count), {"field": field, "reason": reason})
-            )
-        return gauges
-
-
-def _with_span(conversion: Conversion, context: trace.SpanContext) -> Conversion:
-    return dataclasses.replace(conversion, span_context=context)
 
 
 __all__ = ["AdAccountId", "Pipeline"]

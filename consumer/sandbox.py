@@ -19,10 +19,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from consumer.capi import MAX_EVENTS_PER_REQUEST, InvalidEvent, validate_event
+from consumer.capi import MAX_EVENT_AGE_S, MAX_EVENTS_PER_REQUEST, InvalidEvent, validate_event
 from consumer.userdata import USER_FIELDS
-
-MAX_EVENT_AGE_S = 7 * 86400
 
 
 @dataclass(slots=True)

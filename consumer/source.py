@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -18,7 +19,7 @@ import orjson
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from confluent_kafka.aio import AIOConsumer
 
-from consumer.errors import TransientError
+from consumer.errors import TransientError, backoff_s
 from consumer.records import Commit, Coordinates, Envelope
 from consumer.records import TopicPartition as TP
 
@@ -95,6 +96,7 @@ class KafkaSource:
         self._held: list[Envelope] = []
         self._retry_at_s = 0.0
         self._transient_failures = 0
+        self._rng = random.Random()
         self.generations: dict[TP, int] = {}
         self.assigned: set[TP] = set()
         self.paused: set[TP] = set()
@@ -165,7 +167,7 @@ class KafkaSource:
             if self.transient_since is None:
                 self.transient_since = self._clock()
             self.transient_error = str(exc)
-            delay = min(30.0, 0.5 * 2 ** min(self._transient_failures, 6))
+            delay = backoff_s(self._transient_failures, 0.5, 30.0, self._rng, exc.retry_after_s)
             self._retry_at_s = self._clock() + delay
             logger.warning(
                 "transient failure, holding records",

@@ -77,6 +77,7 @@ M_MATCH_IDENTIFIER: Final = "capi.match.identifier.events"
 M_MATCH_COUNT: Final = "capi.match.events_by_identifier_count"
 M_NORMALIZE_DROPPED: Final = "capi.normalize.dropped"
 M_OFFSET_MAP_OVERFLOW: Final = "capi.offset_map.overflow"
+M_EVENTS_CHECKED: Final = "capi.events.checked"
 # OpenTelemetry HTTP client semantic conventions (with http.request.method,
 # http.response.status_code, server.address, server.port, error.type)
 M_HTTP_CLIENT_DURATION: Final = "http.client.request.duration"
@@ -108,6 +109,8 @@ HELP: Final = {
     "(the event was still sent).",
     M_OFFSET_MAP_OVERFLOW: "Commits whose map of final offsets past the prefix did not fit the "
     "metadata limit whole.",
+    M_EVENTS_CHECKED: "Built events checked against the API's full event schema (every one in "
+    "consumer transform, one in 1,000 in consumer run), by result.",
     M_HTTP_CLIENT_DURATION: "Seconds per request to the events endpoint (OpenTelemetry HTTP "
     "client conventions).",
 }
@@ -224,6 +227,12 @@ class Telemetry:
             callbacks=[self._observe(M_NORMALIZE_DROPPED)],
             unit="{value}",
             description=HELP[M_NORMALIZE_DROPPED],
+        )
+        meter.create_observable_counter(
+            M_EVENTS_CHECKED,
+            callbacks=[self._observe(M_EVENTS_CHECKED)],
+            unit="{event}",
+            description=HELP[M_EVENTS_CHECKED],
         )
         meter.create_observable_counter(
             M_OFFSET_MAP_OVERFLOW,

@@ -14,18 +14,17 @@ from typing import IO, Any
 
 import orjson
 
-from consumer.config import load_mapping
 from consumer.errors import PermanentError
-from consumer.mapping import MappingRules
-from consumer.pipeline import build_conversion
+from consumer.process import RecordProcessor
 from consumer.quality import MatchQuality
 from consumer.records import Coordinates, Decoded, Envelope, Skip
-from consumer.userdata import NormalizeOptions, UserDataHasher
+from consumer.rules import load_mapping
 
 
 def transform_record(
-    line: dict[str, Any], mapping: MappingRules, hasher: UserDataHasher, now_s: int, offset: int = 0
+    line: dict[str, Any], processor: RecordProcessor, now_s: int, offset: int = 0
 ) -> dict[str, Any]:
+    """One input line through map → normalize → the API's full event schema check."""
     topic = line.get("topic")
     value = line.get("value")
     if not isinstance(topic, str) or not isinstance(value, dict):
@@ -33,7 +32,7 @@ def transform_record(
     envelope = Envelope(Coordinates(topic, 0, offset), value=b"")
     decoded = Decoded(envelope, value, str(line.get("record", "")))
     try:
-        built = build_conversion(decoded, mapping, hasher, now_s)
+        built = processor.build_decoded(decoded, now_s)
     except PermanentError as exc:
         return {"error": f"{exc.reason}: {exc.detail}"}
     if isinstance(built, Skip):
@@ -46,8 +45,7 @@ def transform_record(
 
 def transform_lines(mapping_path: Path, lines: Iterable[str], out: IO[str], now_s: int) -> str:
     """Write one output line per input line; return a human summary of outcomes and coverage."""
-    mapping = load_mapping(mapping_path, "--mapping")
-    hasher = UserDataHasher(NormalizeOptions(mapping.default_phone_country, mapping.dob_order))
+    processor = RecordProcessor(load_mapping(mapping_path, "--mapping"), check_every=1)
     outcomes: Counter[str] = Counter()
     quality = MatchQuality()
     for number, raw in enumerate(lines):
@@ -59,7 +57,7 @@ def transform_lines(mapping_path: Path, lines: Iterable[str], out: IO[str], now_
             result: dict[str, Any] = {"error": f"line {number + 1} is not JSON: {exc}"}
         else:
             result = (
-                transform_record(line, mapping, hasher, now_s, number)
+                transform_record(line, processor, now_s, number)
                 if isinstance(line, dict)
                 else {"error": "line is not a JSON object"}
             )

@@ -4,7 +4,8 @@ import random
 
 import pytest
 
-from consumer.delivery import RateLimiter, backoff_s, parse_outcomes
+from consumer.delivery import RateLimiter, parse_outcomes
+from consumer.errors import backoff_s
 from consumer.records import EventOutcome, Secret
 from tests.conftest import eventually
 

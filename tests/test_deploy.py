@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from consumer.config import load_config
-from consumer.mapping import compile_mapping
+from consumer.rules import compile_mapping
 
 ROOT = Path(__file__).resolve().parent.parent
 K8S = ROOT / "deploy" / "kubernetes"

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from consumer.config import load_config
 from consumer.decode import Decoder, load_reader_schemas
 from consumer.errors import PermanentError
-from consumer.pipeline import Pipeline
+from consumer.process import RecordProcessor
 from consumer.records import Conversion, Coordinates, Envelope, Skip
 from devenv.samples import engagement_record, load_schema, order_record
 
@@ -28,7 +28,7 @@ ENGAGEMENT_SCHEMA = load_schema("engagement_event.v1.avsc")
 
 
 @pytest.fixture(scope="module")
-def pipeline() -> Pipeline:
+def processor() -> RecordProcessor:
     config = load_config(
         {
             "CAPI_KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1",
@@ -38,17 +38,15 @@ def pipeline() -> Pipeline:
             "CAPI_HEALTH_PORT": "0",
         }
     )
-    built = Pipeline(config)
     decoder = Decoder(None, {}, load_reader_schemas(ROOT / "schemas"))
     decoder.add_writer_schema(1, ORDER_SCHEMA)
     decoder.add_writer_schema(2, ENGAGEMENT_SCHEMA)
-    built.decoder = decoder
-    return built
+    return RecordProcessor(config.mapping, decoder, check_every=1)
 
 
-def build(pipeline: Pipeline, topic: str, value: bytes) -> object:
+def build(processor: RecordProcessor, topic: str, value: bytes) -> object:
     envelope = Envelope(Coordinates(topic, 0, 0), value=value)
-    result = pipeline._build(envelope, 1_800_000_000)
+    result = processor.build(envelope, 1_800_000_000)
     assert isinstance(result, Conversion | Skip | PermanentError), type(result)
     if isinstance(result, PermanentError):
         assert result.reason.count(".") == 1 and " " not in result.reason
@@ -155,15 +153,15 @@ FUZZ = settings(
 
 @FUZZ
 @given(st.binary(max_size=300))
-def test_fuzz_random_bytes_never_crash(pipeline: Pipeline, raw: bytes) -> None:
-    build(pipeline, "shop.orders", raw)
-    build(pipeline, "shop.orders", b"\x00\x00\x00\x00\x01" + raw)
+def test_fuzz_random_bytes_never_crash(processor: RecordProcessor, raw: bytes) -> None:
+    build(processor, "shop.orders", raw)
+    build(processor, "shop.orders", b"\x00\x00\x00\x00\x01" + raw)
 
 
 @FUZZ
 @given(wire_messages())
 def test_fuzz_schema_shaped_records_never_crash(
-    pipeline: Pipeline, message: tuple[str, bytes]
+    processor: RecordProcessor, message: tuple[str, bytes]
 ) -> None:
     topic, payload = message
-    build(pipeline, topic, payload)
+    build(processor, topic, payload)

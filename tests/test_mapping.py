@@ -14,9 +14,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from consumer.errors import ConfigError, PermanentError
-from consumer.mapping import MappingRules, compile_mapping, event_time_seconds, map_record
+from consumer.mapping import Mapper, event_time_seconds
 from consumer.mapping_schema import mapping_json_schema
 from consumer.records import Conversion, Coordinates, Decoded, Envelope, Skip
+from consumer.rules import MappingRules, compile_mapping
 from devenv.samples import engagement_record, order_record
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "schemas" / "mapping.example.yaml"
@@ -35,6 +36,10 @@ KNOWN_KEYS = [
 @pytest.fixture(scope="module")
 def mapping() -> MappingRules:
     return compile_mapping(yaml.safe_load(EXAMPLE.read_text()))
+
+
+def map_record(item: Decoded, mapping: MappingRules, now_s: int) -> Conversion | Skip:
+    return Mapper(mapping).map(item, now_s)
 
 
 def decoded(topic: str, record: dict[str, Any], name: str = "", offset: int = 0) -> Decoded:

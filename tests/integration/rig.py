@@ -30,9 +30,9 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter
 from opentelemetry.trace import SpanKind
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from consumer.config import load_mapping
+from consumer.process import RecordProcessor
+from consumer.rules import load_mapping
 from consumer.transform import transform_record
-from consumer.userdata import NormalizeOptions, UserDataHasher
 from devenv.kafka import KafkaBroker, admin_client, group_reader, shared_producer
 from devenv.procs import ROOT, Server, free_port, get_json, port_open, wait_until
 from devenv.samples import (
@@ -115,8 +115,8 @@ def produce_traffic(
                 load_schema(name),
             )
     readers = {n: load_schema(f"{n}.v2.avsc") for n in ("order_event", "engagement_event")}
-    mapping = load_mapping(topics.mapping)
-    hasher = UserDataHasher(NormalizeOptions(mapping.default_phone_country, mapping.dob_order))
+    mapping = load_mapping(topics.mapping, "mapping")
+    processor = RecordProcessor(mapping, check_every=1)
     now_s = int(time.time())
     traffic = Traffic()
     producer = shared_producer(kafka.bootstrap)
@@ -142,7 +142,7 @@ def produce_traffic(
                 )
                 return
             result = transform_record(
-                {"topic": msg.topic(), "value": decoded, "record": name}, mapping, hasher, now_s
+                {"topic": msg.topic(), "value": decoded, "record": name}, processor, now_s
             )
             account_event = None
             if "event" in result:

@@ -1,0 +1,212 @@
+"""Value extractors for mapping rules: record paths, value specs, templates and conditions.
+
+Each `compile_*` checks one piece of the mapping YAML (raising `ConfigError` naming its key) and
+returns a closure that reads a decoded record (a plain dict) at run time. Closures never raise
+except `PermanentError` for data a rule cannot use (an unmapped lookup value, a template field
+that is missing). Change how a value is read from a record here; which values a rule reads is
+`rules.py`, what the event is made of is `mapping.py`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, Final
+
+from consumer.errors import ConfigError, PermanentError
+
+Extractor = Callable[[Mapping[str, Any]], Any]
+Predicate = Callable[[Mapping[str, Any]], bool]
+
+_MISSING: Final = object()
+_PLACEHOLDER = re.compile(r"\{([A-Za-z_][\w.\[\]]*)\}")
+
+
+def _walk(value: Any, parts: Sequence[str]) -> Any:
+    # `type(...) is dict` rather than isinstance(Mapping): records are plain dicts (fastavro,
+    # orjson) and the ABC check was the single largest cost of mapping an event.
+    for i, part in enumerate(parts):
+        if type(value) is not dict:
+            return None
+        if part.endswith("[]"):
+            items = value.get(part[:-2])
+            if type(items) is not list:
+                return None
+            rest = parts[i + 1 :]
+            out = [_walk(item, rest) for item in items] if rest else items
+            return [v for v in out if v is not None]
+        value = value.get(part)
+    return value
+
+
+def path_parts(path: object, key: str) -> tuple[str, ...]:
+    """The dotted parts of a record path (`items[].sku` → ('items[]', 'sku'))."""
+    if not isinstance(path, str) or not path or any(not p for p in path.split(".")):
+        raise ConfigError(key, f"expected a record path such as customer.email, got {path!r}")
+    return tuple(path.split("."))
+
+
+def compile_path(path: object, key: str) -> Extractor:
+    parts = path_parts(path, key)
+    if any(part.endswith("[]") for part in parts) or len(parts) > 3:
+        return lambda record: _walk(record, parts)
+    if len(parts) == 1:
+        name = parts[0]
+        return lambda record: record.get(name) if type(record) is dict else None
+    if len(parts) == 2:
+        first, second = parts
+
+        def get_two(record: Mapping[str, Any]) -> Any:
+            value = record.get(first) if type(record) is dict else None
+            return value.get(second) if type(value) is dict else None
+
+        return get_two
+    first, second, third = parts
+
+    def get_three(record: Mapping[str, Any]) -> Any:
+        value = record.get(first) if type(record) is dict else None
+        value = value.get(second) if type(value) is dict else None
+        return value.get(third) if type(value) is dict else None
+
+    return get_three
+
+
+def _compile_lookup(spec: Mapping[str, Any], key: str, base: Extractor) -> Extractor:
+    table = spec["map"]
+    if not isinstance(table, Mapping):
+        raise ConfigError(f"{key}.map", "expected a table of record value → output value")
+    lookup = {str(k): v for k, v in table.items()}
+    default = spec.get("default", _MISSING)
+
+    def extract(record: Mapping[str, Any]) -> Any:
+        raw = base(record)
+        if raw is None:
+            return None if default is _MISSING else default
+        found = lookup.get(raw if type(raw) is str else str(raw), default)
+        if found is _MISSING:
+            raise PermanentError("map.unmapped_value", f"{key}: no entry for a record value")
+        return found
+
+    return extract
+
+
+def compile_value(spec: object, key: str) -> Extractor:
+    """A path, or one of {field, map, default}, {const}, {template}, {first}, {count}, {sum}."""
+    if isinstance(spec, str):
+        return compile_path(spec, key)
+    if not isinstance(spec, Mapping):
+        raise ConfigError(key, "expected a record path or an object such as {field: ...}")
+    if "const" in spec:
+        constant = spec["const"]
+        return lambda record: constant
+    if "template" in spec:
+        template = compile_template(spec["template"], f"{key}.template")
+        return lambda record: template.render(record, {})
+    if "first" in spec:
+        options = spec["first"]
+        if not isinstance(options, list) or not options:
+            raise ConfigError(f"{key}.first", "expected a list of value specs")
+        extractors = [compile_value(o, f"{key}.first[{i}]") for i, o in enumerate(options)]
+
+        def first(record: Mapping[str, Any]) -> Any:
+            for extractor in extractors:
+                value = extractor(record)
+                if value not in (None, "", []):
+                    return value
+            return None
+
+        return first
+    if "count" in spec:
+        items = compile_path(spec["count"], f"{key}.count")
+        return lambda record: len(v) if isinstance(v := items(record), list) else None
+    if "sum" in spec:
+        items = compile_path(spec["sum"], f"{key}.sum")
+
+        def total(record: Mapping[str, Any]) -> Any:
+            values = items(record)
+            if not isinstance(values, list):
+                return None
+            return sum(int(v) for v in values if isinstance(v, int | float | Decimal))
+
+        return total
+    if "field" in spec:
+        base = compile_path(spec["field"], f"{key}.field")
+        if "map" in spec:
+            return _compile_lookup(spec, key, base)
+        if "default" in spec:
+            default = spec["default"]
+            return lambda record: default if (v := base(record)) is None else v
+        return base
+    raise ConfigError(key, "expected one of field, const, template, first, count, sum")
+
+
+@dataclass(frozen=True, slots=True)
+class Template:
+    """'{order_id}:{event_name}', split once into literal text and the fields it reads."""
+
+    text: str
+    # split() alternates literal text and placeholder names: text, name, text, name, text.
+    pieces: tuple[str, ...]
+    fields: tuple[tuple[str, Extractor], ...]
+
+    def render(self, record: Mapping[str, Any], extra: Mapping[str, str]) -> str:
+        """Raises `PermanentError` when a field the template reads is missing or empty."""
+        values = dict(extra)
+        for name, extractor in self.fields:
+            value = extractor(record)
+            if value is None or value == "":
+                raise PermanentError("map.missing_field", f"template field {name} is missing")
+            values[name] = value if type(value) is str else str(value)
+        return "".join(values[p] if i % 2 else p for i, p in enumerate(self.pieces))
+
+
+def compile_template(
+    template: object, key: str, provided: frozenset[str] = frozenset()
+) -> Template:
+    """`provided` names placeholders the caller fills itself (not read from the record)."""
+    if not isinstance(template, str) or not template:
+        raise ConfigError(key, "expected a template string such as '{order_id}:checkout'")
+    literal = _PLACEHOLDER.sub("", template)
+    if "{" in literal or "}" in literal:
+        raise ConfigError(key, f"malformed placeholder in {template!r}")
+    fields = tuple(
+        (name, compile_path(name, f"{key}{{{name}}}"))
+        for name in _PLACEHOLDER.findall(template)
+        if name not in provided
+    )
+    return Template(template, tuple(_PLACEHOLDER.split(template)), fields)
+
+
+def compile_condition(spec: object, key: str) -> Predicate:
+    """{field, equals|not_equals|in|not_in|exists|matches}; a list means all of them."""
+    if isinstance(spec, list):
+        parts = [compile_condition(s, f"{key}[{i}]") for i, s in enumerate(spec)]
+        return lambda record: all(p(record) for p in parts)
+    if not isinstance(spec, Mapping) or "field" not in spec:
+        raise ConfigError(key, "expected a condition such as {field: is_test, equals: true}")
+    get = compile_path(spec["field"], f"{key}.field")
+    if "equals" in spec:
+        expected = spec["equals"]
+        return lambda record: get(record) == expected
+    if "not_equals" in spec:
+        unexpected = spec["not_equals"]
+        return lambda record: get(record) != unexpected
+    if "in" in spec or "not_in" in spec:
+        is_in = "in" in spec
+        values = spec["in" if is_in else "not_in"]
+        if not isinstance(values, list):
+            raise ConfigError(f"{key}.{'in' if is_in else 'not_in'}", "expected a list")
+        allowed = frozenset(str(v) for v in values)
+        return lambda record: (str(get(record)) in allowed) == is_in
+    if "exists" in spec:
+        wanted = bool(spec["exists"])
+        return lambda record: (get(record) not in (None, "")) == wanted
+    if "matches" in spec:
+        try:
+            pattern = re.compile(str(spec["matches"]))
+        except re.error as exc:
+            raise ConfigError(f"{key}.matches", f"invalid regular expression: {exc}") from None
+        return lambda record: isinstance(v := get(record), str) and bool(pattern.search(v))
+    raise ConfigError(key, "expected equals, not_equals, in, not_in, exists or matches")

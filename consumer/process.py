@@ -1,0 +1,112 @@
+"""decode → map → normalize for one record, with its span: what `run`, `transform`, the benchmark
+and the fuzz test share (no Producer, no Pipeline needed).
+
+Events are valid by construction (`mapping.py` and `userdata.py` can only build what the API's
+closed schema takes), so the full schema check (`capi.validate_event`) runs on every event only
+where input is being tried (`consumer transform`, tests) and on one event in `check_every` in
+`consumer run`, counted in `capi_events_checked_total{result}` so a regression shows in metrics.
+Change how a record becomes an event here; what happens to it afterwards is `fates.py`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+
+from opentelemetry import trace
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from consumer import telemetry as tm
+from consumer.capi import InvalidEvent, validate_event
+from consumer.decode import Decoder
+from consumer.errors import PermanentError
+from consumer.mapping import Mapper
+from consumer.normalize import normalize_conversion
+from consumer.records import Conversion, Decoded, Envelope, Skip
+from consumer.rules import MappingRules
+from consumer.userdata import NormalizeOptions, UserDataHasher
+
+_PROPAGATOR = TraceContextTextMapPropagator()
+CHECK_EVERY_IN_RUN = 1000
+
+Built = Conversion | Skip | PermanentError
+
+
+def hasher_for(mapping: MappingRules, cache_size: int | None = None) -> UserDataHasher:
+    """The user_data hasher with the mapping's defaults (phone country, date order)."""
+    options = NormalizeOptions(mapping.default_phone_country, mapping.dob_order)
+    return UserDataHasher(options) if cache_size is None else UserDataHasher(options, cache_size)
+
+
+class RecordProcessor:
+    def __init__(
+        self,
+        mapping: MappingRules,
+        decoder: Decoder | None = None,
+        tracer: trace.Tracer | None = None,
+        group_id: str = "",
+        check_every: int = 1,
+        hasher: UserDataHasher | None = None,
+    ) -> None:
+        self.mapping = mapping
+        self.mapper = Mapper(mapping)
+        self.hasher = hasher or hasher_for(mapping)
+        self.decoder = decoder
+        self._tracer = tracer
+        self._group_id = group_id
+        self._check_every = max(1, check_every)
+        self._until_check = 1  # the first event is always checked
+        self.checked: Counter[str] = Counter()  # result → events fully checked
+
+    def build_decoded(self, decoded: Decoded, now_s: int) -> Conversion | Skip:
+        """map → normalize (→ check) one decoded record. Raises `PermanentError`."""
+        mapped = self.mapper.map(decoded, now_s)
+        if isinstance(mapped, Skip):
+            return mapped
+        conversion = normalize_conversion(mapped, self.hasher)
+        self._until_check -= 1
+        if self._until_check <= 0:
+            self._until_check = self._check_every
+            try:
+                validate_event(conversion.event, now_s, self.mapping.max_future_skew_s)
+            except InvalidEvent as exc:
+                self.checked["invalid"] += 1
+                raise PermanentError("validate.invalid_event", str(exc)) from None
+            self.checked["valid"] += 1
+        return conversion
+
+    def build(self, envelope: Envelope, now_s: int) -> Built:
+        """decode → map → normalize one envelope; bad data comes back as the `PermanentError`."""
+        span = self._start_span(envelope) if envelope.traceparent is not None else None
+        try:
+            assert self.decoder is not None, "a processor without a decoder takes Decoded"
+            result: Built = self.build_decoded(self.decoder.decode(envelope), now_s)
+        except PermanentError as exc:
+            result = exc
+        if span is not None:
+            if isinstance(result, PermanentError):
+                span.set_attribute(tm.ATTR_ERROR_TYPE, result.reason)
+            elif isinstance(result, Skip):
+                span.set_attribute(tm.ATTR_REASON, result.reason)
+            else:
+                result = dataclasses.replace(result, span_context=span.get_span_context())
+            span.end()
+        return result
+
+    def _start_span(self, envelope: Envelope) -> trace.Span | None:
+        if self._tracer is None:
+            return None
+        coords = envelope.coords
+        return self._tracer.start_span(
+            tm.SPAN_PROCESS.format(topic=coords.topic),
+            context=_PROPAGATOR.extract({"traceparent": envelope.traceparent}),
+            kind=trace.SpanKind.CONSUMER,
+            attributes={
+                tm.ATTR_MESSAGING_SYSTEM: "kafka",
+                tm.ATTR_MESSAGING_OPERATION: "process",
+                tm.ATTR_DESTINATION: coords.topic,
+                tm.ATTR_PARTITION: str(coords.partition),
+                tm.ATTR_OFFSET: coords.offset,
+                tm.ATTR_CONSUMER_GROUP: self._group_id,
+            },
+        )

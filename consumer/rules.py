@@ -1,0 +1,306 @@
+"""Compiles the mapping YAML into per-topic `Rule`s, once, at start-up (no I/O after that).
+
+Every mistake raises `ConfigError` naming its key (`orders.yaml.topics[0].user_data.em`); the
+document's shape is checked first against `schemas/mapping.schema.json`. What a rule may say is
+decided here; reading values out of records is `extract.py`, applying a rule is `mapping.py`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final, Literal
+
+import yaml
+
+from consumer.capi import (
+    ACTION_SOURCES,
+    CONTENT_FIELDS,
+    CUSTOM_FIELDS,
+    EVENT_NAMES,
+    MAX_EVENT_AGE_S,
+    TOP_STRING_FIELDS,
+)
+from consumer.errors import ConfigError
+from consumer.extract import (
+    Extractor,
+    Predicate,
+    Template,
+    compile_condition,
+    compile_path,
+    compile_template,
+    compile_value,
+)
+from consumer.mapping_schema import check_mapping_shape
+from consumer.userdata import USER_FIELDS
+
+TimeUnit = Literal["auto", "seconds", "millis", "micros", "iso8601"]
+ConsentAction = Literal["drop", "opt_out", "limited_data_processing"]
+DEFAULT_MAX_FUTURE_SKEW_S: Final = 300
+TOP_BOOL_FIELDS: Final = frozenset({"opt_out", "wifi"})
+_DURATION = re.compile(r"(\d+)\s*(s|m|h|d)?")
+_DURATION_UNITS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
+
+
+@dataclass(frozen=True, slots=True)
+class Filter:
+    reason: str
+    matches: Predicate
+
+
+@dataclass(frozen=True, slots=True)
+class Consent:
+    is_denied: Predicate
+    action: ConsentAction
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    name: str
+    topic: str | None
+    topic_pattern: re.Pattern[str] | None
+    record: str | None
+    when: Predicate | None
+    event_name: Extractor
+    action_source: Extractor
+    ad_account: Extractor
+    event_id: Template
+    event_time: Extractor
+    event_time_unit: TimeUnit
+    filters: tuple[Filter, ...]
+    consent: Consent | None
+    user_data: tuple[tuple[str, Extractor], ...]
+    custom_data: tuple[tuple[str, Extractor], ...]
+    fields: tuple[tuple[str, Extractor], ...]
+
+    def applies_to(self, topic: str, record_name: str) -> bool:
+        if self.topic is not None and self.topic != topic:
+            return False
+        if self.topic_pattern is not None and not self.topic_pattern.fullmatch(topic):
+            return False
+        return self.record is None or self.record == record_name
+
+
+@dataclass(frozen=True, slots=True)
+class MappingRules:
+    rules: tuple[Rule, ...]
+    max_event_age_s: int = MAX_EVENT_AGE_S
+    max_future_skew_s: int = DEFAULT_MAX_FUTURE_SKEW_S
+    default_phone_country: str = "US"
+    dob_order: Literal["mdy", "dmy"] = "mdy"
+
+    def topics(self) -> list[str]:
+        return [r.topic for r in self.rules if r.topic is not None]
+
+
+def parse_duration_s(value: object, key: str) -> int:
+    """'7d', '48h', '5m', '30s' or a plain integer of seconds (mapping defaults and CAPI_*)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    if isinstance(value, str) and (match := _DURATION.fullmatch(value.strip())):
+        return int(match.group(1)) * _DURATION_UNITS[match.group(2)]
+    raise ConfigError(key, f"expected a duration such as 30s, 5m, 48h or 7d, got {value!r}")
+
+
+def load_mapping(path: Path, key: str) -> MappingRules:
+    """Read and compile a mapping file; `key` is the setting that named it."""
+    try:
+        document = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise ConfigError(key, f"cannot read {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(key, f"{path} is not valid YAML: {exc}") from None
+    return compile_mapping(document, key=f"{path.name}")
+
+
+def _compile_constant_or_value(
+    spec: object, key: str, allowed: frozenset[str] | None = None
+) -> Extractor:
+    if isinstance(spec, str | int) and not isinstance(spec, bool) and allowed is not None:
+        if str(spec) not in allowed:
+            raise ConfigError(key, f"{spec!r} is not one of {sorted(allowed)}")
+        constant = str(spec)
+        return lambda record: constant
+    if isinstance(spec, str | int) and not isinstance(spec, bool):
+        constant = str(spec)
+        return lambda record: constant
+    if isinstance(spec, Mapping) and allowed is not None and isinstance(spec.get("map"), Mapping):
+        for value in [*spec["map"].values(), spec.get("default", next(iter(allowed)))]:
+            if str(value) not in allowed:
+                raise ConfigError(f"{key}.map", f"{value!r} is not one of {sorted(allowed)}")
+    return compile_value(spec, key)
+
+
+def _compile_ad_account(spec: object, key: str) -> Extractor:
+    """An ad account id is a number (the API answers 404 to anything else): check constants
+    and lookup tables here, once, rather than dead-lettering every event later."""
+    values: list[object] = []
+    if isinstance(spec, str | int) and not isinstance(spec, bool):
+        values = [spec]
+    elif isinstance(spec, Mapping) and isinstance(spec.get("map"), Mapping):
+        values = [*spec["map"].values(), *([spec["default"]] if "default" in spec else [])]
+    for value in values:
+        if not str(value).isdigit():
+            raise ConfigError(
+                key, f"ad account ids are numbers such as 549755885175, got {str(value)!r}"
+            )
+    return _compile_constant_or_value(spec, key)
+
+
+def _compile_fields(
+    spec: object, key: str, allowed: frozenset[str]
+) -> tuple[tuple[str, Extractor], ...]:
+    if spec is None:
+        return ()
+    if not isinstance(spec, Mapping):
+        raise ConfigError(key, "expected a table of field → record path")
+    out = []
+    for name, value_spec in spec.items():
+        if name not in allowed:
+            raise ConfigError(
+                f"{key}.{name}", f"not a field Pinterest accepts here: {sorted(allowed)}"
+            )
+        if key.endswith("custom_data") and name == "contents":
+            out.append((name, _compile_contents(value_spec, f"{key}.contents")))
+        else:
+            out.append((name, compile_value(value_spec, f"{key}.{name}")))
+    return tuple(out)
+
+
+def _compile_contents(spec: object, key: str) -> Extractor:
+    if not isinstance(spec, Mapping) or "each" not in spec or "fields" not in spec:
+        raise ConfigError(key, "expected {each: <array path>, fields: {id: ..., quantity: ...}}")
+    items = compile_path(spec["each"], f"{key}.each")
+    fields = _compile_fields(spec["fields"], f"{key}.fields", CONTENT_FIELDS)
+
+    def contents(record: Mapping[str, Any]) -> Any:
+        values = items(record)
+        if not isinstance(values, list):
+            return None
+        out = []
+        for item in values:
+            if not isinstance(item, Mapping):
+                continue
+            built = {name: v for name, get in fields if (v := get(item)) is not None}
+            if built:
+                out.append(built)
+        return out or None
+
+    return contents
+
+
+def _compile_rule(spec: object, key: str) -> Rule:
+    if not isinstance(spec, Mapping):
+        raise ConfigError(key, "expected a rule object")
+    known = {
+        "name", "topic", "topic_pattern", "record", "when", "event_name", "action_source",
+        "ad_account", "event_id", "event_time", "filters", "consent", "user_data",
+        "custom_data", "fields",
+    }  # fmt: skip
+    for name in spec:
+        if name not in known:
+            raise ConfigError(f"{key}.{name}", f"unknown key; expected one of {sorted(known)}")
+    topic = spec.get("topic")
+    pattern_text = spec.get("topic_pattern")
+    if (topic is None) == (pattern_text is None):
+        raise ConfigError(f"{key}.topic", "give exactly one of topic or topic_pattern")
+    try:
+        pattern = re.compile(pattern_text) if pattern_text is not None else None
+    except re.error as exc:
+        raise ConfigError(f"{key}.topic_pattern", f"invalid regular expression: {exc}") from None
+    for required in ("event_name", "action_source", "ad_account", "event_id", "event_time"):
+        if required not in spec:
+            raise ConfigError(f"{key}.{required}", "is required")
+    event_time = spec["event_time"]
+    if isinstance(event_time, str):
+        event_time = {"field": event_time}
+    if not isinstance(event_time, Mapping) or "field" not in event_time:
+        raise ConfigError(f"{key}.event_time", "expected {field: <path>, unit: millis}")
+    unit = event_time.get("unit", "auto")
+    if unit not in ("auto", "seconds", "millis", "micros", "iso8601"):
+        raise ConfigError(
+            f"{key}.event_time.unit", "expected auto, seconds, millis, micros or iso8601"
+        )
+    event_id = compile_template(spec["event_id"], f"{key}.event_id", frozenset({"event_name"}))
+    filters = []
+    for i, filter_spec in enumerate(spec.get("filters") or []):
+        filter_key = f"{key}.filters[{i}]"
+        if not isinstance(filter_spec, Mapping) or not filter_spec.get("reason"):
+            raise ConfigError(f"{filter_key}.reason", "each filter needs a reason")
+        condition = {k: v for k, v in filter_spec.items() if k != "reason"}
+        filters.append(Filter(str(filter_spec["reason"]), compile_condition(condition, filter_key)))
+    consent = None
+    if (consent_spec := spec.get("consent")) is not None:
+        consent = _compile_consent(consent_spec, f"{key}.consent")
+    return Rule(
+        name=str(spec.get("name") or topic or pattern_text),
+        topic=topic,
+        topic_pattern=pattern,
+        record=spec.get("record"),
+        when=compile_condition(spec["when"], f"{key}.when") if "when" in spec else None,
+        event_name=_compile_constant_or_value(spec["event_name"], f"{key}.event_name", EVENT_NAMES),
+        action_source=_compile_constant_or_value(
+            spec["action_source"], f"{key}.action_source", ACTION_SOURCES
+        ),
+        ad_account=_compile_ad_account(spec["ad_account"], f"{key}.ad_account"),
+        event_id=event_id,
+        event_time=compile_path(event_time["field"], f"{key}.event_time.field"),
+        event_time_unit=unit,
+        filters=tuple(filters),
+        consent=consent,
+        user_data=_compile_fields(spec.get("user_data"), f"{key}.user_data", USER_FIELDS),
+        custom_data=_compile_fields(spec.get("custom_data"), f"{key}.custom_data", CUSTOM_FIELDS),
+        fields=_compile_fields(
+            spec.get("fields"), f"{key}.fields", TOP_STRING_FIELDS | TOP_BOOL_FIELDS
+        ),
+    )
+
+
+def _compile_consent(spec: object, key: str) -> Consent:
+    if not isinstance(spec, Mapping) or "field" not in spec:
+        raise ConfigError(key, "expected {field: <path>, denied_values: [...], action: drop}")
+    action = spec.get("action", "drop")
+    if action not in ("drop", "opt_out", "limited_data_processing"):
+        raise ConfigError(f"{key}.action", "expected drop, opt_out or limited_data_processing")
+    denied = spec.get("denied_values", [False])
+    if not isinstance(denied, list):
+        raise ConfigError(f"{key}.denied_values", "expected a list")
+    get = compile_path(spec["field"], f"{key}.field")
+    denied_values = [v for v in denied]
+    return Consent(lambda record: get(record) in denied_values, action)
+
+
+def compile_mapping(document: object, key: str = "mapping") -> MappingRules:
+    """Validate a parsed mapping document; raises `ConfigError` naming the offending key."""
+    check_mapping_shape(document, key)
+    if not isinstance(document, Mapping):
+        raise ConfigError(key, "expected a YAML object with a 'topics' list")
+    defaults = document.get("defaults") or {}
+    if not isinstance(defaults, Mapping):
+        raise ConfigError(f"{key}.defaults", "expected an object")
+    dob_order = defaults.get("dob_order", "mdy")
+    if dob_order not in ("mdy", "dmy"):
+        raise ConfigError(f"{key}.defaults.dob_order", "expected mdy or dmy")
+    country = str(defaults.get("default_phone_country", "US")).upper()
+    if len(country) != 2 or not country.isalpha():
+        raise ConfigError(f"{key}.defaults.default_phone_country", "expected ISO alpha-2")
+    max_event_age_s = parse_duration_s(
+        defaults.get("max_event_age", MAX_EVENT_AGE_S), f"{key}.defaults.max_event_age"
+    )
+    max_future_skew_s = parse_duration_s(
+        defaults.get("max_future_skew", DEFAULT_MAX_FUTURE_SKEW_S),
+        f"{key}.defaults.max_future_skew",
+    )
+    rules_spec = document.get("topics")
+    if not isinstance(rules_spec, list) or not rules_spec:
+        raise ConfigError(f"{key}.topics", "expected a non-empty list of rules")
+    rules = tuple(_compile_rule(spec, f"{key}.topics[{i}]") for i, spec in enumerate(rules_spec))
+    return MappingRules(
+        rules=rules,
+        max_event_age_s=max_event_age_s,
+        max_future_skew_s=max_future_skew_s,
+        default_phone_country=country,
+        dob_order=dob_order,
+    )
