@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from typing import Any, Final
 
 from consumer.errors import ConfigError, PermanentError
@@ -128,7 +128,10 @@ def compile_value(spec: object, key: str) -> Extractor:
             values = items(record)
             if not isinstance(values, list):
                 return None
-            return sum(int(v) for v in values if isinstance(v, int | float | Decimal))
+            try:
+                return sum(int(v) for v in values if isinstance(v, int | float | Decimal))
+            except (OverflowError, ValueError, InvalidOperation):  # inf, nan
+                raise PermanentError("map.bad_number", f"{key}: not a finite number") from None
 
         return total
     if "field" in spec:

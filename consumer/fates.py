@@ -109,21 +109,23 @@ class Fates:
         per_event_name = Counter[str]()
         oldest_event_s = min(c.event_time_s for c in batch.conversions)
         self._metrics.event_to_ack_s.record(max(0.0, now_wall - oldest_event_s))
-        record_consume_to_ack = self._metrics.consume_to_ack_s.record
         warnings = 0
+        oldest_consumed_s = now_mono
         for conversion, outcome in zip(batch.conversions, result.outcomes, strict=True):
             envelope = conversion.envelope
             if outcome.status == "processed":
                 delivered.append(key_of(conversion))
                 per_event_name[conversion.event_name] += 1
                 warnings += bool(outcome.message)
-                record_consume_to_ack(max(0.0, now_mono - envelope.consumed_at_s))
+                oldest_consumed_s = min(oldest_consumed_s, envelope.consumed_at_s)
                 self._finish(envelope, Fate.DELIVERED)
             else:
                 failed.append(key_of(conversion))
                 self.failed(
                     DeadLetter(envelope, outcome.reason, outcome.message, result.request_id)
                 )
+        if delivered:  # one measurement per request: per event it cost 4 % of all CPU
+            self._metrics.consume_to_ack_s.record(max(0.0, now_mono - oldest_consumed_s))
         if warnings:
             self._metrics.warnings.add(warnings, {"ad_account": batch.ad_account})
         for event_name, count in per_event_name.items():

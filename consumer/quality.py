@@ -2,7 +2,7 @@
 
 Pinterest matches conversions to users through these identifiers; coverage per ad account and
 event name tells an advertiser how well a mapping will attribute before anyone looks at reports.
-Pure and cheap enough for every event; the identifiers come from `userdata.USER_DATA_FIELDS`.
+Pure and cheap enough for every event (a counter per event); the identifiers come from `userdata.USER_DATA_FIELDS`.
 """
 
 from __future__ import annotations
@@ -31,12 +31,14 @@ def identifiers_of(user_data: Mapping[str, Any]) -> list[str]:
 
 class MatchQuality:
     """Counts events per identifier and per number of identifiers, by (ad account, event name),
-    and user_data fields left out by normalization, by (field, reason)."""
+    and user_data fields left out by normalization, by (field, reason).
+
+    `observe` only counts each event's shape (its account, name and user_data keys): a mapping
+    produces few shapes, and the per-identifier counts are derived from them when read.
+    """
 
     def __init__(self) -> None:
-        self.events: Counter[tuple[str, str]] = Counter()
-        self.by_identifier: Counter[tuple[str, str, str]] = Counter()
-        self.by_count: Counter[tuple[str, str, int]] = Counter()
+        self._shapes: Counter[tuple[str, str, tuple[str, ...]]] = Counter()
         self.dropped: Counter[tuple[str, str]] = Counter()
 
     def observe(
@@ -46,12 +48,31 @@ class MatchQuality:
         user_data: Mapping[str, Any],
         dropped: Iterable[tuple[str, str]] = (),
     ) -> None:
-        found = identifiers_of(user_data)
-        self.events[(ad_account, event_name)] += 1
-        for name in found:
-            self.by_identifier[(ad_account, event_name, name)] += 1
-        self.by_count[(ad_account, event_name, len(found))] += 1
-        self.dropped.update(dropped)
+        self._shapes[(ad_account, event_name, tuple(user_data))] += 1
+        if dropped:
+            self.dropped.update(dropped)
+
+    @property
+    def events(self) -> Counter[tuple[str, str]]:
+        counts: Counter[tuple[str, str]] = Counter()
+        for (account, event_name, _), count in self._shapes.items():
+            counts[(account, event_name)] += count
+        return counts
+
+    @property
+    def by_identifier(self) -> Counter[tuple[str, str, str]]:
+        counts: Counter[tuple[str, str, str]] = Counter()
+        for (account, event_name, fields), count in self._shapes.items():
+            for name in identifiers_of(dict.fromkeys(fields)):
+                counts[(account, event_name, name)] += count
+        return counts
+
+    @property
+    def by_count(self) -> Counter[tuple[str, str, int]]:
+        counts: Counter[tuple[str, str, int]] = Counter()
+        for (account, event_name, fields), count in self._shapes.items():
+            counts[(account, event_name, len(identifiers_of(dict.fromkeys(fields))))] += count
+        return counts
 
     def coverage(self) -> dict[str, float]:
         """Share of all observed events carrying each identifier, 0..1."""

@@ -94,7 +94,8 @@ HELP: Final = {
     M_RETRIES: "Requests retried, by cause.",
     M_BATCH_SIZE: "Events per request.",
     M_EVENT_TO_ACK: "Seconds from the oldest event_time in a request to Pinterest's answer.",
-    M_CONSUME_TO_ACK: "Seconds from consuming a message to Pinterest's answer for its event.",
+    M_CONSUME_TO_ACK: "Seconds from consuming the oldest delivered message of a request to "
+    "Pinterest's answer (one measurement per request).",
     M_IN_FLIGHT: "Messages consumed whose fate is not final yet.",
     M_PAUSED: "Partitions paused by backpressure.",
     M_LAG: "Messages behind the high watermark, per partition.",

@@ -15,6 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from consumer.capi import validate_event
 from consumer.config import load_config
 from consumer.decode import Decoder, load_reader_schemas
 from consumer.errors import PermanentError
@@ -23,6 +24,7 @@ from consumer.records import Conversion, Coordinates, Envelope, Skip
 from devenv.samples import engagement_record, load_schema, order_record
 
 ROOT = Path(__file__).resolve().parent.parent
+NOW_S = 1_800_000_000
 ORDER_SCHEMA = load_schema("order_event.v1.avsc")
 ENGAGEMENT_SCHEMA = load_schema("engagement_event.v1.avsc")
 
@@ -41,13 +43,16 @@ def processor() -> RecordProcessor:
     decoder = Decoder(None, {}, load_reader_schemas(ROOT / "schemas"))
     decoder.add_writer_schema(1, ORDER_SCHEMA)
     decoder.add_writer_schema(2, ENGAGEMENT_SCHEMA)
-    return RecordProcessor(config.mapping, decoder, check_every=1)
+    # The full schema check off: what the builders produce must be valid by construction.
+    return RecordProcessor(config.mapping, decoder, check_every=10**9)
 
 
 def build(processor: RecordProcessor, topic: str, value: bytes) -> object:
     envelope = Envelope(Coordinates(topic, 0, 0), value=value)
-    result = processor.build(envelope, 1_800_000_000)
+    result = processor.build(envelope, NOW_S)
     assert isinstance(result, Conversion | Skip | PermanentError), type(result)
+    if isinstance(result, Conversion):
+        validate_event(result.event, NOW_S, processor.mapping.max_future_skew_s)
     if isinstance(result, PermanentError):
         assert result.reason.count(".") == 1 and " " not in result.reason
     return result

@@ -1,0 +1,120 @@
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine
+from typing import Any
+
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+from consumer import telemetry as tm
+from consumer.deadletter import DeadLetter
+from consumer.dedup import MemoryDedupStore, key_of
+from consumer.fates import ALREADY_FINAL, Fates
+from consumer.offsets import OffsetLedger
+from consumer.records import Batch, BatchResult, Conversion, EventOutcome
+from tests.conftest import ConversionFactory, EnvelopeFactory
+
+
+class Rig:
+    def __init__(self, dlq_max_run: int = 0) -> None:
+        self.ledger = OffsetLedger()
+        self.ledger.assign(("orders", 0), 0)
+        self.dedup = MemoryDedupStore(3600, 1000)
+        self.letters: list[DeadLetter] = []
+        self.released: list[int] = []
+        self.tasks: list[Coroutine[Any, Any, None]] = []
+        telemetry = tm.setup_telemetry([InMemoryMetricReader()])
+        self.fates = Fates(
+            self.ledger,
+            self.dedup,
+            telemetry.instruments,
+            self.letters.append,
+            self.released.append,
+            self.tasks.append,
+            dlq_max_run,
+        )
+
+    async def settle(self) -> None:
+        for task in self.tasks:
+            await task
+        self.tasks.clear()
+
+
+def answered(conversions: list[Conversion], *statuses: str) -> BatchResult:
+    batch = Batch(conversions[0].ad_account, tuple(conversions), (b"{}",) * len(conversions))
+    outcomes = tuple(
+        EventOutcome("processed")
+        if s == "processed"
+        else EventOutcome("failed", "pinterest.event_failed", "bad")
+        for s in statuses
+    )
+    return BatchResult(batch, outcomes, "rid-1")
+
+
+def test_skip_and_duplicate_are_final_at_once(envelope_factory: EnvelopeFactory) -> None:
+    rig = Rig()
+    first, second = envelope_factory(offset=0), envelope_factory(offset=1)
+    for envelope in (first, second):
+        rig.ledger.track(envelope.coords, 0)
+    rig.fates.skipped(first, ALREADY_FINAL)
+    rig.fates.duplicate(second)
+    assert rig.ledger.committable() == {("orders", 0): 2}
+    assert rig.fates.counts == {"skipped": 1, "already_final": 1, "deduplicated": 1}
+
+
+async def test_answers_confirm_delivered_and_release_failed_claims(
+    conversion_factory: ConversionFactory,
+) -> None:
+    rig = Rig()
+    good, bad = conversion_factory(offset=0), conversion_factory(offset=1)
+    for conversion in (good, bad):
+        rig.ledger.track(conversion.coords, 0)
+    assert await rig.dedup.claim_many([key_of(good), key_of(bad)]) == [True, True]
+    rig.fates.answered(answered([good, bad], "processed", "failed"))
+    await rig.settle()
+    # Delivered is final now; the failed one only once its dead letter is acknowledged.
+    assert rig.ledger.committable() == {("orders", 0): 1}
+    assert [letter.reason for letter in rig.letters] == ["pinterest.event_failed"]
+    assert rig.letters[0].request_id == "rid-1"
+    assert rig.released == [2]
+    # The delivered event_id stays claimed; the failed one may be sent again by a replay.
+    assert await rig.dedup.claim_many([key_of(good), key_of(bad)]) == [False, True]
+    rig.fates.dead_lettered(rig.letters[0])
+    assert rig.ledger.committable() == {("orders", 0): 2}
+    assert rig.fates.counts["delivered"] == 1 and rig.fates.counts["dead_lettered"] == 1
+
+
+def test_dead_letter_ceiling_halts_and_any_other_fate_resets_the_run(
+    envelope_factory: EnvelopeFactory,
+) -> None:
+    rig = Rig(dlq_max_run=3)
+    envelopes = [envelope_factory(offset=n) for n in range(6)]
+    for envelope in envelopes:
+        rig.ledger.track(envelope.coords, 0)
+    rig.fates.failed(DeadLetter(envelopes[0], "decode.bad_avro", "x"))
+    rig.fates.failed(DeadLetter(envelopes[1], "decode.bad_avro", "x"))
+    rig.fates.skipped(envelopes[2], "filter.test_order")
+    rig.fates.failed(DeadLetter(envelopes[3], "decode.bad_avro", "x"))
+    rig.fates.failed(DeadLetter(envelopes[4], "decode.bad_avro", "x"))
+    assert rig.fates.halt_reason is None
+    rig.fates.failed(DeadLetter(envelopes[5], "decode.bad_avro", "x"))
+    assert rig.fates.halt_reason is not None and "CAPI_DLQ_MAX_RUN=3" in rig.fates.halt_reason
+
+
+async def test_wait_for_progress_returns_when_a_fate_is_final(
+    envelope_factory: EnvelopeFactory,
+) -> None:
+    rig = Rig()
+    envelope = envelope_factory(offset=0)
+    rig.ledger.track(envelope.coords, 0)
+    waiter = asyncio.create_task(rig.fates.wait_for_progress(30.0))
+    await asyncio.sleep(0)
+    assert not waiter.done()
+    rig.fates.duplicate(envelope)
+    await asyncio.wait_for(waiter, 5.0)
+
+
+def test_release_claims_without_keys_spawns_nothing() -> None:
+    rig = Rig()
+    rig.fates.release_claims([])
+    assert rig.tasks == []

@@ -1,0 +1,126 @@
+from __future__ import annotations
+
+import datetime as dt
+import random
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from consumer.capi import validate_event
+from consumer.errors import PermanentError
+from consumer.process import RecordProcessor
+from consumer.records import Conversion, Coordinates, Decoded, Envelope
+from consumer.rules import MappingRules, compile_mapping
+from devenv.samples import order_record
+
+ROOT = Path(__file__).resolve().parent.parent
+ORDER = "com.example.shop.orders.OrderEvent"
+NOW_S = 1_800_000_000
+MAPPING = compile_mapping(yaml.safe_load((ROOT / "schemas" / "mapping.example.yaml").read_text()))
+
+
+def order(**changes: Any) -> dict[str, Any]:
+    record = order_record(random.Random(5), 7, NOW_S * 1000)
+    record.update(event_type="ORDER_PLACED", is_test=False, store_id="store-us", channel="WEB")
+    record["consent"] = {"ads_personalization": True, "limited_data_processing": False}
+    record["occurred_at"] = dt.datetime.fromtimestamp(NOW_S - 60, dt.UTC)
+    record.update(changes)
+    return record
+
+
+def decoded(record: dict[str, Any], offset: int = 0) -> Decoded:
+    return Decoded(Envelope(Coordinates("shop.orders", 0, offset), value=b""), record, ORDER)
+
+
+def processor(mapping: MappingRules = MAPPING, check_every: int = 1) -> RecordProcessor:
+    return RecordProcessor(mapping, check_every=check_every)
+
+
+def test_run_checks_the_first_event_then_one_in_check_every() -> None:
+    sampled = processor(check_every=10)
+    for offset in range(25):
+        assert isinstance(sampled.build_decoded(decoded(order(), offset), NOW_S), Conversion)
+    assert sampled.checked == {"valid": 3}  # offsets 0, 10 and 20
+
+
+def test_transform_checks_every_event() -> None:
+    every = processor()
+    for offset in range(5):
+        every.build_decoded(decoded(order(), offset), NOW_S)
+    assert every.checked == {"valid": 5}
+
+
+def test_an_event_without_an_accepted_identifier_is_refused_even_unchecked() -> None:
+    record = order()
+    record["customer"] = {**record["customer"], "email": None}
+    record["context"] = {**record["context"], "ip_address": None}
+    with pytest.raises(PermanentError) as refused:
+        processor(check_every=10**9).build_decoded(decoded(record, 1), NOW_S)
+    assert refused.value.reason == "validate.invalid_event"
+
+
+foreign = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**63), 2**63),
+    st.floats(),
+    st.decimals(allow_nan=False, allow_infinity=False, places=2),
+    st.text(max_size=30),
+    st.lists(st.one_of(st.none(), st.text(max_size=10), st.integers()), max_size=3),
+    st.dictionaries(st.text(max_size=5), st.text(max_size=5), max_size=2),
+)
+PATHS = [
+    ("customer", "email"),
+    ("customer", "phone"),
+    ("customer", "gender"),
+    ("customer", "date_of_birth"),
+    ("customer", "customer_id"),
+    ("context", "ip_address"),
+    ("context", "user_agent"),
+    ("context", "page_url"),
+    ("context", "language"),
+    ("context", "epik"),
+    ("total",),
+    ("currency",),
+    ("order_id",),
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(PATHS), foreign), min_size=1, max_size=6), st.data())
+def test_whatever_a_record_holds_an_event_built_from_it_is_valid(
+    changes: list[tuple[tuple[str, ...], Any]], data: st.DataObject
+) -> None:
+    """The full check is sampled in `run`: builders must not be able to produce invalid events."""
+    record = order()
+    record["customer"], record["context"] = dict(record["customer"]), dict(record["context"])
+    for path, value in changes:
+        target = record
+        for part in path[:-1]:
+            target = target[part]
+        target[path[-1]] = value
+    if data.draw(st.booleans()):
+        record["items"] = [
+            {**item, "quantity": data.draw(foreign), "unit_price": data.draw(foreign)}
+            for item in record["items"]
+        ]
+    unchecked = processor(check_every=10**9)
+    unchecked.build_decoded(decoded(order(), 0), NOW_S)  # spends the first, always-checked event
+    try:
+        built = unchecked.build_decoded(decoded(record, 1), NOW_S)
+    except PermanentError:
+        return
+    if isinstance(built, Conversion):
+        validate_event(built.event, NOW_S, MAPPING.max_future_skew_s)
+
+
+def test_decimal_and_float_totals_become_decimal_strings() -> None:
+    for total in (Decimal("72.39"), 72.39, 72):
+        built = processor().build_decoded(decoded(order(total=total)), NOW_S)
+        assert isinstance(built, Conversion)
+        assert built.event["custom_data"]["value"] in ("72.39", "72")
