@@ -19,6 +19,7 @@ from consumer.errors import ConfigError, PermanentError
 
 Extractor = Callable[[Mapping[str, Any]], Any]
 Predicate = Callable[[Mapping[str, Any]], bool]
+Table = Callable[[Mapping[str, Any]], dict[str, Any]]
 
 _MISSING: Final = object()
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][\w.\[\]]*)\}")
@@ -213,3 +214,42 @@ def compile_condition(spec: object, key: str) -> Predicate:
             raise ConfigError(f"{key}.matches", f"invalid regular expression: {exc}") from None
         return lambda record: isinstance(v := get(record), str) and bool(pattern.search(v))
     raise ConfigError(key, "expected equals, not_equals, in, not_in, exists or matches")
+
+
+_EMPTY: Final[dict[str, Any]] = {}  # stands in for a missing or non-object level; never written
+
+
+def compile_table(entries: Sequence[tuple[str, object, Extractor]]) -> Table:
+    """One function building {name: value} for (name, spec, extractor) entries, leaving out
+    None and [] (a rule's user_data, custom_data or top-level fields).
+
+    Plain record paths become straight-line code that looks each shared level up once
+    (`customer` once for em, ph, fn and ln); other specs call their extractor. Generated once
+    per rule at start-up from checked path names only, so the source holds no user text
+    except as repr()'d string constants.
+    """
+    lines = ["def table(record):", "    out = {}"]
+    lines.append("    level_0 = record if type(record) is dict else _EMPTY")
+    namespace: dict[str, Any] = {"_EMPTY": _EMPTY}
+    levels: dict[tuple[str, ...], str] = {(): "level_0"}
+
+    def level(parts: tuple[str, ...]) -> str:
+        if parts not in levels:
+            parent = level(parts[:-1])
+            name = levels[parts] = f"level_{len(levels)}"
+            lines.append(f"    {name} = {parent}.get({parts[-1]!r})")
+            lines.append(f"    if type({name}) is not dict: {name} = _EMPTY")
+        return levels[parts]
+
+    for index, (name, spec, extractor) in enumerate(entries):
+        if isinstance(spec, str) and "[]" not in spec:
+            parts = tuple(spec.split("."))
+            lines.append(f"    value = {level(parts[:-1])}.get({parts[-1]!r})")
+        else:
+            namespace[f"extract_{index}"] = extractor
+            lines.append(f"    value = extract_{index}(record)")
+        lines.append(f"    if value is not None and value != []: out[{name!r}] = value")
+    lines.append("    return out")
+    exec("\n".join(lines), namespace)
+    table: Table = namespace["table"]
+    return table

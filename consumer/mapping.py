@@ -18,7 +18,6 @@ from consumer.records import AdAccountId, Conversion, Decoded, EventId, Skip
 from consumer.rules import TOP_BOOL_FIELDS, MappingRules, Rule, TimeUnit
 
 _DIVISORS: Final = {"seconds": 1, "millis": 1000, "micros": 1_000_000}
-_NOTHING: Final[tuple[object, ...]] = (None, [])
 
 
 def event_time_seconds(value: object, unit: TimeUnit) -> int:
@@ -123,18 +122,15 @@ class Mapper:
             "action_source": action_source,
             "event_time": event_time_s,
             "event_id": event_id,
-            "user_data": {
-                name: v for name, get in rule.user_data if (v := get(record)) not in _NOTHING
-            },
+            "user_data": rule.user_data(record),
         }
-        custom = {name: v for name, get in rule.custom_data if (v := get(record)) not in _NOTHING}
+        custom = rule.custom_data(record)
         if opt_out_type is not None:
             custom["opt_out_type"] = opt_out_type
         if custom:
             event["custom_data"] = custom
-        for name, get in rule.fields:
-            if (value := get(record)) is not None:
-                event[name] = _top_field(name, value)
+        for name, value in rule.fields(record).items():
+            event[name] = _top_field(name, value)
         if is_denied and opt_out_type is None:  # consent action opt_out
             event["opt_out"] = True
         return Conversion(

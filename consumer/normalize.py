@@ -70,21 +70,25 @@ def _string(value: object) -> str:
 
 
 def _normalize_contents(contents: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    # Field names for error details are constants: formatting one per value cost more than
+    # the normalization itself.
     out = []
-    for i, content in enumerate(contents):
+    for content in contents:
         item: dict[str, Any] = {}
         for key, value in content.items():
             if value is None:
                 continue
-            name = f"custom_data.contents[{i}].{key}"
             if key == "item_price":
-                item[key] = format_decimal(value, name)
+                item[key] = format_decimal(value, "custom_data.contents[].item_price")
             elif key == "quantity":
-                item[key] = format_int(value, name)
+                item[key] = format_int(value, "custom_data.contents[].quantity")
             else:
-                item[key] = _string(value)
+                item[key] = value if type(value) is str else str(value)
         out.append(item)
     return out
+
+
+_CUSTOM_NAMES = {"value": "custom_data.value", "predicted_ltv": "custom_data.predicted_ltv"}
 
 
 def normalize_custom_data(raw: dict[str, Any]) -> dict[str, Any]:
@@ -92,13 +96,12 @@ def normalize_custom_data(raw: dict[str, Any]) -> dict[str, Any]:
     for key, value in raw.items():
         if value is None:
             continue
-        name = f"custom_data.{key}"
         if key in ("value", "predicted_ltv"):
-            custom[key] = format_decimal(value, name)
+            custom[key] = format_decimal(value, _CUSTOM_NAMES[key])
         elif key == "currency":
             custom[key] = normalize_currency(_string(value))
         elif key == "num_items":
-            custom[key] = format_int(value, name)
+            custom[key] = format_int(value, "custom_data.num_items")
         elif key == "content_ids":
             ids = value if isinstance(value, list) else [value]
             custom[key] = [_string(v) for v in ids if v is not None]

@@ -2,7 +2,8 @@
 
 Pinterest matches conversions to users through these identifiers; coverage per ad account and
 event name tells an advertiser how well a mapping will attribute before anyone looks at reports.
-Pure and cheap enough for every event (a counter per event); the identifiers come from `userdata.USER_DATA_FIELDS`.
+Pure and cheap enough for every event (one counter per event); the identifiers come from
+`userdata.USER_DATA_FIELDS`.
 """
 
 from __future__ import annotations

@@ -27,9 +27,11 @@ from consumer.errors import ConfigError
 from consumer.extract import (
     Extractor,
     Predicate,
+    Table,
     Template,
     compile_condition,
     compile_path,
+    compile_table,
     compile_template,
     compile_value,
 )
@@ -71,9 +73,9 @@ class Rule:
     event_time_unit: TimeUnit
     filters: tuple[Filter, ...]
     consent: Consent | None
-    user_data: tuple[tuple[str, Extractor], ...]
-    custom_data: tuple[tuple[str, Extractor], ...]
-    fields: tuple[tuple[str, Extractor], ...]
+    user_data: Table
+    custom_data: Table
+    fields: Table
 
     def applies_to(self, topic: str, record_name: str) -> bool:
         if self.topic is not None and self.topic != topic:
@@ -149,24 +151,22 @@ def _compile_ad_account(spec: object, key: str) -> Extractor:
     return _compile_constant_or_value(spec, key)
 
 
-def _compile_fields(
-    spec: object, key: str, allowed: frozenset[str]
-) -> tuple[tuple[str, Extractor], ...]:
+def _compile_fields(spec: object, key: str, allowed: frozenset[str]) -> Table:
     if spec is None:
-        return ()
+        return compile_table(())
     if not isinstance(spec, Mapping):
         raise ConfigError(key, "expected a table of field → record path")
-    out = []
+    entries: list[tuple[str, object, Extractor]] = []
     for name, value_spec in spec.items():
         if name not in allowed:
             raise ConfigError(
                 f"{key}.{name}", f"not a field Pinterest accepts here: {sorted(allowed)}"
             )
         if key.endswith("custom_data") and name == "contents":
-            out.append((name, _compile_contents(value_spec, f"{key}.contents")))
+            entries.append((name, None, _compile_contents(value_spec, f"{key}.contents")))
         else:
-            out.append((name, compile_value(value_spec, f"{key}.{name}")))
-    return tuple(out)
+            entries.append((name, value_spec, compile_value(value_spec, f"{key}.{name}")))
+    return compile_table(entries)
 
 
 def _compile_contents(spec: object, key: str) -> Extractor:
@@ -183,7 +183,7 @@ def _compile_contents(spec: object, key: str) -> Extractor:
         for item in values:
             if not isinstance(item, Mapping):
                 continue
-            built = {name: v for name, get in fields if (v := get(item)) is not None}
+            built = fields(item)
             if built:
                 out.append(built)
         return out or None
