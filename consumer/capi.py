@@ -6,7 +6,7 @@ Shared by the pre-send validation and the local sandbox so both read the spec fr
 from __future__ import annotations
 
 import re
-from typing import Any, Final, Literal, Required, TypedDict
+from typing import Any, Final, Literal
 
 from consumer.userdata import RAW_USER_FIELDS, USER_FIELDS, is_hex_digest
 
@@ -47,55 +47,6 @@ TOP_FIELDS: Final = (
 
 _DECIMAL = re.compile(r"-?\d+(\.\d+)?")
 PARTNER_NAME = re.compile(r"ss-[a-z0-9_.-]+")
-
-
-class Content(TypedDict, total=False):
-    id: str
-    item_price: str
-    quantity: int
-    item_name: str
-    item_category: str
-    item_brand: str
-
-
-class CustomData(TypedDict, total=False):
-    value: str
-    currency: str
-    content_ids: list[str]
-    contents: list[Content]
-    num_items: int
-    order_id: str
-    search_string: str
-    content_name: str
-    content_category: str
-    content_brand: str
-    predicted_ltv: str
-    opt_out_type: str
-
-
-class Event(TypedDict, total=False):
-    event_name: Required[str]
-    action_source: Required[str]
-    event_time: Required[int]
-    event_id: Required[str]
-    user_data: Required[dict[str, Any]]
-    custom_data: CustomData
-    event_source_url: str
-    opt_out: bool
-    partner_name: str
-    language: str
-
-
-class EventResult(TypedDict, total=False):
-    status: Required[str]
-    error_message: str | None
-    warning_message: str | None
-
-
-class EventsResponse(TypedDict):
-    num_events_received: int
-    num_events_processed: int
-    events: list[EventResult]
 
 
 class InvalidEvent(ValueError):
