@@ -33,6 +33,28 @@ H_REPLAYED_FROM = "capi.replayed_from"
 _RETRY_S = 1.0
 
 
+_CONSUMER_ONLY = (
+    "group.",
+    "auto.offset",
+    "auto.commit",
+    "enable.auto",
+    "session.timeout",
+    "heartbeat.",
+    "max.poll",
+    "partition.assignment",
+    "fetch.",
+    "queued.",
+    "isolation.level",
+    "check.crcs",
+    "enable.partition.eof",
+)
+
+
+def producer_settings(kafka: dict[str, Any]) -> dict[str, Any]:
+    """The consumer's librdkafka settings without those a producer would warn about."""
+    return {k: v for k, v in kafka.items() if not k.startswith(_CONSUMER_ONLY)}
+
+
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
     envelope: Envelope

@@ -1,11 +1,6 @@
-"""The one place where stages are wired: Kafka → process (decode, map, normalize) → dedup →
-batch → deliver, with every record's fate recorded by `fates.py`. Owns the long-lived tasks, the
-admission of consumed chunks, commits, rebalances and the start-up and shutdown order.
-
-Backpressure has one mechanism: `handle` returns how many records it accepted, and stops
-accepting while the batcher or the dead-letter writer `is_full`; the source holds the rest, pauses
-and offers them again. Records built but not accepted are kept here, built and claimed, so a retry
-neither rebuilds them nor claims their event_id twice.
+"""The one place where stages are wired: Kafka → admission (process: decode, map, normalize;
+dedup) → batch → deliver, with every record's fate recorded by `fates.py`. Builds the stages from
+`Config`, owns the long-lived tasks, commits, rebalances and the start-up and shutdown order.
 """
 
 from __future__ import annotations
@@ -15,80 +10,35 @@ import logging
 import sys
 import time
 from collections.abc import Coroutine
-from typing import Any, NamedTuple
+from typing import Any
 
 import aiohttp
-from opentelemetry import trace
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from prometheus_client import CollectorRegistry
 
 from consumer import telemetry as tm
+from consumer.admission import Admission
 from consumer.batcher import Batcher
 from consumer.config import Config
-from consumer.deadletter import DeadLetter, DeadLetterWriter
+from consumer.deadletter import DeadLetter, DeadLetterWriter, producer_settings
 from consumer.decode import Decoder, RegistryClient, load_reader_schemas, load_schema_file
-from consumer.dedup import DedupKey, DedupStore, MemoryDedupStore, key_of
+from consumer.dedup import dedup_store
 from consumer.delivery import DeliveryClient, DryRunDelivery
-from consumer.errors import PermanentError
-from consumer.fates import ALREADY_FINAL, Fates
+from consumer.fates import Fates
 from consumer.health import HealthChecks, start_health_server
 from consumer.insight import Insight
 from consumer.offsets import OffsetLedger
-from consumer.process import CHECK_EVERY_IN_RUN, Built, RecordProcessor
+from consumer.process import CHECK_EVERY_IN_RUN, RecordProcessor
 from consumer.quality import MatchQuality
 from consumer.records import (
     AdAccountId,
     Batch,
     Commit,
-    Conversion,
-    Coordinates,
-    Envelope,
-    Skip,
     TopicPartition,
 )
 from consumer.source import KafkaSource
 
 logger = logging.getLogger(__name__)
-
-_CONSUMER_ONLY = (
-    "group.",
-    "auto.offset",
-    "auto.commit",
-    "enable.auto",
-    "session.timeout",
-    "heartbeat.",
-    "max.poll",
-    "partition.assignment",
-    "fetch.",
-    "queued.",
-    "isolation.level",
-    "check.crcs",
-    "enable.partition.eof",
-)
-
-
-def _is_consumer_only(setting: str) -> bool:
-    """librdkafka consumer settings the dead-letter producer would warn about."""
-    return setting.startswith(_CONSUMER_ONLY)
-
-
-def _build_dedup(config: Config) -> DedupStore | None:
-    if config.dedup_backend == "off":
-        return None
-    if config.dedup_backend == "redis":
-        from consumer.dedup_redis import RedisDedupStore
-
-        assert config.redis_url is not None
-        return RedisDedupStore(config.redis_url, config.dedup_window_s)
-    return MemoryDedupStore(config.dedup_window_s, config.dedup_max_keys)
-
-
-class _Prepared(NamedTuple):
-    """One consumed record, built, with whether its event_id is claimed for us."""
-
-    envelope: Envelope
-    built: Built
-    is_claimed: bool
 
 
 class Pipeline:
@@ -105,13 +55,14 @@ class Pipeline:
         )
         self.metrics = self.telemetry.instruments
         self.ledger = OffsetLedger()
-        self.dedup = _build_dedup(config)
+        self.dedup = dedup_store(
+            config.dedup_backend, config.dedup_window_s, config.dedup_max_keys, config.redis_url
+        )
         self.quality = MatchQuality()
         self.crash: BaseException | None = None
         self.stop = asyncio.Event()
         self._shutdown_deadline_s: float | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._unaccepted: dict[Coordinates, _Prepared] = {}
         self.processor = RecordProcessor(
             config.mapping,
             tracer=self.telemetry.tracer,
@@ -121,7 +72,7 @@ class Pipeline:
         self.batcher = Batcher(self._on_batch, config.batch_settings())
         kafka = {**config.kafka_client_config(), "logger": logging.getLogger("librdkafka")}
         self.dead_letters = DeadLetterWriter(
-            {k: v for k, v in kafka.items() if not _is_consumer_only(k)},
+            producer_settings(kafka),
             config.dlq_topic,
             self._on_dead_lettered,
         )
@@ -134,10 +85,21 @@ class Pipeline:
             self._spawn,
             config.dlq_max_run,
         )
+        self.admission = Admission(
+            self.processor,
+            self.dedup,
+            self.ledger,
+            self.fates,
+            self.batcher,
+            self.quality,
+            lambda: self.batcher.is_full or self.dead_letters.is_full,
+            self.telemetry.tracer,
+            config.group_id,
+        )
         self.source = KafkaSource(
             {**kafka, "group.id": config.group_id, "auto.offset.reset": config.auto_offset_reset},
             config.topics,
-            self.handle,
+            self.admission.handle,
             self._commit,
             self._on_assign,
             self._on_revoke,
@@ -254,7 +216,7 @@ class Pipeline:
 
     async def _drain(self, deadline_s: float) -> None:
         assert self.delivery is not None
-        self._forget_unaccepted(None)
+        self.admission.forget(None)
         self.batcher.flush()
         is_drained = await self.delivery.drain(deadline_s)
         is_drained = await self.dead_letters.drain(deadline_s) and is_drained
@@ -286,99 +248,6 @@ class Pipeline:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _is_accepting(self) -> bool:
-        return not (
-            self.batcher.is_full or self.dead_letters.is_full or self.fates.halt_reason is not None
-        )
-
-    async def handle(self, envelopes: list[Envelope]) -> int:
-        """Take a consumed chunk; returns how many were accepted (the rest are held and retried).
-
-        Raises `TransientError` (registry or Redis down) before anything was accepted.
-        """
-        if not self._is_accepting():
-            return 0  # hold the chunk without building it on every turn
-        with self.telemetry.tracer.start_as_current_span(
-            tm.SPAN_PROCESS_CHUNK,
-            kind=trace.SpanKind.CONSUMER,
-            attributes={
-                tm.ATTR_MESSAGING_SYSTEM: "kafka",
-                tm.ATTR_MESSAGING_OPERATION: "process",
-                tm.ATTR_BATCH_COUNT: len(envelopes),
-                tm.ATTR_CONSUMER_GROUP: self.config.group_id,
-            },
-        ):
-            prepared = await self._prepare(envelopes)
-        return self._admit(prepared)
-
-    async def _prepare(self, envelopes: list[Envelope]) -> list[_Prepared]:
-        """Build and claim each record, or take what an earlier turn built for it."""
-        unaccepted = self._unaccepted
-        fresh = [
-            e
-            for e in envelopes
-            if (p := unaccepted.get(e.coords)) is None or p.envelope.generation != e.generation
-        ]
-        is_final_already = self.ledger.is_final_already
-        decoder = self.processor.decoder
-        assert decoder is not None
-        await decoder.prepare([e for e in fresh if not is_final_already(e.coords)])
-        now_s = int(time.time())
-        build = self.processor.build
-        # Offsets an earlier owner finished (the commit's map) are not decoded or sent again.
-        built = [
-            Skip(e.coords, ALREADY_FINAL) if is_final_already(e.coords) else build(e, now_s)
-            for e in fresh
-        ]
-        conversions = [b for b in built if isinstance(b, Conversion)]
-        claims = iter(
-            await self.dedup.claim_many([key_of(c) for c in conversions])
-            if self.dedup is not None
-            else [True] * len(conversions)
-        )
-        for envelope, result in zip(fresh, built, strict=True):
-            is_claimed = next(claims) if isinstance(result, Conversion) else False
-            unaccepted[envelope.coords] = _Prepared(envelope, result, is_claimed)
-        return [unaccepted[e.coords] for e in envelopes]
-
-    def _admit(self, prepared: list[_Prepared]) -> int:
-        """Hand records on in order until a stage is full; the rest stay built for next time."""
-        fates, accepted = self.fates, 0
-        for envelope, result, is_claimed in prepared:
-            if not self._is_accepting():
-                break
-            del self._unaccepted[envelope.coords]
-            self.ledger.track(envelope.coords, envelope.generation)
-            accepted += 1
-            if isinstance(result, Skip):
-                fates.skipped(envelope, result.reason)
-            elif isinstance(result, PermanentError):
-                fates.failed(DeadLetter(envelope, result.reason, result.detail))
-            elif not is_claimed:
-                fates.duplicate(envelope)
-            else:
-                self.quality.observe(
-                    result.ad_account, result.event_name, result.event["user_data"], result.dropped
-                )
-                self.batcher.submit(result)
-        fates.consumed([p.envelope for p in prepared[:accepted]])
-        return accepted
-
-    def _forget_unaccepted(self, partitions: set[TopicPartition] | None) -> None:
-        """Drop records built but never accepted (revoked, lost, shutting down): their
-        event_id claims are released, so whoever consumes them next may send them."""
-        gone = [
-            coords
-            for coords in self._unaccepted
-            if partitions is None or coords.topic_partition in partitions
-        ]
-        claims: list[DedupKey] = []
-        for coords in gone:
-            prepared = self._unaccepted.pop(coords)
-            if prepared.is_claimed and isinstance(prepared.built, Conversion):
-                claims.append(key_of(prepared.built))
-        self.fates.release_claims(claims)
-
     def _on_batch(self, batch: Batch) -> None:
         assert self.delivery is not None
         self.metrics.batch_size.record(len(batch))
@@ -408,7 +277,7 @@ class Pipeline:
         if self._shutdown_deadline_s is not None:  # closing: share the one shutdown budget
             deadline = min(deadline, self._shutdown_deadline_s)
         started = time.monotonic()
-        self._forget_unaccepted(set(partitions))
+        self.admission.forget(set(partitions))
         self.batcher.flush()
         # Fates arrive from delivery and the dead-letter writer alike. The source loop, which
         # commits every commit interval, waits inside this callback: keep committing here, so
@@ -438,7 +307,7 @@ class Pipeline:
             self.ledger.revoke(tp)
 
     async def _on_lost(self, partitions: list[TopicPartition]) -> None:
-        self._forget_unaccepted(set(partitions))
+        self.admission.forget(set(partitions))
         for tp in partitions:
             self.ledger.lose(tp)
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import faulthandler
 import gc
+import random
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,6 +23,7 @@ from consumer.records import (
 from devenv.kafka import KafkaBroker
 from devenv.redis import RedisServer
 from devenv.registry import SchemaRegistry
+from devenv.samples import order_record
 
 # pytest captures fd 2, so a crash in native code (librdkafka) would leave no trace: write the
 # Python stacks of every thread to a file that `make test` prints when the run fails.
@@ -145,3 +148,13 @@ async def eventually(
     while not predicate():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         await asyncio.sleep(0.005)
+
+
+def placed_order(now_s: int, **changes: Any) -> dict[str, Any]:
+    """A decoded order the example mapping turns into a checkout event a minute before now_s."""
+    record = order_record(random.Random(3), 42, now_s * 1000)
+    record.update(event_type="ORDER_PLACED", is_test=False, store_id="store-us", channel="WEB")
+    record["consent"] = {"ads_personalization": True, "limited_data_processing": False}
+    record["occurred_at"] = dt.datetime.fromtimestamp(now_s - 60, dt.UTC)
+    record.update(changes)
+    return record

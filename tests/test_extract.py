@@ -10,7 +10,7 @@ from consumer.errors import ConfigError, PermanentError
 from consumer.extract import compile_path, compile_table, compile_template, compile_value
 
 NAMES = st.sampled_from(["a", "b", "c", "it's", "x.y"])
-values = st.recursive(
+values: st.SearchStrategy[Any] = st.recursive(
     st.one_of(st.none(), st.integers(), st.text(max_size=3), st.just([]), st.booleans()),
     lambda children: st.one_of(
         st.lists(children, max_size=2), st.dictionaries(NAMES, children, max_size=3)

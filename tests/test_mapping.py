@@ -18,7 +18,8 @@ from consumer.mapping import Mapper, event_time_seconds
 from consumer.mapping_schema import mapping_json_schema
 from consumer.records import Conversion, Coordinates, Decoded, Envelope, Skip
 from consumer.rules import MappingRules, compile_mapping
-from devenv.samples import engagement_record, order_record
+from devenv.samples import engagement_record
+from tests.conftest import placed_order
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "schemas" / "mapping.example.yaml"
 ORDER = "com.example.shop.orders.OrderEvent"
@@ -47,12 +48,7 @@ def decoded(topic: str, record: dict[str, Any], name: str = "", offset: int = 0)
 
 
 def order(**changes: Any) -> dict[str, Any]:
-    record = order_record(random.Random(3), 42, NOW_S * 1000)
-    record.update(event_type="ORDER_PLACED", is_test=False, store_id="store-us", channel="WEB")
-    record["consent"] = {"ads_personalization": True, "limited_data_processing": False}
-    record["occurred_at"] = dt.datetime.fromtimestamp(NOW_S - 60, dt.UTC)
-    record.update(changes)
-    return record
+    return placed_order(NOW_S, **changes)
 
 
 def test_map_order_builds_checkout_with_all_fields(mapping: MappingRules) -> None:

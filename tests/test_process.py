@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-import datetime as dt
-import random
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -16,7 +14,7 @@ from consumer.errors import PermanentError
 from consumer.process import RecordProcessor
 from consumer.records import Conversion, Coordinates, Decoded, Envelope
 from consumer.rules import MappingRules, compile_mapping
-from devenv.samples import order_record
+from tests.conftest import placed_order
 
 ROOT = Path(__file__).resolve().parent.parent
 ORDER = "com.example.shop.orders.OrderEvent"
@@ -25,12 +23,7 @@ MAPPING = compile_mapping(yaml.safe_load((ROOT / "schemas" / "mapping.example.ya
 
 
 def order(**changes: Any) -> dict[str, Any]:
-    record = order_record(random.Random(5), 7, NOW_S * 1000)
-    record.update(event_type="ORDER_PLACED", is_test=False, store_id="store-us", channel="WEB")
-    record["consent"] = {"ads_personalization": True, "limited_data_processing": False}
-    record["occurred_at"] = dt.datetime.fromtimestamp(NOW_S - 60, dt.UTC)
-    record.update(changes)
-    return record
+    return placed_order(NOW_S, **changes)
 
 
 def decoded(record: dict[str, Any], offset: int = 0) -> Decoded:

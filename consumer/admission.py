@@ -1,0 +1,152 @@
+"""Admission: a consumed chunk is built (`process.py`), its event_ids claimed (dedup), and its
+records handed on in order — skips, duplicates and failures to `fates.py`, events to the batcher
+— until the batcher or the dead-letter writer is full or the pipeline halted.
+
+This is the one backpressure mechanism: `handle` returns how many records it accepted and the
+source holds the rest, pauses and offers them again. Records built but not accepted stay here,
+built and claimed, so a retry neither rebuilds them nor claims their event_id twice; `forget`
+releases them when their partitions go away.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import NamedTuple
+
+from opentelemetry import trace
+
+from consumer import telemetry as tm
+from consumer.batcher import Batcher
+from consumer.deadletter import DeadLetter
+from consumer.dedup import DedupKey, DedupStore, key_of
+from consumer.errors import PermanentError
+from consumer.fates import ALREADY_FINAL, Fates
+from consumer.offsets import OffsetLedger
+from consumer.process import Built, RecordProcessor
+from consumer.quality import MatchQuality
+from consumer.records import Conversion, Coordinates, Envelope, Skip, TopicPartition
+
+
+class _Prepared(NamedTuple):
+    """One consumed record, built, with whether its event_id is claimed for us."""
+
+    envelope: Envelope
+    built: Built
+    is_claimed: bool
+
+
+class Admission:
+    def __init__(
+        self,
+        processor: RecordProcessor,
+        dedup: DedupStore | None,
+        ledger: OffsetLedger,
+        fates: Fates,
+        batcher: Batcher,
+        quality: MatchQuality,
+        is_full: Callable[[], bool],
+        tracer: trace.Tracer,
+        group_id: str,
+    ) -> None:
+        self.processor = processor
+        self.dedup = dedup
+        self.ledger = ledger
+        self.fates = fates
+        self.batcher = batcher
+        self.quality = quality
+        self._is_full = is_full
+        self._tracer = tracer
+        self._group_id = group_id
+        self._unaccepted: dict[Coordinates, _Prepared] = {}
+
+    def _is_accepting(self) -> bool:
+        return not (self._is_full() or self.fates.halt_reason is not None)
+
+    async def handle(self, envelopes: list[Envelope]) -> int:
+        """Take a consumed chunk; returns how many were accepted (the rest are held and retried).
+
+        Raises `TransientError` (registry or Redis down) before anything was accepted.
+        """
+        if not self._is_accepting():
+            return 0  # hold the chunk without building it on every turn
+        with self._tracer.start_as_current_span(
+            tm.SPAN_PROCESS_CHUNK,
+            kind=trace.SpanKind.CONSUMER,
+            attributes={
+                tm.ATTR_MESSAGING_SYSTEM: "kafka",
+                tm.ATTR_MESSAGING_OPERATION: "process",
+                tm.ATTR_BATCH_COUNT: len(envelopes),
+                tm.ATTR_CONSUMER_GROUP: self._group_id,
+            },
+        ):
+            prepared = await self._prepare(envelopes)
+        return self._admit(prepared)
+
+    async def _prepare(self, envelopes: list[Envelope]) -> list[_Prepared]:
+        """Build and claim each record, or take what an earlier turn built for it."""
+        unaccepted = self._unaccepted
+        fresh = [
+            e
+            for e in envelopes
+            if (p := unaccepted.get(e.coords)) is None or p.envelope.generation != e.generation
+        ]
+        is_final_already = self.ledger.is_final_already
+        decoder = self.processor.decoder
+        assert decoder is not None
+        await decoder.prepare([e for e in fresh if not is_final_already(e.coords)])
+        now_s = int(time.time())
+        build = self.processor.build
+        # Offsets an earlier owner finished (the commit's map) are not decoded or sent again.
+        built = [
+            Skip(e.coords, ALREADY_FINAL) if is_final_already(e.coords) else build(e, now_s)
+            for e in fresh
+        ]
+        conversions = [b for b in built if isinstance(b, Conversion)]
+        claims = iter(
+            await self.dedup.claim_many([key_of(c) for c in conversions])
+            if self.dedup is not None
+            else [True] * len(conversions)
+        )
+        for envelope, result in zip(fresh, built, strict=True):
+            is_claimed = next(claims) if isinstance(result, Conversion) else False
+            unaccepted[envelope.coords] = _Prepared(envelope, result, is_claimed)
+        return [unaccepted[e.coords] for e in envelopes]
+
+    def _admit(self, prepared: list[_Prepared]) -> int:
+        """Hand records on in order until a stage is full; the rest stay built for next time."""
+        fates, accepted = self.fates, 0
+        for envelope, result, is_claimed in prepared:
+            if not self._is_accepting():
+                break
+            del self._unaccepted[envelope.coords]
+            self.ledger.track(envelope.coords, envelope.generation)
+            accepted += 1
+            if isinstance(result, Skip):
+                fates.skipped(envelope, result.reason)
+            elif isinstance(result, PermanentError):
+                fates.failed(DeadLetter(envelope, result.reason, result.detail))
+            elif not is_claimed:
+                fates.duplicate(envelope)
+            else:
+                self.quality.observe(
+                    result.ad_account, result.event_name, result.event["user_data"], result.dropped
+                )
+                self.batcher.submit(result)
+        fates.consumed([p.envelope for p in prepared[:accepted]])
+        return accepted
+
+    def forget(self, partitions: set[TopicPartition] | None) -> None:
+        """Drop records built but never accepted (revoked, lost, shutting down): their
+        event_id claims are released, so whoever consumes them next may send them."""
+        gone = [
+            coords
+            for coords in self._unaccepted
+            if partitions is None or coords.topic_partition in partitions
+        ]
+        claims: list[DedupKey] = []
+        for coords in gone:
+            prepared = self._unaccepted.pop(coords)
+            if prepared.is_claimed and isinstance(prepared.built, Conversion):
+                claims.append(key_of(prepared.built))
+        self.fates.release_claims(claims)
