@@ -51,7 +51,10 @@ def path_parts(path: object, key: str) -> tuple[str, ...]:
 
 def compile_path(path: object, key: str) -> Extractor:
     parts = path_parts(path, key)
-    if any(part.endswith("[]") for part in parts) or len(parts) > 3:
+    arrays = [i for i, part in enumerate(parts) if part.endswith("[]")]
+    if len(arrays) == 1 and len(parts) - arrays[0] <= 2 and arrays[0] < 3:
+        return _compile_each(parts, arrays[0])
+    if arrays or len(parts) > 3:
         return lambda record: _walk(record, parts)
     if len(parts) == 1:
         name = parts[0]
@@ -72,6 +75,27 @@ def compile_path(path: object, key: str) -> Extractor:
         return value.get(third) if type(value) is dict else None
 
     return get_three
+
+
+def _compile_each(parts: tuple[str, ...], at: int) -> Extractor:
+    """`items[]` or `items[].sku` (the common array paths) without `_walk`'s recursion."""
+    get_items = compile_path(".".join((*parts[:at], parts[at][:-2])), "")
+    if at == len(parts) - 1:
+
+        def each(record: Mapping[str, Any]) -> Any:
+            items = get_items(record)
+            return [v for v in items if v is not None] if type(items) is list else None
+
+        return each
+    leaf = parts[at + 1]
+
+    def each_field(record: Mapping[str, Any]) -> Any:
+        items = get_items(record)
+        if type(items) is not list:
+            return None
+        return [v for item in items if type(item) is dict and (v := item.get(leaf)) is not None]
+
+    return each_field
 
 
 def _compile_lookup(spec: Mapping[str, Any], key: str, base: Extractor) -> Extractor:

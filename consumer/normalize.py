@@ -28,6 +28,8 @@ def format_decimal(value: object, field: str) -> str:
         if not math.isfinite(value):
             raise PermanentError("normalize.not_finite", f"{field} must be a finite number")
         number = Decimal(repr(value))  # repr is the shortest round-trip form: 72.39, not 72.38999
+    elif type(value) is Decimal:  # Avro decimals: already exact
+        number = value
     elif isinstance(value, int | Decimal):
         number = Decimal(value)
     elif isinstance(value, str):

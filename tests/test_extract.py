@@ -7,7 +7,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from consumer.errors import ConfigError, PermanentError
-from consumer.extract import compile_path, compile_table, compile_template, compile_value
+from consumer.extract import (
+    _walk,
+    compile_path,
+    compile_table,
+    compile_template,
+    compile_value,
+)
 
 NAMES = st.sampled_from(["a", "b", "c", "it's", "x.y"])
 values: st.SearchStrategy[Any] = st.recursive(
@@ -63,3 +69,15 @@ def test_malformed_templates_name_the_key(template: object) -> None:
     with pytest.raises(ConfigError) as error:
         compile_template(template, "rules[0].event_id")
     assert error.value.key == "rules[0].event_id"
+
+
+array_paths = st.lists(
+    st.sampled_from(["a", "b", "a[]", "b[]", "it's"]), min_size=1, max_size=4
+).map(".".join)
+
+
+@settings(max_examples=400, deadline=None)
+@given(array_paths, values)
+def test_compiled_paths_read_what_the_general_walk_reads(path: str, record: Any) -> None:
+    """The specialised readers (one or two levels, one array) agree with the general walk."""
+    assert compile_path(path, "k")(record) == _walk(record, tuple(path.split(".")))
