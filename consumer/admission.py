@@ -91,16 +91,17 @@ class Admission:
             for e in envelopes
             if (p := unaccepted.get(e.coords)) is None or p.envelope.generation != e.generation
         ]
+        # Offsets an earlier owner finished (the commit's map) are not decoded or sent again.
         is_final_already = self.ledger.is_final_already
+        finals = [is_final_already(e.coords) for e in fresh]
         decoder = self.processor.decoder
         assert decoder is not None
-        await decoder.prepare([e for e in fresh if not is_final_already(e.coords)])
+        await decoder.prepare([e for e, final in zip(fresh, finals, strict=True) if not final])
         now_s = int(time.time())
         build = self.processor.build
-        # Offsets an earlier owner finished (the commit's map) are not decoded or sent again.
         built = [
-            Skip(e.coords, ALREADY_FINAL) if is_final_already(e.coords) else build(e, now_s)
-            for e in fresh
+            Skip(e.coords, ALREADY_FINAL) if final else build(e, now_s)
+            for e, final in zip(fresh, finals, strict=True)
         ]
         conversions = [b for b in built if isinstance(b, Conversion)]
         claims = iter(

@@ -85,7 +85,7 @@ def _normalize_contents(contents: Iterable[dict[str, Any]]) -> list[dict[str, An
             elif key == "quantity":
                 item[key] = format_int(value, "custom_data.contents[].quantity")
             else:
-                item[key] = value if type(value) is str else str(value)
+                item[key] = _string(value)
         out.append(item)
     return out
 

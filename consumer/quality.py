@@ -9,7 +9,7 @@ Pure and cheap enough for every event (one counter per event); the identifiers c
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Container, Iterable, Mapping
 from typing import Any, Final
 
 from consumer.userdata import FIELDS_BY_NAME, MATCH_IDENTIFIERS
@@ -23,7 +23,8 @@ _SINGLE: Final = tuple(
 )
 
 
-def identifiers_of(user_data: Mapping[str, Any]) -> list[str]:
+def identifiers_of(user_data: Container[str]) -> list[str]:
+    """The match identifiers a user_data (or just its field names) carries."""
     found = [identifier for name, identifier in _SINGLE if name in user_data]
     if "client_ip_address" in user_data and "client_user_agent" in user_data:
         found.append("ip_ua")
@@ -64,7 +65,7 @@ class MatchQuality:
     def by_identifier(self) -> Counter[tuple[str, str, str]]:
         counts: Counter[tuple[str, str, str]] = Counter()
         for (account, event_name, fields), count in self._shapes.items():
-            for name in identifiers_of(dict.fromkeys(fields)):
+            for name in identifiers_of(fields):
                 counts[(account, event_name, name)] += count
         return counts
 
@@ -72,7 +73,7 @@ class MatchQuality:
     def by_count(self) -> Counter[tuple[str, str, int]]:
         counts: Counter[tuple[str, str, int]] = Counter()
         for (account, event_name, fields), count in self._shapes.items():
-            counts[(account, event_name, len(identifiers_of(dict.fromkeys(fields))))] += count
+            counts[(account, event_name, len(identifiers_of(fields)))] += count
         return counts
 
     def coverage(self) -> dict[str, float]:
