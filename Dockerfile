@@ -2,6 +2,23 @@
 # Runtime image: the consumer only, as a non-root user. `--target tools` adds the sample
 # producer and dev tools used by docker-compose.yml.
 ARG PYTHON_IMAGE=python:3.11.10-slim-bookworm
+ARG RUST_IMAGE=rust:1.95-slim-bookworm
+
+FROM ${RUST_IMAGE} AS rust
+
+# The compiled Avro decoder (native/), built into a wheel for the image's own Python.
+FROM ${PYTHON_IMAGE} AS native
+# The C linker Rust needs; the base image pins the Debian release it comes from.
+# hadolint ignore=DL3008
+RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev \
+    && rm -rf /var/lib/apt/lists/*
+COPY --from=rust /usr/local/cargo /usr/local/cargo
+COPY --from=rust /usr/local/rustup /usr/local/rustup
+ENV CARGO_HOME=/usr/local/cargo RUSTUP_HOME=/usr/local/rustup PATH=/usr/local/cargo/bin:$PATH \
+    PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+WORKDIR /native
+COPY native ./
+RUN pip install "maturin>=1.7,<2" && maturin build --release --locked --out /wheels
 
 FROM ${PYTHON_IMAGE} AS build
 WORKDIR /src
@@ -9,7 +26,8 @@ RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 COPY pyproject.toml README.md constraints.txt ./
 COPY consumer ./consumer
-RUN pip install --constraint constraints.txt ".[zipkin]"
+COPY --from=native /wheels /wheels
+RUN pip install --constraint constraints.txt ".[zipkin]" /wheels/*.whl
 
 FROM ${PYTHON_IMAGE} AS tools
 WORKDIR /app

@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+NATIVE := $(VENV)/.native
 
 .PHONY: help install services-deps test-deps lint typecheck test demo bench chaos audit constraints sandbox clean
 
@@ -17,7 +18,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $(STAMP)
 
-install: $(STAMP)
+# The compiled Avro decoder (native/, Rust via maturin; cargo fetches its crates once).
+$(NATIVE): $(STAMP) native/pyproject.toml native/Cargo.toml native/Cargo.lock native/src/lib.rs native/capi_avro.pyi
+	$(BIN)/pip install -q ./native
+	touch $(NATIVE)
+
+install: $(STAMP) $(NATIVE)
 
 # Jars (Kafka, schema registry, Zipkin) and the Go-built Jaeger and kustomize are cached in .kafka/;
 # Redis, promtool (package prometheus: alert rules and /metrics are checked with it) and
@@ -27,18 +33,18 @@ DEBIAN_PACKAGES = $(if $(shell command -v redis-server),,redis-server) \
                   $(if $(shell command -v docker-compose),,docker-compose) \
                   $(if $(shell command -v promtool),,prometheus)
 
-services-deps: $(STAMP)
+services-deps: install
 	$(BIN)/python -m devenv.fetch
 	@if [ -n "$(strip $(DEBIAN_PACKAGES))" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && \
 	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DEBIAN_PACKAGES) >/dev/null; \
 	  else echo "missing: $(DEBIAN_PACKAGES) (apt-get install them for the Redis and compose tests)"; fi; fi
 
-lint: $(STAMP)
+lint: install
 	$(BIN)/ruff check consumer tests devenv bench
 	$(BIN)/ruff format --check consumer tests
 
-typecheck: $(STAMP)
+typecheck: install
 	$(BIN)/mypy consumer tests
 
 # Jaeger and kustomize take minutes to build on a cold machine; only the tests need them.

@@ -20,6 +20,7 @@ import aiohttp
 import fastavro
 from fastavro._read_common import SchemaResolutionError
 
+from consumer.avroplan import Plan, compiled_decoder
 from consumer.errors import ConfigError, PermanentError, TransientError
 from consumer.records import Decoded, Envelope
 
@@ -44,6 +45,13 @@ class _Schema:
     writer: Any
     reader: Any
     name: str
+    compiled: Plan | None  # None: fastavro reads these (schema resolution, or no plan)
+
+    @classmethod
+    def of(cls, writer: Any, readers: Mapping[str, Any]) -> _Schema:
+        name = str(writer.get("name", "")) if isinstance(writer, dict) else ""
+        reader = readers.get(name) if name else None
+        return cls(writer, reader, name, None if reader is not None else compiled_decoder(writer))
 
 
 def load_schema_file(path: Path) -> Any:
@@ -109,10 +117,7 @@ class Decoder:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._registry = registry
-        self._topic_schemas = {
-            t: _Schema(s, _reader(s, reader_schemas), str(s["name"]))
-            for t, s in topic_schemas.items()
-        }
+        self._topic_schemas = {t: _Schema.of(s, reader_schemas) for t, s in topic_schemas.items()}
         self._readers = reader_schemas
         self._by_id: dict[int, _Schema] = {}
         self._unknown_ids: dict[int, float] = {}
@@ -148,8 +153,7 @@ class Decoder:
 
     def add_writer_schema(self, schema_id: int, writer: Any) -> None:
         """Cache a parsed writer schema under its registry id (tests, pre-seeding)."""
-        name = str(writer.get("name", "")) if isinstance(writer, dict) else ""
-        self._by_id[schema_id] = _Schema(writer, _reader(writer, self._readers), name)
+        self._by_id[schema_id] = _Schema.of(writer, self._readers)
 
     def decode(self, envelope: Envelope) -> Decoded:
         """Decode one prepared envelope. Raises `PermanentError` for bytes we cannot read."""
@@ -166,21 +170,23 @@ class Decoder:
             if schema is None:
                 raise PermanentError("decode.unknown_schema_id", f"schema id {schema_id}")
             offset = 5
-        buffer = BytesIO(value)
-        buffer.seek(offset)
-        try:
-            record = fastavro.schemaless_reader(buffer, schema.writer, schema.reader)
-        except _AVRO_ERRORS as exc:
-            raise PermanentError("decode.bad_avro", type(exc).__name__) from None
+        # The compiled decoder reads what it is sure of; fastavro has the last word on the rest.
+        read = schema.compiled.decode(value, offset) if schema.compiled is not None else None
+        if read is None:
+            read = _fastavro_read(value, offset, schema)
+        record, end = read
         if not isinstance(record, dict):
             raise PermanentError("decode.not_a_record", "top-level Avro value is not a record")
-        if buffer.tell() != len(value):
-            raise PermanentError(
-                "decode.trailing_bytes", f"{len(value) - buffer.tell()} bytes left"
-            )
+        if end != len(value):
+            raise PermanentError("decode.trailing_bytes", f"{len(value) - end} bytes left")
         return Decoded(envelope, record, schema.name)
 
 
-def _reader(writer: Any, readers: Mapping[str, Any]) -> Any:
-    name = writer.get("name") if isinstance(writer, dict) else None
-    return readers.get(str(name)) if name else None
+def _fastavro_read(value: bytes, offset: int, schema: _Schema) -> tuple[Any, int]:
+    buffer = BytesIO(value)
+    buffer.seek(offset)
+    try:
+        record = fastavro.schemaless_reader(buffer, schema.writer, schema.reader)
+    except _AVRO_ERRORS as exc:
+        raise PermanentError("decode.bad_avro", type(exc).__name__) from None
+    return record, buffer.tell()
