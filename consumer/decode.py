@@ -3,6 +3,8 @@
 Writer schemas are fetched once per id and cached parsed; a reader schema of the same full name
 from the configured folder resolves writer/reader evolution. Bad bytes and unknown schema ids are
 `PermanentError` (dead-letter); a registry that cannot be reached is `TransientError` (retry).
+Without a reader schema, the compiled decoder (`avroplan`) reads the bytes; fastavro reads what
+it leaves, and its verdict is the one that counts.
 """
 
 from __future__ import annotations

@@ -34,9 +34,10 @@ class DedupKey:
 
 
 def key_of(conversion: Conversion) -> DedupKey:
-    return DedupKey(
-        fingerprint(conversion.ad_account, conversion.event_id), conversion.event_time_s
-    )
+    fp = conversion.fingerprint
+    if not fp:
+        fp = conversion.fingerprint = fingerprint(conversion.ad_account, conversion.event_id)
+    return DedupKey(fp, conversion.event_time_s)
 
 
 class DedupStore(Protocol):

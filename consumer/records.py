@@ -78,6 +78,9 @@ class Conversion:
     span_context: object | None = field(default=None, repr=False, compare=False)
     # user_data fields normalization left out, with why: ((field, reason), ...); never values.
     dropped: tuple[tuple[str, str], ...] = ()
+    # dedup.key_of keeps its fingerprint here: claimed, then confirmed or released, it is
+    # asked for twice, and a blake2b per ask was 2 % of the CPU.
+    fingerprint: int = field(default=0, repr=False, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

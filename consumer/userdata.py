@@ -224,6 +224,10 @@ def date_of_birth(value: dt.date) -> str:
     return value.strftime("%Y%m%d")
 
 
+def _date_digest(value: dt.date) -> str:
+    return sha256_hex(date_of_birth(value))
+
+
 # Country names people type that ISO does not list under that spelling.
 _COUNTRY_ALIASES: Final = {
     "usa": "us", "u.s.": "us", "u.s.a.": "us", "united states of america": "us",
@@ -398,13 +402,17 @@ class UserDataHasher:
                 digest = _digester(field, options)
                 cached = lru_cache(maxsize=cache_size)(digest) if cache_size else digest
                 self._digesters[field.name] = cached
+        # Avro `date` values: birthdays repeat like names do.
+        self._date_digest: Callable[[dt.date], str] = _date_digest
+        if cache_size:
+            self._date_digest = lru_cache(maxsize=cache_size)(_date_digest)
 
     def digest(self, field: str, raw: object) -> str:
         """The digest of one raw value, '' when empty, or the `DropReason` it is omitted for."""
         if type(raw) is str:
             return self._digesters[field](raw)
         if field == "db" and isinstance(raw, dt.date):  # Avro `date` logical type
-            return sha256_hex(date_of_birth(raw))
+            return self._date_digest(raw)
         if isinstance(raw, bool) or not FIELDS_BY_NAME[field].accepts_number:
             return "wrong_type"
         text = number_text(raw)

@@ -6,9 +6,17 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-from consumer.dedup import DedupKey, DedupStore, FingerprintTable, MemoryDedupStore, fingerprint
+from consumer.dedup import (
+    DedupKey,
+    DedupStore,
+    FingerprintTable,
+    MemoryDedupStore,
+    fingerprint,
+    key_of,
+)
 from consumer.dedup_redis import RedisDedupStore
 from devenv.redis import RedisServer
+from tests.conftest import ConversionFactory
 
 NOW = 1_800_000_000
 
@@ -104,3 +112,12 @@ def test_fingerprint_is_stable_and_nonzero() -> None:
 
 
 StoreFactory = Callable[[], DedupStore]
+
+
+def test_key_of_computes_the_fingerprint_once_and_keeps_it(
+    conversion_factory: ConversionFactory,
+) -> None:
+    conversion = conversion_factory(ad_account="42", event_id="order-7")
+    first = key_of(conversion)
+    assert conversion.fingerprint == first.fingerprint == fingerprint("42", "order-7")
+    assert key_of(conversion) == DedupKey(first.fingerprint, conversion.event_time_s)
