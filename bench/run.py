@@ -116,11 +116,17 @@ def histogram_quantiles(metrics_text: str, name: str) -> tuple[float, float]:
     return quantile(0.5), quantile(0.99)
 
 
-def start_sink(workdir: Path, latency_ms: float, label: str) -> tuple[Server, int]:
+def start_sink(
+    workdir: Path, latency_ms: float, label: str, outage_s: float = 0.0
+) -> tuple[Server, int]:
     port = free_port()
     sink = Server(
         "sink",
-        [sys.executable, "-m", "bench.sink", "--port", str(port), "--latency-ms", str(latency_ms)],
+        [
+            *(sys.executable, "-m", "bench.sink", "--port", str(port)),
+            *("--latency-ms", str(latency_ms)),
+            *(("--outage-s", str(outage_s)) if outage_s else ()),
+        ],
         workdir / f"sink-{label}.log",
         cwd=ROOT,
     )
@@ -137,9 +143,10 @@ def run_consumers(
     latency_ms: float,
     label: str,
     topic: str = TOPIC,
+    outage_s: float = 0.0,
     **settings: str,
 ) -> dict[str, Any]:
-    sink, sink_port = start_sink(workdir, latency_ms, label)
+    sink, sink_port = start_sink(workdir, latency_ms, label, outage_s)
     mapping = workdir / f"mapping-{topic}.yaml"
     mapping.write_text(
         (ROOT / "schemas" / "mapping.example.yaml")
@@ -222,6 +229,7 @@ def run_consumers(
         "consume_to_ack_p99_ms": round(p99 * 1000, 1),
         "peak_rss_mb": round(rss, 1),
         "trace_bytes_per_event": round(sink_stats.get("trace_bytes", 0) / count, 1),
+        "refused_requests": sink_stats.get("refused", 0),
     }
 
 
@@ -349,6 +357,15 @@ def table(results: dict[str, Any]) -> str:
         for run, naive in zip(results["e2e"][:2], results["naive"], strict=True):
             ratio = run["events_per_s"] / max(1, naive["events_per_s"])
             rows.append(f"  ratio {run['label']} / {naive['label']}: {ratio:,.0f}x")
+    if "outage" in results:
+        outage, zero = results["outage"], results["e2e"][0]
+        rows += [
+            "",
+            f"sink down for the first 30 s ({outage['refused_requests']} requests refused): "
+            f"peak RSS {outage['peak_rss_mb']} MB (sink up: {zero['peak_rss_mb']} MB), "
+            f"all {outage['events']:,} delivered afterwards: "
+            + ("yes" if outage["finished"] else "NO"),
+        ]
     if "tracing" in results:
         runs = results["tracing"]
         rows += [
@@ -403,6 +420,10 @@ def main() -> int:
                 run_naive(kafka, registry.url, workdir, 200, latency_ms=50),
             ]
             results["tracing"] = run_tracing(kafka, registry.url, workdir, traced)
+            # Memory while Pinterest is down: consumed events are held, bounded by backpressure.
+            results["outage"] = run_consumers(
+                kafka, registry.url, workdir, count, 1, 0, "1 consumer, sink down 30 s", outage_s=30
+            )
         finally:
             registry.cleanup()
             kafka.cleanup()

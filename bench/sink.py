@@ -1,12 +1,16 @@
 """A minimal fast stand-in for the events endpoint: no validation, answers every event processed.
 
-python -m bench.sink --port 9000 [--latency-ms 50]
+python -m bench.sink --port 9000 [--latency-ms 50] [--outage-s 20]
+
+With --outage-s, every request in the first seconds after the first one is answered 503, as
+from an API that is down: the consumer keeps retrying and holds what it consumed meanwhile.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import time
 
 import orjson
 from aiohttp import web
@@ -17,15 +21,23 @@ _PROCESSED = b'{"status":"processed","error_message":null,"warning_message":null
 class Counters:
     requests = 0
     events = 0
+    refused = 0
     trace_bytes = 0
+    first_request_at: float | None = None
 
 
-def build_app(latency_s: float) -> web.Application:
+def build_app(latency_s: float, outage_s: float = 0.0) -> web.Application:
     counters = Counters()
     answers: dict[int, bytes] = {}
 
     async def events(request: web.Request) -> web.Response:
         body = await request.read()
+        now = time.monotonic()
+        if counters.first_request_at is None:
+            counters.first_request_at = now
+        if now - counters.first_request_at < outage_s:
+            counters.refused += 1
+            return web.Response(status=503, text="unavailable")
         count = len(orjson.loads(body)["data"])
         if latency_s:
             await asyncio.sleep(latency_s)
@@ -51,6 +63,7 @@ def build_app(latency_s: float) -> web.Application:
             {
                 "requests": counters.requests,
                 "events": counters.events,
+                "refused": counters.refused,
                 "trace_bytes": counters.trace_bytes,
             }
         )
@@ -66,9 +79,10 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--latency-ms", type=float, default=0.0)
+    parser.add_argument("--outage-s", type=float, default=0.0)
     args = parser.parse_args()
     web.run_app(
-        build_app(args.latency_ms / 1000),
+        build_app(args.latency_ms / 1000, args.outage_s),
         host="127.0.0.1",
         port=args.port,
         access_log=None,
