@@ -6,8 +6,10 @@ import gc
 import random
 import time
 from collections.abc import Callable
+from io import BytesIO
 from typing import Any
 
+import fastavro
 import orjson
 import yaml
 
@@ -67,6 +69,11 @@ def run_micro(
     decoded: list[Decoded] = []
     results["decode_us"] = per_event_us(
         lambda: len([decoded.append(decoder.decode(e)) for e in envelopes])
+    )
+    # The same records through fastavro alone: what decode costs without the compiled decoder.
+    parsed = fastavro.parse_schema(writer)
+    results["decode_fastavro_us"] = per_event_us(
+        lambda: len([fastavro.schemaless_reader(BytesIO(e.value[5:]), parsed) for e in envelopes])
     )
     mapper = Mapper(mapping)
     mapped: list[Conversion] = []
