@@ -43,6 +43,8 @@ services-deps: install
 lint: install
 	$(BIN)/ruff check consumer tests devenv bench
 	$(BIN)/ruff format --check consumer tests
+	cargo fmt --manifest-path native/Cargo.toml --check
+	cargo clippy --quiet --manifest-path native/Cargo.toml --release --locked -- -D warnings
 
 typecheck: install
 	$(BIN)/mypy consumer tests

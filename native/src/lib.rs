@@ -25,8 +25,15 @@ enum Node {
     Map(Box<Node>),
     Union(Vec<Node>),
     Fixed(usize),
-    Decimal { size: Option<usize>, precision: u32, scale: u32 },
-    Timestamp { micros_per_unit: i64, utc: bool },
+    Decimal {
+        size: Option<usize>,
+        precision: u32,
+        scale: u32,
+    },
+    Timestamp {
+        micros_per_unit: i64,
+        utc: bool,
+    },
     Date,
 }
 
@@ -193,6 +200,19 @@ impl<'a, 'py> Reader<'a, 'py> {
         Ok(count)
     }
 
+    /// Read an array's or a map's blocks, calling `read_one` once per item.
+    fn each_item(&mut self, mut read_one: impl FnMut(&mut Self) -> Step<()>) -> Step<()> {
+        loop {
+            let count = self.block()?;
+            if count == 0 {
+                return Ok(());
+            }
+            for _ in 0..count {
+                read_one(self)?;
+            }
+        }
+    }
+
     fn text(&mut self) -> Step<Bound<'py, PyString>> {
         let len = self.length()?;
         let raw = self.take(len)?;
@@ -200,7 +220,12 @@ impl<'a, 'py> Reader<'a, 'py> {
         Ok(PyString::new(self.py, text))
     }
 
-    fn decimal(&mut self, size: Option<usize>, precision: u32, scale: u32) -> Step<Bound<'py, PyAny>> {
+    fn decimal(
+        &mut self,
+        size: Option<usize>,
+        precision: u32,
+        scale: u32,
+    ) -> Step<Bound<'py, PyAny>> {
         let len = match size {
             Some(size) => size,
             None => self.length()?,
@@ -210,7 +235,11 @@ impl<'a, 'py> Reader<'a, 'py> {
             return Err(Stop::Unusual);
         }
         // Big-endian two's complement, sign-extended into an i128.
-        let mut unscaled: i128 = if raw.first().is_some_and(|b| b & 0x80 != 0) { -1 } else { 0 };
+        let mut unscaled: i128 = if raw.first().is_some_and(|b| b & 0x80 != 0) {
+            -1
+        } else {
+            0
+        };
         for byte in raw {
             unscaled = (unscaled << 8) | i128::from(*byte);
         }
@@ -239,7 +268,10 @@ impl<'a, 'py> Reader<'a, 'py> {
     }
 
     fn timestamp(&mut self, micros_per_unit: i64, utc: bool) -> Step<Bound<'py, PyAny>> {
-        let micros = self.long()?.checked_mul(micros_per_unit).ok_or(Stop::Unusual)?;
+        let micros = self
+            .long()?
+            .checked_mul(micros_per_unit)
+            .ok_or(Stop::Unusual)?;
         let days = micros.div_euclid(86_400_000_000);
         let in_day = micros.rem_euclid(86_400_000_000);
         let (year, month, day) = civil_from_days(days);
@@ -247,7 +279,11 @@ impl<'a, 'py> Reader<'a, 'py> {
             return Err(Stop::Unusual);
         }
         let seconds = in_day / 1_000_000;
-        let tz = if utc { Some(PyTzInfo::utc(self.py)?.to_owned()) } else { None };
+        let tz = if utc {
+            Some(PyTzInfo::utc(self.py)?.to_owned())
+        } else {
+            None
+        };
         let value = PyDateTime::new(
             self.py,
             year as i32,
@@ -303,33 +339,24 @@ impl<'a, 'py> Reader<'a, 'py> {
             }
             Node::Enum(symbols) => {
                 let index = usize::try_from(self.long()?).map_err(|_| Stop::Unusual)?;
-                symbols.get(index).ok_or(Stop::Unusual)?.bind(py).clone().into_any()
+                symbols
+                    .get(index)
+                    .ok_or(Stop::Unusual)?
+                    .bind(py)
+                    .clone()
+                    .into_any()
             }
             Node::Array(item) => {
                 let items = PyList::empty(py);
-                loop {
-                    let count = self.block()?;
-                    if count == 0 {
-                        break;
-                    }
-                    for _ in 0..count {
-                        items.append(self.value(item)?)?;
-                    }
-                }
+                self.each_item(|reader| Ok(items.append(reader.value(item)?)?))?;
                 items.into_any()
             }
             Node::Map(value) => {
                 let entries = PyDict::new(py);
-                loop {
-                    let count = self.block()?;
-                    if count == 0 {
-                        break;
-                    }
-                    for _ in 0..count {
-                        let key = self.text()?;
-                        entries.set_item(key, self.value(value)?)?;
-                    }
-                }
+                self.each_item(|reader| {
+                    let key = reader.text()?;
+                    Ok(entries.set_item(key, reader.value(value)?)?)
+                })?;
                 entries.into_any()
             }
             Node::Union(branches) => {
@@ -338,8 +365,15 @@ impl<'a, 'py> Reader<'a, 'py> {
                 self.value(branch)?
             }
             Node::Fixed(size) => PyBytes::new(py, self.take(*size)?).into_any(),
-            Node::Decimal { size, precision, scale } => self.decimal(*size, *precision, *scale)?,
-            Node::Timestamp { micros_per_unit, utc } => self.timestamp(*micros_per_unit, *utc)?,
+            Node::Decimal {
+                size,
+                precision,
+                scale,
+            } => self.decimal(*size, *precision, *scale)?,
+            Node::Timestamp {
+                micros_per_unit,
+                utc,
+            } => self.timestamp(*micros_per_unit, *utc)?,
             Node::Date => self.date()?,
         })
     }
@@ -357,7 +391,10 @@ impl Plan {
     #[new]
     fn new(py: Python<'_>, plan: &Bound<'_, PyAny>) -> PyResult<Self> {
         let decimal = py.import("decimal")?.getattr("Decimal")?.unbind();
-        Ok(Plan { root: build(py, plan)?, decimal })
+        Ok(Plan {
+            root: build(py, plan)?,
+            decimal,
+        })
     }
 
     /// Decode `value[offset:]`: (record, offset after it), or None when fastavro must decide.
@@ -368,7 +405,12 @@ impl Plan {
         offset: usize,
     ) -> PyResult<Option<(Bound<'py, PyAny>, usize)>> {
         let decimal = self.decimal.bind(py);
-        let mut reader = Reader { py, buf: value, pos: offset, decimal };
+        let mut reader = Reader {
+            py,
+            buf: value,
+            pos: offset,
+            decimal,
+        };
         if offset > value.len() {
             return Ok(None);
         }
