@@ -53,6 +53,8 @@ class _Schema:
     def of(cls, writer: Any, readers: Mapping[str, Any]) -> _Schema:
         name = str(writer.get("name", "")) if isinstance(writer, dict) else ""
         reader = readers.get(name) if name else None
+        if reader == writer:  # nothing to resolve (fastavro skips it too): the image ships both
+            reader = None
         return cls(writer, reader, name, None if reader is not None else compiled_decoder(writer))
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import fastavro
 import pytest
 
-from consumer.decode import Decoder, load_reader_schemas
+from consumer.decode import Decoder, _Schema, load_reader_schemas
 from consumer.errors import PermanentError, TransientError
 from consumer.records import Coordinates, Envelope
 
@@ -105,3 +105,31 @@ async def test_decode_local_avsc_plain_avro_without_header() -> None:
     decoder = Decoder(None, {"shop.engagement": V1}, {})
     await decoder.prepare([envelope(avro(RECORD))])
     assert decoder.decode(envelope(avro(RECORD))).record["event_uuid"] == "u1"
+
+
+def test_a_reader_schema_equal_to_the_writer_keeps_the_compiled_decoder() -> None:
+    name = "com.example.shop.engagement.EngagementEvent"
+    v2 = load_reader_schemas(SCHEMAS)[name]
+    assert _Schema.of(V1, {name: V1}).compiled is not None  # nothing to resolve
+    resolving = _Schema.of(V1, {name: v2})
+    assert resolving.reader is v2 and resolving.compiled is None  # fastavro resolves v1 → v2
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        avro(RECORD)[:10],  # truncated inside a string
+        b"\x02u" + b"\x0e" + avro(RECORD)[3:],  # enum index 7 of 6 symbols
+        b"\x04\xff\xfe" + avro(RECORD)[4:],  # a string that is not UTF-8
+        b"\x02u1" + b"\x0e",  # truncated after a bad enum index
+    ],
+    ids=["truncated", "enum-index", "not-utf8", "short-bad-enum"],
+)
+def test_bad_bytes_get_fastavros_own_verdict(payload: bytes) -> None:
+    decoder = Decoder(None, {"shop.engagement": V1}, {})
+    with pytest.raises(PermanentError) as info:
+        decoder.decode(envelope(payload))
+    with pytest.raises(Exception) as fastavro_error:
+        fastavro.schemaless_reader(BytesIO(payload), V1, None)
+    assert info.value.reason == "decode.bad_avro"
+    assert info.value.detail == type(fastavro_error.value).__name__
