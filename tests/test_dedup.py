@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from consumer.dedup import (
     DedupKey,
@@ -121,3 +123,19 @@ def test_key_of_computes_the_fingerprint_once_and_keeps_it(
     first = key_of(conversion)
     assert conversion.fingerprint == first.fingerprint == fingerprint("42", "order-7")
     assert key_of(conversion) == DedupKey(first.fingerprint, conversion.event_time_s)
+
+
+@settings(max_examples=200)
+@given(
+    st.lists(st.tuples(st.integers(1, 2**64 - 1), st.integers(0, 72 * 3600)), max_size=300),
+    st.lists(st.integers(1, 2**64 - 1), max_size=50),
+)
+def test_is_seen_asks_every_bucket_as_their_tables_answer(
+    confirmed: list[tuple[int, int]], others: list[int]
+) -> None:
+    store = MemoryDedupStore(window_s=48 * 3600, max_keys=10**6)
+    for fp, event_time_s in confirmed:
+        store.confirm(DedupKey(fp, NOW - event_time_s))
+    tables = list(store._buckets.values())
+    for fp in [fp for fp, _ in confirmed] + others:
+        assert store.is_seen(fp) == any(fp in table for table in tables)
