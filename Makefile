@@ -20,6 +20,7 @@ $(STAMP): pyproject.toml
 
 # The compiled Avro decoder (native/, Rust via maturin; cargo fetches its crates once).
 $(NATIVE): $(STAMP) native/pyproject.toml native/Cargo.toml native/Cargo.lock native/src/lib.rs native/capi_avro.pyi
+	@command -v cargo >/dev/null || { echo "cargo not found: the compiled Avro decoder (native/) needs Rust and cargo; see README"; exit 1; }
 	$(BIN)/pip install -q ./native
 	touch $(NATIVE)
 
