@@ -169,6 +169,21 @@ def test_on_any_bytes_the_compiled_answer_is_fastavros(value: bytes) -> None:
             assert fastavro_read(schema, value)[1] == read[1]
 
 
+@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+@given(RECORDS, st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)), max_size=3))
+def test_on_damaged_records_the_compiled_answer_is_fastavros(
+    record: Any, damage: list[tuple[int, int]]
+) -> None:
+    value = bytearray(encode(EVERYTHING, record))
+    for position, byte in damage:
+        value[position % len(value)] = byte
+    read = compiled(EVERYTHING).decode(bytes(value), 0)
+    if read is not None:  # mostly still readable: both must read the same thing
+        expected = fastavro_read(EVERYTHING, bytes(value))
+        assert repr(read[0]) == repr(expected[0])
+        assert read[1] == expected[1]
+
+
 def test_sample_orders_decode_the_same_both_ways() -> None:
     schema = fastavro.parse_schema(_sample("order_event.v1.avsc"))
     record = {
