@@ -36,7 +36,7 @@ _PRIMITIVES: dict[str, tuple[Any, ...]] = {
     "string": (STRING,),
 }
 # Logical types the compiled decoder builds the same Python values for as fastavro does.
-_TIMESTAMPS = {
+_DATES_AND_TIMES = {
     "long-timestamp-millis": (TIMESTAMP, 1000, True),
     "long-timestamp-micros": (TIMESTAMP, 1, True),
     "long-local-timestamp-millis": (TIMESTAMP, 1000, False),
@@ -105,8 +105,8 @@ def _plan(schema: Any, named: Mapping[str, Any], enclosing: frozenset[str]) -> t
 
 
 def _logical(name: str, schema: Mapping[str, Any]) -> tuple[Any, ...]:
-    if name in _TIMESTAMPS:
-        return _TIMESTAMPS[name]
+    if name in _DATES_AND_TIMES:
+        return _DATES_AND_TIMES[name]
     if name in ("bytes-decimal", "fixed-decimal"):
         precision = int(schema["precision"])
         scale = int(schema.get("scale", 0))

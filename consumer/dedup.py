@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from array import array
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -69,15 +69,21 @@ class FingerprintTable:
         self.count = 0
 
     def __contains__(self, fp: Fingerprint) -> bool:
-        slots, mask = self._slots, self._mask
-        i = fp & mask
-        while True:
-            value = slots[i]
-            if value == fp:
-                return True
-            if value == _EMPTY:
-                return False
-            i = (i + 1) & mask
+        return FingerprintTable.in_any((self,), fp)
+
+    @staticmethod
+    def in_any(tables: Iterable[FingerprintTable], fp: Fingerprint) -> bool:
+        """Whether any of `tables` holds `fp`. A store asks every bucket's table (13 over a 48 h
+        window) for each new event, so the probe runs inline here: `fp in table` per bucket, a
+        method call each, made a miss cost 6.4 µs instead of 1.1 µs with one bucket."""
+        for table in tables:
+            slots, mask = table._slots, table._mask
+            i = fp & mask
+            while (value := slots[i]) != _EMPTY:
+                if value == fp:
+                    return True
+                i = (i + 1) & mask
+        return False
 
     def add(self, fp: Fingerprint) -> bool:
         """Insert `fp`; False if it was already there."""
@@ -135,16 +141,7 @@ class MemoryDedupStore:
         return sum(table.nbytes for table in self._buckets.values())
 
     def is_seen(self, fp: Fingerprint) -> bool:
-        # Every bucket is asked (13 of them over a 48 h window), so the probe is inlined: one
-        # method call per bucket made a miss cost 6.4 µs instead of 1.1 µs with one bucket.
-        for table in self._buckets.values():
-            slots, mask = table._slots, table._mask
-            i = fp & mask
-            while (value := slots[i]) != _EMPTY:
-                if value == fp:
-                    return True
-                i = (i + 1) & mask
-        return False
+        return FingerprintTable.in_any(self._buckets.values(), fp)
 
     def claim(self, key: DedupKey) -> bool:
         fp = key.fingerprint

@@ -403,9 +403,9 @@ class UserDataHasher:
                 cached = lru_cache(maxsize=cache_size)(digest) if cache_size else digest
                 self._digesters[field.name] = cached
         # Avro `date` values: birthdays repeat like names do.
-        self._date_digest: Callable[[dt.date], str] = _date_digest
-        if cache_size:
-            self._date_digest = lru_cache(maxsize=cache_size)(_date_digest)
+        self._date_digest: Callable[[dt.date], str] = (
+            lru_cache(maxsize=cache_size)(_date_digest) if cache_size else _date_digest
+        )
 
     def digest(self, field: str, raw: object) -> str:
         """The digest of one raw value, '' when empty, or the `DropReason` it is omitted for."""
