@@ -93,6 +93,7 @@ class Config:
     shutdown_grace_s: float = 25.0
     revoke_timeout_s: float = 10.0
     paused_unready_s: float = 300.0
+    lost_unready_s: float = 60.0
     dlq_topic: str = "capi.dead-letter"
     dlq_max_run: int = 1000
     health_host: str = "0.0.0.0"
@@ -365,6 +366,7 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
     get("shutdown_grace_s", lambda k, v: _float(k, v, 0.0, 3600.0))
     get("revoke_timeout_s", lambda k, v: _float(k, v, 0.0, 600.0))
     get("paused_unready_s", lambda k, v: _float(k, v, 1.0))
+    get("lost_unready_s", lambda k, v: _float(k, v, 1.0))
     get("dlq_topic", lambda k, v: v.strip())
     get("dlq_max_run", lambda k, v: _int(k, v, 0))
     get("health_host", lambda k, v: v.strip())

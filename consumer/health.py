@@ -28,6 +28,7 @@ STATES: dict[str, bool] = {
     "topic_missing": False,  # a subscribed topic does not exist
     "registry_unreachable": False,  # records held: the schema registry (or Redis) is failing
     "backpressure": False,  # every partition paused for longer than CAPI_PAUSED_UNREADY_S
+    "partitions_lost": False,  # lost every partition, no rebalance gave any back since
     "starting": False,  # not joined to the group yet
     "no_partitions": True,  # joined, but more replicas than partitions: ready, idle
     "consuming": True,
@@ -48,6 +49,8 @@ class ReadinessFacts:
     paused_unready_s: float = 300.0
     is_joined: bool = False
     assigned: int = 0
+    lost_s: float | None = None  # how long every partition has been lost with none back
+    lost_unready_s: float = 60.0
 
 
 def assess(facts: ReadinessFacts) -> tuple[str, str]:
@@ -67,6 +70,11 @@ def assess(facts: ReadinessFacts) -> tuple[str, str]:
         )
     if facts.all_paused_s is not None and facts.all_paused_s >= facts.paused_unready_s:
         return "backpressure", f"every partition paused for {facts.all_paused_s:.0f}s"
+    if facts.lost_s is not None and facts.lost_s >= facts.lost_unready_s:
+        return (
+            "partitions_lost",
+            f"partitions lost {facts.lost_s:.0f}s ago and no rebalance assigned any since",
+        )
     if not facts.is_joined:
         return "starting", "not joined to the consumer group yet"
     if facts.assigned == 0:

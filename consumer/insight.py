@@ -35,6 +35,7 @@ class Insight:
         processor: RecordProcessor,
         halted_accounts: Callable[[], Mapping[AdAccountId, str]],
         paused_unready_s: float,
+        lost_unready_s: float,
         commits_offsets: bool,
     ) -> None:
         self._source = source
@@ -45,6 +46,7 @@ class Insight:
         self._processor = processor
         self._halted_accounts = halted_accounts
         self._paused_unready_s = paused_unready_s
+        self._lost_unready_s = lost_unready_s
         self._commits_offsets = commits_offsets
         self._started_s = time.monotonic()
 
@@ -69,6 +71,8 @@ class Insight:
             paused_unready_s=self._paused_unready_s,
             is_joined=source.is_joined,
             assigned=len(source.assigned),
+            lost_s=lasted(source.lost_since),
+            lost_unready_s=self._lost_unready_s,
         )
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:

@@ -13,6 +13,7 @@ The next owner of a partition reads the map back (`assign`) and skips the offset
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 from consumer.offsetmap import MAX_METADATA_BYTES, decode_final_offsets, encode_final_offsets
@@ -132,15 +133,18 @@ class OffsetLedger:
             if ledger.committable is not None and ledger.committable != ledger.committed
         }
 
-    def commits(self) -> dict[TopicPartition, Commit]:
+    def commits(self, skip: Collection[TopicPartition] = ()) -> dict[TopicPartition, Commit]:
         """What to commit where the prefix or the map of final offsets past it changed.
+
+        `skip` names partitions whose last commit is still unanswered: they are left as they
+        are, so the answer marks exactly what that commit carried.
 
         The map marks only offsets whose fate is final; when it does not fit the metadata limit,
         it marks a prefix of them (counted in `map_overflows`): the rest are simply re-processed.
         """
         out = {}
         for tp, ledger in self._partitions.items():
-            if _is_current(ledger):
+            if _is_current(ledger) or tp in skip:
                 continue
             base = ledger.committable
             if base is None:

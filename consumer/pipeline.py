@@ -101,10 +101,11 @@ class Pipeline:
             {**kafka, "group.id": config.group_id, "auto.offset.reset": config.auto_offset_reset},
             config.topics,
             self.admission.handle,
-            self._commit,
+            self._commit_soon,
             self._on_assign,
             self._on_revoke,
             self._on_lost,
+            self._on_committed,
             batch_size=config.consume_batch_size,
             commit_interval_s=config.commit_interval_ms / 1000,
         )
@@ -119,6 +120,7 @@ class Pipeline:
             self.processor,
             lambda: self.delivery.halted if self.delivery is not None else {},
             config.paused_unready_s,
+            config.lost_unready_s,
             config.commits_offsets,
         )
         self.telemetry.add_gauges(self.insight.gauges)
@@ -259,16 +261,27 @@ class Pipeline:
     def _on_dead_lettered(self, letter: DeadLetter) -> None:
         self.fates.dead_lettered(letter)
 
+    async def _commit_soon(self) -> None:
+        """Between two `consume()` calls: send what changed, never wait for the answer."""
+        if not self.config.commits_offsets:
+            return
+        commits = self.ledger.commits(skip=self.source.commits_in_flight)
+        if commits:
+            await self.source.commit_soon(commits)
+
+    def _on_committed(self, committed: dict[TopicPartition, Commit]) -> None:
+        self.ledger.mark_committed(committed)
+        self.metrics.committed.add(len(committed))
+
     async def _commit(self, only: set[TopicPartition] | None = None) -> None:
+        """Commit and wait for the answer: inside a revoke and at shutdown only."""
         if not self.config.commits_offsets:
             return
         commits = self.ledger.commits()
         if only is not None:
             commits = {tp: c for tp, c in commits.items() if tp in only}
         if commits:
-            committed = await self.source.commit(commits)
-            self.ledger.mark_committed(committed)
-            self.metrics.committed.add(len(committed))
+            self._on_committed(await self.source.commit_now(commits))
 
     async def _on_assign(self, partitions: list[tuple[TopicPartition, int, Commit | None]]) -> None:
         for tp, generation, committed in partitions:

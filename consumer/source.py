@@ -3,7 +3,8 @@
 The only module that talks to the consumer client. Envelopes go to `handler`, which returns how
 many it accepted; the rest are held in order, every assigned partition is paused, and `consume()`
 keeps being called so group membership and rebalance callbacks stay alive. Offsets are stored and
-committed only as `commit()` is told by the ledger's owner.
+committed only as the ledger's owner says: `commit_soon` between two `consume()` calls (never
+blocks), `commit_now` inside a revoke and at shutdown (blocks until Kafka answered).
 """
 
 from __future__ import annotations
@@ -27,6 +28,11 @@ logger = logging.getLogger(__name__)
 
 Handler = Callable[[list[Envelope]], Awaitable[int]]
 Committer = Callable[[], Awaitable[None]]
+CommittedCallback = Callable[[dict[TP, Commit]], None]
+ClientFactory = Callable[[dict[str, Any]], Any]
+# An asynchronous commit unanswered this long is given up on and may be sent again (librdkafka
+# answers a commit it cannot deliver after socket.timeout.ms, 60 s by default).
+COMMIT_GIVE_UP_S = 90.0
 # (partition, generation, the group's last commit there if any)
 AssignCallback = Callable[[list[tuple[TP, int, Commit | None]]], Awaitable[None]]
 RevokeCallback = Callable[[list[TP]], Awaitable[None]]
@@ -69,10 +75,12 @@ class KafkaSource:
         on_assign: AssignCallback,
         on_revoke: RevokeCallback,
         on_lost: RevokeCallback,
+        on_committed: CommittedCallback,
         batch_size: int = 1000,
         commit_interval_s: float = 0.1,
         poll_timeout_s: float = 0.1,
         clock: Callable[[], float] = time.monotonic,
+        client_factory: ClientFactory | None = None,
     ) -> None:
         self._config = {
             **config,
@@ -89,6 +97,10 @@ class KafkaSource:
         self._on_assign = on_assign
         self._on_revoke = on_revoke
         self._on_lost = on_lost
+        self._on_committed = on_committed
+        self._client_factory = client_factory or (lambda c: AIOConsumer(c, max_workers=4))
+        # Asynchronous commits Kafka has not answered yet: (what was sent, when).
+        self._commits_in_flight: dict[TP, tuple[Commit, float]] = {}
         self.batch_size = batch_size
         self.poll_timeout_s = poll_timeout_s
         self._clock = clock
@@ -111,6 +123,9 @@ class KafkaSource:
         self.transient_since: float | None = None
         self.transient_error = ""
         self.all_paused_since: float | None = None
+        # Since when partitions were lost with nothing assigned back: no rebalance took them.
+        self.lost_since: float | None = None
+        self.commit_failures = 0
 
     @property
     def client(self) -> AIOConsumer:
@@ -122,7 +137,8 @@ class KafkaSource:
         config = dict(self._config)
         config["stats_cb"] = self._on_stats
         config["error_cb"] = self._on_error
-        self._consumer = AIOConsumer(config, max_workers=4)
+        config["on_commit"] = self._on_commit
+        self._consumer = self._client_factory(config)
         await self._consumer.subscribe(
             self._topics, on_assign=self._assigned, on_revoke=self._revoked, on_lost=self._lost
         )
@@ -143,8 +159,10 @@ class KafkaSource:
             if self._held and self._clock() >= self._retry_at_s:
                 held, self._held = self._held, []
                 await self._offer(held)
-                if not self._held:
-                    await self._resume_all()
+            if not self._held and (self.paused or self.all_paused_since is not None):
+                # Nothing held means nothing paused by us, however the held records went:
+                # accepted, or dropped by a revoke or a loss of their partitions.
+                await self._resume_all()
             timeout = 0.05 if self._held else self.poll_timeout_s
             messages = await consumer.consume(self.batch_size, timeout)
             envelopes = self._envelopes(messages)
@@ -229,20 +247,80 @@ class KafkaSource:
             self.paused.clear()
         self.all_paused_since = None
 
-    async def commit(self, commits: dict[TP, Commit]) -> dict[TP, Commit]:
-        """Store then commit (next offset and metadata per partition); return what Kafka took.
+    @property
+    def commits_in_flight(self) -> set[TP]:
+        """Partitions with an asynchronous commit Kafka has not answered (never sent again
+        meanwhile: the ledger's view of what is committed must follow the answers in order)."""
+        now = self._clock()
+        return {
+            tp
+            for tp, (_, sent_s) in self._commits_in_flight.items()
+            if now - sent_s < COMMIT_GIVE_UP_S
+        }
 
-        A synchronous commit reports failures per partition (for example during a rebalance)
+    async def commit_soon(self, commits: dict[TP, Commit]) -> None:
+        """Store and commit without waiting: Kafka's answer arrives through `on_committed`.
+
+        Used between two `consume()` calls. A synchronous commit there blocked the whole loop
+        for as long as the group had no coordinator (45 s and more on each try during a broker
+        restart): no `consume()`, so no rebalance callbacks, logs or heartbeats of the app.
+        """
+        owned = {tp: c for tp, c in commits.items() if tp in self.assigned}
+        if not owned:
+            return
+        partitions = [TopicPartition(t, p, c.offset, c.metadata) for (t, p), c in owned.items()]
+        try:
+            await self.client.store_offsets(offsets=partitions)
+            await self.client.commit(offsets=partitions, asynchronous=True)
+        except KafkaException as exc:
+            self.commit_failures += 1
+            logger.warning("commit failed, will retry", extra={"error": str(exc)})
+            return
+        now = self._clock()
+        for tp, commit in owned.items():
+            self._commits_in_flight[tp] = (commit, now)
+
+    async def _on_commit(self, error: KafkaError | None, partitions: list[TopicPartition]) -> None:
+        """Kafka's answer to an asynchronous commit (served by `consume()`, on the loop)."""
+        committed: dict[TP, Commit] = {}
+        for tp in partitions or []:
+            key = (tp.topic, tp.partition)
+            sent = self._commits_in_flight.get(key)
+            if sent is None or sent[0].offset != tp.offset:
+                continue  # answered after a revoke, or for a commit sent since
+            del self._commits_in_flight[key]
+            if error is None and tp.error is None:
+                committed[key] = sent[0]
+            else:
+                self.commit_failures += 1
+                logger.warning(
+                    "commit failed for a partition, will retry",
+                    extra={
+                        "partition": f"{tp.topic}/{tp.partition}",
+                        "error": str(tp.error or error),
+                    },
+                )
+        if committed:
+            self._on_committed(committed)
+
+    async def commit_now(self, commits: dict[TP, Commit]) -> dict[TP, Commit]:
+        """Store then commit and wait for Kafka's answer; return what Kafka took.
+
+        Only inside a revoke (librdkafka waits for the callback anyway, and the next owner must
+        see this commit) and at shutdown. A synchronous commit reports failures per partition
         without raising, so each partition's error is checked: the caller retries the rest.
         """
         owned = {tp: c for tp, c in commits.items() if tp in self.assigned}
         if not owned:
             return {}
+        for tp in owned:
+            self._commits_in_flight.pop(tp, None)  # this answer supersedes an earlier one
         partitions = [TopicPartition(t, p, c.offset, c.metadata) for (t, p), c in owned.items()]
         try:
             await self.client.store_offsets(offsets=partitions)
             answered = await self.client.commit(offsets=partitions, asynchronous=False)
         except KafkaException as exc:
+            self.commit_failures += 1
             logger.warning("commit failed, will retry", extra={"error": str(exc)})
             return {}
         committed = {}
@@ -251,6 +329,7 @@ class KafkaSource:
             if tp.error is None and key in owned:
                 committed[key] = owned[key]
             elif tp.error is not None:
+                self.commit_failures += 1
                 logger.warning(
                     "commit failed for a partition, will retry",
                     extra={"partition": f"{tp.topic}/{tp.partition}", "error": str(tp.error)},
@@ -274,6 +353,7 @@ class KafkaSource:
     async def _assigned(self, _consumer: Any, partitions: list[TopicPartition]) -> None:
         committed = await self._committed(partitions)
         self.is_joined = True
+        self.lost_since = None  # a rebalance completed, even one that gave us nothing
         assigned = []
         for tp in partitions:
             key = (tp.topic, tp.partition)
@@ -282,10 +362,15 @@ class KafkaSource:
             self.assigned.add(key)
             assigned.append((key, self.generations[key], committed.get(key)))
         await self._on_assign(assigned)
-        if self._held or self.paused:
-            # Cooperative-sticky does not carry pause state to new partitions: assign, then pause.
-            await self.client.incremental_assign(partitions)
+        await self.client.incremental_assign(partitions)
+        if self._held:
+            # Cooperative-sticky does not carry our pause to new partitions: assign, then pause.
             await self._pause_all()
+        elif partitions:
+            # librdkafka keeps a partition's pause flag across revoke and re-assign (librdkafka
+            # #1849): one paused before it went away would come back paused, and nobody would
+            # ever resume it. Resume what we do not mean to pause, whatever the client remembers.
+            await self.client.resume(partitions)
         names = [f"{t}/{p}" for (t, p), _, _ in assigned]
         logger.info("partitions assigned", extra={"partitions": names})
 
@@ -297,6 +382,7 @@ class KafkaSource:
         self.paused -= gone
         for key in keys:
             self.lag.pop(key, None)
+            self._commits_in_flight.pop(key, None)
         return keys
 
     async def _revoked(self, _consumer: Any, partitions: list[TopicPartition]) -> None:
@@ -307,6 +393,8 @@ class KafkaSource:
 
     async def _lost(self, _consumer: Any, partitions: list[TopicPartition]) -> None:
         keys = self._forget(partitions)
+        if not self.assigned and self.lost_since is None:
+            self.lost_since = self._clock()
         await self._on_lost(keys)
         logger.warning("partitions lost", extra={"partitions": [f"{t}/{p}" for t, p in keys]})
 

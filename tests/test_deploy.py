@@ -209,6 +209,7 @@ STATE_ALERTS = {
     "topic_missing": "CapiTopicMissing",
     "registry_unreachable": "CapiRegistryUnreachable",
     "dead_letter_ceiling": "CapiDeadLetterCeiling",
+    "partitions_lost": "CapiPartitionsLost",
 }
 
 

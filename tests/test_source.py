@@ -1,8 +1,14 @@
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 import pytest
 
-from consumer.source import partition_lag
+from consumer.records import Commit, Coordinates, Envelope
+from consumer.records import TopicPartition as TP
+from consumer.source import KafkaSource, partition_lag
+from tests.kafka_model import KafkaModel
 
 
 @pytest.mark.parametrize(("stats", "lag"), [
@@ -19,3 +25,205 @@ def test_partition_lag_from_statistics_also_for_a_new_group(
     stats: dict[str, int], lag: int | None
 ) -> None:
     assert partition_lag(stats) == lag
+
+
+# --- the source against the in-memory client model (tests/kafka_model.py) --------------------
+
+A0, A1 = ("orders", 0), ("orders", 1)
+
+
+class Harness:
+    """A `KafkaSource` on the model, with a handler whose acceptance the test decides."""
+
+    def __init__(self) -> None:
+        self.models: list[KafkaModel] = []
+        self.accept: int | None = None  # None: take everything offered
+        self.taken: list[Envelope] = []
+        self.committed: dict[TP, Commit] = {}
+        self.events: list[tuple[str, list[TP]]] = []
+        self.source = KafkaSource(
+            {"group.id": "g"},
+            ["orders"],
+            self._handle,
+            self._commit,
+            self._assigned,
+            self._revoked,
+            self._lost,
+            self.committed.update,
+            commit_interval_s=0.0,
+            client_factory=self._client,
+        )
+        self.to_commit: dict[TP, Commit] = {}
+
+    def _client(self, config: dict[str, Any]) -> KafkaModel:
+        self.models.append(KafkaModel(config))
+        return self.models[-1]
+
+    @property
+    def model(self) -> KafkaModel:
+        return self.models[-1]
+
+    async def _handle(self, envelopes: list[Envelope]) -> int:
+        count = len(envelopes) if self.accept is None else min(self.accept, len(envelopes))
+        self.taken.extend(envelopes[:count])
+        if self.accept is not None:
+            self.accept -= count
+        return count
+
+    async def _commit(self) -> None:
+        if self.to_commit:
+            await self.source.commit_soon(self.to_commit)
+
+    async def _assigned(self, partitions: list[tuple[TP, int, Commit | None]]) -> None:
+        self.events.append(("assign", [tp for tp, _, _ in partitions]))
+
+    async def _revoked(self, partitions: list[TP]) -> None:
+        self.events.append(("revoke", partitions))
+
+    async def _lost(self, partitions: list[TP]) -> None:
+        self.events.append(("lost", partitions))
+
+    async def turns(self, count: int) -> None:
+        """Run the source loop for `count` consume() calls."""
+        stop = asyncio.Event()
+        model = self.model
+        start = model.calls.count("consume")
+        task = asyncio.create_task(self.source.run(stop))
+        while model.calls.count("consume") < start + count and not task.done():
+            model.consumed.clear()
+            await model.consumed.wait()
+        stop.set()
+        await task
+
+
+async def started() -> Harness:
+    harness = Harness()
+    await harness.source.start()
+    return harness
+
+
+async def test_source_commit_soon_never_waits_for_an_absent_coordinator() -> None:
+    harness = await started()
+    harness.model.rebalance("assign", [A0])
+    await harness.turns(1)
+    harness.model.is_coordinator_up = False
+    harness.to_commit = {A0: Commit(5)}
+    await harness.turns(3)
+    assert "commit_sync" not in harness.model.calls
+    assert harness.committed == {}  # answered with an error: nothing marked
+    assert harness.source.commit_failures >= 1
+    harness.model.is_coordinator_up = True
+    await harness.turns(3)
+    assert harness.committed == {A0: Commit(5)}
+    assert harness.model.commits[A0] == (5, "")
+
+
+async def test_source_commit_soon_sends_one_commit_per_partition_until_answered() -> None:
+    harness = await started()
+    harness.model.rebalance("assign", [A0])
+    await harness.turns(1)
+    await harness.source.commit_soon({A0: Commit(3)})
+    assert harness.source.commits_in_flight == {A0}
+    await harness.turns(1)  # the answer is served by consume()
+    assert harness.source.commits_in_flight == set()
+    assert harness.committed == {A0: Commit(3)}
+
+
+async def test_source_answer_after_revoke_marks_nothing() -> None:
+    harness = await started()
+    harness.model.rebalance("assign", [A0])
+    await harness.turns(1)
+    await harness.source.commit_soon({A0: Commit(3)})
+    harness.model.rebalance("revoke", [A0])
+    await harness.turns(2)
+    assert harness.committed == {}
+    assert harness.source.commits_in_flight == set()
+
+
+async def test_source_commit_now_is_synchronous_and_supersedes_one_in_flight() -> None:
+    harness = await started()
+    harness.model.rebalance("assign", [A0])
+    await harness.turns(1)
+    await harness.source.commit_soon({A0: Commit(3)})
+    assert await harness.source.commit_now({A0: Commit(4, "m")}) == {A0: Commit(4, "m")}
+    assert harness.source.commits_in_flight == set()
+    await harness.turns(1)  # the older asynchronous answer arrives: ignored
+    assert harness.committed == {}
+    assert harness.model.commits[A0] == (4, "m")
+
+
+async def test_source_lost_without_reassign_is_reported_until_a_rebalance_completes() -> None:
+    harness = await started()
+    harness.model.rebalance("assign", [A0, A1])
+    await harness.turns(1)
+    assert harness.source.lost_since is None
+    harness.model.rebalance("lost", [A0, A1])
+    await harness.turns(1)
+    assert harness.source.lost_since is not None
+    harness.model.rebalance("assign", [])  # a completed rebalance that gave us nothing
+    await harness.turns(1)
+    assert harness.source.lost_since is None
+
+
+async def test_source_backpressure_pauses_and_resumes_when_accepted() -> None:
+    harness = await started()
+    harness.model.produce(A0, 5)
+    harness.model.rebalance("assign", [A0])
+    harness.accept = 2
+    await harness.turns(2)
+    assert harness.source.paused == {A0} and harness.model.paused_flags == {A0}
+    assert harness.source.held == 3
+    harness.accept = None
+    await harness.turns(3)
+    assert [e.coords.offset for e in harness.taken] == [0, 1, 2, 3, 4]
+    assert harness.source.paused == set() and harness.model.paused_flags == set()
+
+
+async def test_source_revoke_of_every_held_record_resumes_the_other_partitions() -> None:
+    """Defect 1 of issue 23: the held records went with a revoke, the rest stayed paused."""
+    harness = await started()
+    harness.model.produce(A0, 3)
+    harness.model.rebalance("assign", [A0, A1])
+    harness.accept = 0
+    await harness.turns(2)
+    assert harness.source.paused == {A0, A1} and harness.source.held == 3
+    harness.model.rebalance("revoke", [A0])
+    await harness.turns(1)
+    harness.model.produce(A1, 2)
+    harness.accept = None
+    await harness.turns(3)
+    assert harness.source.held == 0
+    assert harness.source.paused == set()
+    assert harness.model.paused_flags & harness.model.assignment == set()
+    assert [e.coords for e in harness.taken] == [Coordinates(*A1, 0), Coordinates(*A1, 1)]
+    assert harness.source.all_paused_since is None
+
+
+async def test_source_partition_paused_revoked_and_assigned_back_is_resumed() -> None:
+    """Defect 6 of issue 23: the client remembers a pause across revoke and re-assign."""
+    harness = await started()
+    harness.model.produce(A0, 3)
+    harness.model.rebalance("assign", [A0])
+    harness.accept = 0
+    await harness.turns(2)
+    assert harness.model.paused_flags == {A0}
+    harness.model.rebalance("revoke", [A0])  # takes the held records with it
+    await harness.turns(1)
+    harness.model.rebalance("assign", [A0])
+    harness.accept = None
+    await harness.turns(3)
+    assert harness.model.paused_flags == set()
+    assert [e.coords.offset for e in harness.taken] == [0, 1, 2]
+
+
+async def test_source_partitions_assigned_while_holding_are_paused() -> None:
+    harness = await started()
+    harness.model.produce(A0, 3)
+    harness.model.rebalance("assign", [A0])
+    harness.accept = 0
+    await harness.turns(2)
+    harness.model.produce(A1, 3)
+    harness.model.rebalance("assign", [A1])
+    await harness.turns(2)
+    assert harness.model.paused_flags == {A0, A1}
+    assert [tp for kind, tps in harness.events if kind == "assign" for tp in tps] == [A0, A1]
