@@ -329,9 +329,7 @@ class ConsumerProcess:
         while time.monotonic() < deadline:
             assert self.server is not None
             if self.server.proc.poll() is not None:
-                raise AssertionError(
-                    f"consumer exited {self.server.proc.returncode}:\n{self.log[-4000:]}"
-                )
+                raise AssertionError(f"{self.exit_status()}:\n{self.log[-4000:]}")
             try:
                 stats = self.stats()
             except OSError as exc:  # a busy moment on a 2-core machine: ask again
@@ -354,6 +352,16 @@ class ConsumerProcess:
             timeout_s,
             f"{total} final fates, committed",
         )
+
+    def exit_status(self) -> str:
+        """How the process ended, naming the signal (a native crash leaves no Python trace)."""
+        assert self.server is not None
+        code = self.server.proc.poll()
+        if code is None:
+            return "consumer still running"
+        if code < 0:
+            return f"consumer killed by {signal.Signals(-code).name}"
+        return f"consumer exited {code}"
 
     def terminate(self, timeout_s: float = 30) -> int:
         assert self.server is not None
