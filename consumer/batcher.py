@@ -63,11 +63,11 @@ class Batcher:
     def submit(self, conversion: Conversion) -> None:
         """Add one event to its account's batch, which takes its encoded bytes and empties
         `conversion.event`. Never blocks; check `is_full` first."""
-        # orjson (3.12 on) hands back bytes that keep its whole growth buffer: 16 KB behind a
-        # 1.5 KB order. Up to `high_watermark` of them wait through a Pinterest outage, so the
-        # batch keeps an exact-size copy (0.2 µs) and lets the event dict go (3.5 KB an order).
-        encoded = bytes(memoryview(orjson.dumps(conversion.event)))
+        # Built records arrive encoded (`process.encode_event`); the event dict (3.5 KB an
+        # order) is let go, since up to `high_watermark` events wait through an outage.
+        encoded = conversion.encoded or bytes(memoryview(orjson.dumps(conversion.event)))
         conversion.event = {}
+        conversion.encoded = b""
         batch = self._open.get(conversion.ad_account)
         if batch is not None and batch.nbytes + len(encoded) + 1 > self.max_bytes:
             self._close(conversion.ad_account)

@@ -81,6 +81,8 @@ class Conversion:
     # dedup.key_of keeps its fingerprint here: claimed, then confirmed or released, it is
     # asked for twice, and a blake2b per ask was 2 % of the CPU.
     fingerprint: int = field(default=0, repr=False, compare=False)
+    # The event as JSON, encoded while the record is built (`process.encode_event`).
+    encoded: bytes = field(default=b"", repr=False, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

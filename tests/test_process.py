@@ -4,14 +4,16 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from consumer.capi import validate_event
-from consumer.errors import PermanentError
-from consumer.process import RecordProcessor
+from consumer.decode import Decoder
+from consumer.errors import PermanentError, TransientError
+from consumer.process import RecordProcessor, encode_event
 from consumer.records import Conversion, Coordinates, Decoded, Envelope
 from consumer.rules import MappingRules, compile_mapping
 from tests.conftest import placed_order
@@ -117,3 +119,52 @@ def test_decimal_and_float_totals_become_decimal_strings() -> None:
         built = processor().build_decoded(decoded(order(total=total)), NOW_S)
         assert isinstance(built, Conversion)
         assert built.event["custom_data"]["value"] in ("72.39", "72")
+
+
+class RecordDecoder(Decoder):
+    """Hands back a prepared record, or raises what the test wants raised while decoding."""
+
+    def __init__(self, record: dict[str, Any] | None = None, error: Exception | None = None):
+        super().__init__(None, {}, {})
+        self.record, self.error = record, error
+
+    def decode(self, envelope: Envelope) -> Decoded:
+        if self.error is not None:
+            raise self.error
+        assert self.record is not None
+        return Decoded(envelope, self.record, ORDER)
+
+
+def envelope(offset: int = 0) -> Envelope:
+    return Envelope(Coordinates("shop.orders", 0, offset), value=b"")
+
+
+def test_build_an_unexpected_exception_is_the_records_failure_logged_once_per_kind(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    built = processor()
+    built.decoder = RecordDecoder(error=ValueError("invalid literal for int(): '²'"))
+    first, second = built.build(envelope(0), NOW_S), built.build(envelope(1), NOW_S)
+    assert isinstance(first, PermanentError) and isinstance(second, PermanentError)
+    assert first.reason == "internal.ValueError" and "²" in first.detail  # the dead letter's
+    assert built.internal_errors == {"ValueError": 2}
+    logged = [r for r in caplog.records if "failed to build" in r.getMessage()]
+    assert len(logged) == 1 and "²" not in str(logged[0].__dict__)  # never the value
+
+
+def test_build_a_transient_error_is_not_the_records_failure() -> None:
+    built = processor()
+    built.decoder = RecordDecoder(error=TransientError("registry away"))
+    with pytest.raises(TransientError):
+        built.build(envelope(), NOW_S)
+
+
+def test_build_encodes_the_event_and_refuses_an_integer_json_cannot_carry() -> None:
+    built = processor()
+    built.decoder = RecordDecoder(order())
+    conversion = built.build(envelope(), NOW_S)
+    assert isinstance(conversion, Conversion)
+    assert orjson.loads(conversion.encoded) == conversion.event
+    with pytest.raises(PermanentError) as refused:
+        encode_event({"custom_data": {"num_items": 10**25}})
+    assert refused.value.reason == "encode.unencodable"
