@@ -14,17 +14,17 @@ import orjson
 import yaml
 
 from bench.floor import floor_us_per_event
-from consumer.batcher import Batcher, BatchSettings
-from consumer.capi import validate_event
-from consumer.decode import Decoder
-from consumer.dedup import DedupKey, MemoryDedupStore, fingerprint
-from consumer.mapping import Mapper
-from consumer.normalize import normalize_conversion
-from consumer.process import CHECK_EVERY_IN_RUN, RecordProcessor, hasher_for
-from consumer.quality import MatchQuality
+from consumer.conversion.capi import validate_event
+from consumer.conversion.mapping import Mapper
+from consumer.conversion.normalize import normalize_conversion
+from consumer.conversion.quality import MatchQuality
+from consumer.conversion.rules import compile_mapping
+from consumer.conversion.userdata import UserDataHasher
+from consumer.engine.process import CHECK_EVERY_IN_RUN, RecordProcessor, hasher_for
 from consumer.records import Conversion, Coordinates, Decoded, Envelope
-from consumer.rules import compile_mapping
-from consumer.userdata import UserDataHasher
+from consumer.stages.batcher import Batcher, BatchSettings
+from consumer.stages.decode import Decoder
+from consumer.stages.dedup import DedupKey, MemoryDedupStore, fingerprint
 from devenv.samples import SCHEMAS, load_schema, order_record, wire_encode
 
 ORDER = "com.example.shop.orders.OrderEvent"

@@ -20,9 +20,9 @@ import orjson
 import yaml
 from confluent_kafka import Consumer
 
-from consumer.process import RecordProcessor, hasher_for
+from consumer.conversion.rules import compile_mapping
+from consumer.engine.process import RecordProcessor, hasher_for
 from consumer.records import Coordinates, Decoded, Envelope, Skip
-from consumer.rules import compile_mapping
 
 
 def main() -> None:

@@ -21,7 +21,7 @@ from typing import Any
 from confluent_kafka import Producer
 
 from bench.micro import run_micro
-from consumer.progress import Progress
+from consumer.tools.progress import Progress
 from devenv.kafka import KafkaBroker
 from devenv.procs import ROOT, Server, free_port, get_json, port_open, wait_until
 from devenv.registry import SchemaRegistry

@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from consumer.batcher import BatchSettings
-from consumer.delivery import DeliverySettings
+from consumer.conversion.rules import MappingRules, load_mapping, parse_duration_s
 from consumer.errors import ConfigError
 from consumer.records import Secret
-from consumer.rules import MappingRules, load_mapping, parse_duration_s
+from consumer.stages.batcher import BatchSettings
+from consumer.stages.delivery import DeliverySettings
 
 PREFIX = "CAPI_"
 T = TypeVar("T")

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from consumer.progress import Progress
+from consumer.tools.progress import Progress
 from devenv.kafka import KafkaBroker
 from devenv.procs import ROOT, Server, free_port, get_json, port_open, wait_until
 from devenv.produce import produce_samples
@@ -105,7 +105,7 @@ def main() -> int:
             time.sleep(0.05)
         join_s = (first_consumed or began) - began
         elapsed = time.monotonic() - (first_consumed or began)
-        from consumer.status import collect, render
+        from consumer.tools.status import collect, render
 
         print("\n\nconsumer status (what `consumer status` shows for a running instance)")
         print(render(collect(f"http://127.0.0.1:{health_port}", interval_s=0.5)))

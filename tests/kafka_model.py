@@ -1,6 +1,6 @@
 """An in-memory stand-in for the asyncio Kafka consumer, faithful where the source depends on it.
 
-Behaves like librdkafka (2.16) in the ways `consumer.source` relies on:
+Behaves like librdkafka (2.16) in the ways `consumer.stages.source` relies on:
 - rebalance callbacks run inside `consume()`, before it returns any message;
 - a partition's pause flag lives on the client's partition object and survives revoke and a
   later re-assign (librdkafka issue 1849), so a partition paused, revoked and assigned back

@@ -15,7 +15,7 @@ from capi_avro import Plan
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from consumer.avroplan import compiled_decoder, plan_for
+from consumer.stages.avroplan import compiled_decoder, plan_for
 
 SCHEMAS = Path(__file__).resolve().parent.parent / "schemas"
 ITEM = {

@@ -7,8 +7,8 @@ from typing import Any
 import orjson
 import pytest
 
-from consumer.batcher import Batcher, BatchSettings
 from consumer.records import Batch
+from consumer.stages.batcher import Batcher, BatchSettings
 from tests.conftest import ConversionFactory, eventually
 
 

@@ -4,8 +4,8 @@ from typing import Any
 
 import pytest
 
-from consumer.capi import InvalidEvent, validate_event
-from consumer.userdata import is_hex_digest
+from consumer.conversion.capi import InvalidEvent, validate_event
+from consumer.conversion.userdata import is_hex_digest
 from tests.conftest import valid_event
 
 NOW = 1_700_000_100

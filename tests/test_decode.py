@@ -9,9 +9,9 @@ from typing import Any
 import fastavro
 import pytest
 
-from consumer.decode import Decoder, _Schema, load_reader_schemas
 from consumer.errors import PermanentError, TransientError
 from consumer.records import Coordinates, Envelope
+from consumer.stages.decode import Decoder, _Schema, load_reader_schemas
 
 SCHEMAS = Path(__file__).resolve().parent.parent / "schemas"
 V1 = fastavro.parse_schema(json.loads((SCHEMAS / "engagement_event.v1.avsc").read_text()))

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from consumer.dedup import (
+from consumer.stages.dedup import (
     DedupKey,
     DedupStore,
     FingerprintTable,
@@ -16,7 +16,7 @@ from consumer.dedup import (
     fingerprint,
     key_of,
 )
-from consumer.dedup_redis import RedisDedupStore
+from consumer.stages.dedup_redis import RedisDedupStore
 from devenv.redis import RedisServer
 from tests.conftest import ConversionFactory
 

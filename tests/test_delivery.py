@@ -4,9 +4,9 @@ import random
 
 import pytest
 
-from consumer.delivery import RateLimiter, parse_outcomes
 from consumer.errors import backoff_s
 from consumer.records import EventOutcome, Secret
+from consumer.stages.delivery import RateLimiter, parse_outcomes
 from tests.conftest import eventually
 
 
@@ -82,9 +82,9 @@ def test_backoff_after_thousands_of_attempts_stays_at_the_cap() -> None:
 
 async def test_delivery_task_that_dies_is_reported_not_swallowed() -> None:
 
-    from consumer.delivery import DeliveryClient, DeliverySettings
+    from consumer.observability.telemetry import setup_telemetry
     from consumer.records import AdAccountId, Batch
-    from consumer.telemetry import setup_telemetry
+    from consumer.stages.delivery import DeliveryClient, DeliverySettings
 
     crashes: list[BaseException] = []
     client = DeliveryClient(
@@ -120,6 +120,6 @@ async def test_delivery_task_that_dies_is_reported_not_swallowed() -> None:
 def test_classify_every_status_has_one_meaning(
     status: int, has_outcomes: bool, events: int, action: str
 ) -> None:
-    from consumer.delivery import classify
+    from consumer.stages.delivery import classify
 
     assert classify(status, has_outcomes, events).value == action

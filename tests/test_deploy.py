@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from consumer.config import load_config
-from consumer.rules import compile_mapping
+from consumer.conversion.rules import compile_mapping
 
 ROOT = Path(__file__).resolve().parent.parent
 K8S = ROOT / "deploy" / "kubernetes"
@@ -216,7 +216,7 @@ STATE_ALERTS = {
 @pytest.mark.parametrize("state", sorted(STATE_ALERTS))
 def test_alert_rule_selects_its_readiness_state_and_no_other(tmp_path: Path, state: str) -> None:
     """promtool evaluates the real rules over series where only `state` is 1."""
-    from consumer.health import STATES
+    from consumer.observability.health import STATES
 
     rules_file = ROOT / "deploy" / "prometheus" / "alerts.yaml"
     rules = {

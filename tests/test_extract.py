@@ -6,14 +6,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from consumer.errors import ConfigError, PermanentError
-from consumer.extract import (
+from consumer.conversion.extract import (
     _walk,
     compile_path,
     compile_table,
     compile_template,
     compile_value,
 )
+from consumer.errors import ConfigError, PermanentError
 
 NAMES = st.sampled_from(["a", "b", "c", "it's", "x.y"])
 values: st.SearchStrategy[Any] = st.recursive(

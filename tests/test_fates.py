@@ -6,12 +6,12 @@ from typing import Any
 
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
-from consumer import telemetry as tm
-from consumer.deadletter import DeadLetter
-from consumer.dedup import MemoryDedupStore, key_of
-from consumer.fates import ALREADY_FINAL, Fates
-from consumer.offsets import OffsetLedger
+from consumer.engine.fates import ALREADY_FINAL, Fates
+from consumer.observability import telemetry as tm
 from consumer.records import Batch, BatchResult, Conversion, EventOutcome
+from consumer.stages.deadletter import DeadLetter
+from consumer.stages.dedup import MemoryDedupStore, key_of
+from consumer.stages.offsets import OffsetLedger
 from tests.conftest import ConversionFactory, EnvelopeFactory
 
 

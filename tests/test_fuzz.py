@@ -15,12 +15,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from consumer.capi import validate_event
 from consumer.config import load_config
-from consumer.decode import Decoder, load_reader_schemas
+from consumer.conversion.capi import validate_event
+from consumer.engine.process import RecordProcessor
 from consumer.errors import PermanentError
-from consumer.process import RecordProcessor
 from consumer.records import Conversion, Coordinates, Envelope, Skip
+from consumer.stages.decode import Decoder, load_reader_schemas
 from devenv.samples import engagement_record, load_schema, order_record
 
 ROOT = Path(__file__).resolve().parent.parent

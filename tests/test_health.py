@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from consumer.health import STATES, UNREACHABLE_GRACE_S, ReadinessFacts, assess
+from consumer.observability.health import STATES, UNREACHABLE_GRACE_S, ReadinessFacts, assess
 
 LONG = UNREACHABLE_GRACE_S + 1
 

@@ -5,7 +5,7 @@ import logging
 import orjson
 from opentelemetry.sdk.trace import TracerProvider
 
-from consumer.logs import JsonFormatter, RepeatFilter
+from consumer.observability.logs import JsonFormatter, RepeatFilter
 
 
 def record(msg: str, **extra: object) -> logging.LogRecord:

@@ -13,11 +13,11 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
+from consumer.conversion.mapping import Mapper, event_time_seconds
+from consumer.conversion.mapping_schema import mapping_json_schema
+from consumer.conversion.rules import MappingRules, compile_mapping
 from consumer.errors import ConfigError, PermanentError
-from consumer.mapping import Mapper, event_time_seconds
-from consumer.mapping_schema import mapping_json_schema
 from consumer.records import Conversion, Coordinates, Decoded, Envelope, Skip
-from consumer.rules import MappingRules, compile_mapping
 from devenv.samples import engagement_record
 from tests.conftest import placed_order
 
@@ -254,7 +254,7 @@ def test_compile_mapping_errors_name_the_key(document: Any, key: str) -> None:
 def test_published_json_schema_is_the_one_the_loader_checks() -> None:
     published = orjson.loads((EXAMPLE.parent / "mapping.schema.json").read_bytes())
     assert published == orjson.loads(orjson.dumps(mapping_json_schema())), (
-        "regenerate: python -m consumer.mapping_schema > schemas/mapping.schema.json"
+        "regenerate: python -m consumer.conversion.mapping_schema > schemas/mapping.schema.json"
     )
 
 

@@ -5,15 +5,15 @@ from decimal import Decimal
 
 import pytest
 
-from consumer.errors import PermanentError
-from consumer.normalize import (
+from consumer.conversion.normalize import (
     format_decimal,
     format_int,
     normalize_conversion,
     normalize_currency,
     normalize_custom_data,
 )
-from consumer.userdata import NormalizeOptions, UserDataHasher
+from consumer.conversion.userdata import NormalizeOptions, UserDataHasher
+from consumer.errors import PermanentError
 from tests.conftest import ConversionFactory
 
 

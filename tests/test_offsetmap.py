@@ -3,7 +3,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from consumer.offsetmap import decode_final_offsets, encode_final_offsets
+from consumer.stages.offsetmap import decode_final_offsets, encode_final_offsets
 
 
 def test_offsetmap_nothing_to_mark_is_empty_metadata() -> None:
@@ -28,7 +28,7 @@ def test_offsetmap_foreign_or_damaged_or_moved_metadata_marks_nothing() -> None:
 
 
 def test_offsetmap_refuses_a_map_claiming_absurdly_many_offsets() -> None:
-    from consumer.offsetmap import _b64, _varints
+    from consumer.stages.offsetmap import _b64, _varints
 
     # two runs: 1 not final, then 2**40 final: a forged or corrupt map must not eat memory
     assert decode_final_offsets("capi1:0:r" + _b64(_varints([1, 2**40])), 0) == set()

@@ -4,9 +4,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from consumer.offsetmap import decode_final_offsets
-from consumer.offsets import LedgerError, OffsetLedger
 from consumer.records import Coordinates, Fate
+from consumer.stages.offsetmap import decode_final_offsets
+from consumer.stages.offsets import LedgerError, OffsetLedger
 
 TP = ("orders", 0)
 

@@ -10,12 +10,12 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from consumer.capi import validate_event
-from consumer.decode import Decoder
+from consumer.conversion.capi import validate_event
+from consumer.conversion.rules import MappingRules, compile_mapping
+from consumer.engine.process import RecordProcessor, encode_event
 from consumer.errors import PermanentError, TransientError
-from consumer.process import RecordProcessor, encode_event
 from consumer.records import Conversion, Coordinates, Decoded, Envelope
-from consumer.rules import MappingRules, compile_mapping
+from consumer.stages.decode import Decoder
 from tests.conftest import placed_order
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import io
 
-from consumer.progress import Progress
-from consumer.quality import MatchQuality, identifiers_of
+from consumer.conversion.quality import MatchQuality, identifiers_of
+from consumer.tools.progress import Progress
 
 DIGEST = ["0" * 64]
 

@@ -10,7 +10,7 @@ import aiohttp
 import orjson
 import pytest
 
-from consumer.sandbox import Sandbox, serve
+from consumer.tools.sandbox import Sandbox, serve
 from devenv.procs import free_port
 from tests.conftest import valid_event
 

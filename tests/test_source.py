@@ -7,7 +7,7 @@ import pytest
 
 from consumer.records import Commit, Coordinates, Envelope
 from consumer.records import TopicPartition as TP
-from consumer.source import KafkaSource, partition_lag
+from consumer.stages.source import KafkaSource, partition_lag
 from tests.kafka_model import KafkaModel
 
 

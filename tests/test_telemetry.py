@@ -12,10 +12,10 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from consumer import telemetry as tm
-from consumer.delivery import DeliveryClient, DeliverySettings
+from consumer.observability import telemetry as tm
 from consumer.records import AdAccountId, Batch, BatchResult, Secret
-from consumer.sandbox import Sandbox, serve
+from consumer.stages.delivery import DeliveryClient, DeliverySettings
+from consumer.tools.sandbox import Sandbox, serve
 from devenv.procs import free_port
 from tests.conftest import ConversionFactory
 

@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from consumer import capi, quality
-from consumer.userdata import (
+from consumer.conversion import capi, quality
+from consumer.conversion.userdata import (
     FIELDS_BY_NAME,
     HASHED_USER_FIELDS,
     MATCH_IDENTIFIERS,
@@ -121,7 +121,7 @@ def test_phone_impossible_numbers_are_left_out(raw: str, region: str) -> None:
 
 @pytest.mark.parametrize(("raw", "region", "expected"), [p for p in PHONES if p[1] in ("US", "CA")])
 def test_phone_fast_path_agrees_with_the_parser(raw: str, region: str, expected: str) -> None:
-    from consumer.userdata import _nanp_digits
+    from consumer.conversion.userdata import _nanp_digits
 
     assert _nanp_digits(raw) in ("", expected)
 
@@ -423,7 +423,7 @@ def test_no_module_lists_user_data_field_names_of_its_own() -> None:
     names = {f.name for f in USER_DATA_FIELDS}
     assert len(names) == len(USER_DATA_FIELDS)
     consumer_dir = Path(__file__).resolve().parent.parent / "consumer"
-    for path in consumer_dir.glob("*.py"):
+    for path in consumer_dir.rglob("*.py"):
         if path.name == "userdata.py":
             continue
         for node in ast.walk(ast.parse(path.read_text())):

@@ -1,7 +1,7 @@
 //! Avro binary decoding compiled once per writer schema.
 //!
-//! `consumer.decode` turns a parsed writer schema into a plan (nested tuples, see
-//! `consumer/avroplan.py`); `Plan` holds it as a tree with the record keys and enum symbols
+//! `consumer.stages.decode` turns a parsed writer schema into a plan (nested tuples, see
+//! `consumer/stages/avroplan.py`); `Plan` holds it as a tree with the record keys and enum symbols
 //! already made into Python strings, so decoding a message only walks bytes and builds values.
 //! The result must be exactly what fastavro's `schemaless_reader` returns for the same bytes.
 //! Anything unusual (truncated data, a bad union index, invalid UTF-8, a value out of range)
@@ -37,7 +37,7 @@ enum Node {
     Date,
 }
 
-// Plan kinds, shared with consumer/avroplan.py.
+// Plan kinds, shared with consumer/stages/avroplan.py.
 const NULL: u8 = 0;
 const BOOLEAN: u8 = 1;
 const LONG: u8 = 2;
@@ -379,7 +379,7 @@ impl<'a, 'py> Reader<'a, 'py> {
     }
 }
 
-/// A writer schema compiled for decoding; built from the plan `consumer.avroplan` makes.
+/// A writer schema compiled for decoding; built from the plan `consumer.stages.avroplan` makes.
 #[pyclass(frozen, module = "capi_avro")]
 struct Plan {
     root: Node,

@@ -30,9 +30,9 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter
 from opentelemetry.trace import SpanKind
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from consumer.process import RecordProcessor
-from consumer.rules import load_mapping
-from consumer.transform import transform_record
+from consumer.conversion.rules import load_mapping
+from consumer.engine.process import RecordProcessor
+from consumer.tools.transform import transform_record
 from devenv.kafka import KafkaBroker, admin_client, group_reader, shared_producer
 from devenv.procs import ROOT, Server, free_port, get_json, port_open, wait_until
 from devenv.samples import (

@@ -12,10 +12,10 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from consumer.delivery import DeliveryClient, DeliverySettings, DryRunDelivery
+from consumer.observability.telemetry import setup_telemetry
 from consumer.records import AdAccountId, Batch, BatchResult, Secret
-from consumer.sandbox import Sandbox, serve
-from consumer.telemetry import setup_telemetry
+from consumer.stages.delivery import DeliveryClient, DeliverySettings, DryRunDelivery
+from consumer.tools.sandbox import Sandbox, serve
 from devenv.procs import free_port
 from tests.conftest import ConversionFactory, eventually, valid_event
 

@@ -23,8 +23,8 @@ _DIST = "capi-consumer"
 
 def _run(args: argparse.Namespace) -> int:
     from consumer.config import check_kafka_settings, load_config
-    from consumer.logs import setup_logging
-    from consumer.pipeline import Pipeline
+    from consumer.engine.pipeline import Pipeline
+    from consumer.observability.logs import setup_logging
 
     env = dict(__import__("os").environ)
     if args.dry_run:
@@ -61,7 +61,7 @@ def _check_config(args: argparse.Namespace) -> int:
 
 
 def _transform(args: argparse.Namespace) -> int:
-    from consumer.transform import transform_lines
+    from consumer.tools.transform import transform_lines
 
     try:
         source: IO[str] = sys.stdin if args.input in (None, "-") else open(args.input)  # noqa: SIM115
@@ -77,7 +77,7 @@ def _transform(args: argparse.Namespace) -> int:
 
 
 def _sandbox(args: argparse.Namespace) -> int:
-    from consumer.sandbox import Sandbox, serve
+    from consumer.tools.sandbox import Sandbox, serve
 
     tokens: dict[str, set[str]] = {}
     for item in args.token or ["sandbox-token=*"]:
@@ -121,8 +121,8 @@ def _require_topics(kafka: dict[str, Any], topics: list[str]) -> None:
 
 def _replay(args: argparse.Namespace) -> int:
     from consumer.config import check_kafka_settings, load_config
-    from consumer.deadletter import ReplayStats, replay_dead_letters
-    from consumer.progress import Progress
+    from consumer.stages.deadletter import ReplayStats, replay_dead_letters
+    from consumer.tools.progress import Progress
 
     config = load_config()
     check_kafka_settings(config)
@@ -155,7 +155,7 @@ def _replay(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from consumer.status import collect, render
+    from consumer.tools.status import collect, render
 
     try:
         status = collect(args.url, args.interval)

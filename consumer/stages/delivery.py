@@ -26,8 +26,8 @@ import orjson
 from opentelemetry import trace
 from opentelemetry.context import Context
 
-from consumer import telemetry as tm
 from consumer.errors import backoff_s
+from consumer.observability import telemetry as tm
 from consumer.records import (
     AdAccountId,
     Batch,

@@ -12,10 +12,10 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, Final
 
-from consumer.capi import ACTION_SOURCES, EVENT_NAMES, PARTNER_NAME
+from consumer.conversion.capi import ACTION_SOURCES, EVENT_NAMES, PARTNER_NAME
+from consumer.conversion.rules import TOP_BOOL_FIELDS, MappingRules, Rule, TimeUnit
 from consumer.errors import PermanentError
 from consumer.records import AdAccountId, Conversion, Decoded, EventId, Skip
-from consumer.rules import TOP_BOOL_FIELDS, MappingRules, Rule, TimeUnit
 
 _DIVISORS: Final = {"seconds": 1, "millis": 1000, "micros": 1_000_000}
 

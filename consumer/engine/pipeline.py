@@ -16,30 +16,43 @@ import aiohttp
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from prometheus_client import CollectorRegistry
 
-from consumer import telemetry as tm
-from consumer.admission import Admission
-from consumer.avroplan import HAS_COMPILED_DECODER
-from consumer.batcher import Batcher
 from consumer.config import Config
-from consumer.deadletter import DeadLetter, DeadLetterWriter, producer_settings
-from consumer.decode import Decoder, RegistryClient, load_reader_schemas, load_schema_file
-from consumer.dedup import dedup_store
-from consumer.delivery import DeliveryClient, DryRunDelivery
-from consumer.fates import Fates
-from consumer.health import HealthChecks, start_health_server
-from consumer.insight import Insight
-from consumer.offsets import OffsetLedger
-from consumer.process import CHECK_EVERY_IN_RUN, RecordProcessor
-from consumer.quality import MatchQuality
+from consumer.conversion.quality import MatchQuality
+from consumer.engine.admission import Admission
+from consumer.engine.fates import Fates
+from consumer.engine.insight import Insight
+from consumer.engine.process import CHECK_EVERY_IN_RUN, RecordProcessor
+from consumer.observability import telemetry as tm
+from consumer.observability.health import HealthChecks, start_health_server
 from consumer.records import (
     AdAccountId,
     Batch,
     Commit,
     TopicPartition,
 )
-from consumer.source import KafkaSource
+from consumer.stages.avroplan import HAS_COMPILED_DECODER
+from consumer.stages.batcher import Batcher
+from consumer.stages.deadletter import DeadLetter, DeadLetterWriter, producer_settings
+from consumer.stages.decode import Decoder, RegistryClient, load_reader_schemas, load_schema_file
+from consumer.stages.dedup import DedupStore, MemoryDedupStore
+from consumer.stages.dedup_redis import RedisDedupStore
+from consumer.stages.delivery import DeliveryClient, DryRunDelivery
+from consumer.stages.offsets import OffsetLedger
+from consumer.stages.source import KafkaSource
 
 logger = logging.getLogger(__name__)
+
+
+def dedup_store(
+    backend: str, window_s: int, max_keys: int, redis_url: str | None
+) -> DedupStore | None:
+    """The store CAPI_DEDUP_BACKEND names: memory, redis, or none at all (off)."""
+    if backend == "off":
+        return None
+    if backend == "redis":
+        assert redis_url is not None, "config checks CAPI_REDIS_URL"
+        return RedisDedupStore(redis_url, window_s)
+    return MemoryDedupStore(window_s, max_keys)
 
 
 class Pipeline:

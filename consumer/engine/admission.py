@@ -16,16 +16,16 @@ from typing import NamedTuple
 
 from opentelemetry import trace
 
-from consumer import telemetry as tm
-from consumer.batcher import Batcher
-from consumer.deadletter import DeadLetter
-from consumer.dedup import DedupKey, DedupStore, key_of
+from consumer.conversion.quality import MatchQuality
+from consumer.engine.fates import ALREADY_FINAL, Fates
+from consumer.engine.process import Built, RecordProcessor
 from consumer.errors import PermanentError
-from consumer.fates import ALREADY_FINAL, Fates
-from consumer.offsets import OffsetLedger
-from consumer.process import Built, RecordProcessor
-from consumer.quality import MatchQuality
+from consumer.observability import telemetry as tm
 from consumer.records import Conversion, Coordinates, Envelope, Skip, TopicPartition
+from consumer.stages.batcher import Batcher
+from consumer.stages.deadletter import DeadLetter
+from consumer.stages.dedup import DedupKey, DedupStore, key_of
+from consumer.stages.offsets import OffsetLedger
 
 
 class _Prepared(NamedTuple):

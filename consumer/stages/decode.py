@@ -22,9 +22,9 @@ import aiohttp
 import fastavro
 from fastavro._read_common import SchemaResolutionError
 
-from consumer.avroplan import Plan, compiled_decoder
 from consumer.errors import ConfigError, PermanentError, TransientError
 from consumer.records import Decoded, Envelope
+from consumer.stages.avroplan import Plan, compiled_decoder
 
 _HEADER = struct.Struct(">bI")
 _UNKNOWN_ID_RETRY_S = 60.0

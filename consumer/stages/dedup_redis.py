@@ -13,8 +13,8 @@ from collections.abc import Callable, Sequence
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from consumer.dedup import DedupKey, Fingerprint
 from consumer.errors import TransientError
+from consumer.stages.dedup import DedupKey, Fingerprint
 
 
 class RedisDedupStore:

@@ -14,11 +14,11 @@ from typing import IO, Any
 
 import orjson
 
+from consumer.conversion.quality import MatchQuality
+from consumer.conversion.rules import load_mapping
+from consumer.engine.process import RecordProcessor
 from consumer.errors import PermanentError
-from consumer.process import RecordProcessor
-from consumer.quality import MatchQuality
 from consumer.records import Coordinates, Decoded, Envelope, Skip
-from consumer.rules import load_mapping
 
 
 def transform_record(

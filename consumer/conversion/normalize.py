@@ -1,4 +1,4 @@
-"""The normalize stage: user_data hashed through `consumer.userdata`, custom_data formatted.
+"""The normalize stage: user_data hashed through `conversion.userdata`, custom_data formatted.
 
 Pure functions: `normalize_conversion` takes a mapped `Conversion` with raw values and returns one
 ready to send, with the user_data fields it had to leave out (and why) on `Conversion.dropped`.
@@ -14,10 +14,10 @@ from typing import Any
 
 import pycountry
 
-from consumer.capi import MISSING_IDENTIFIER, has_required_identifier
+from consumer.conversion.capi import MISSING_IDENTIFIER, has_required_identifier
+from consumer.conversion.userdata import NormalizeOptions, UserDataHasher
 from consumer.errors import PermanentError
 from consumer.records import Conversion
-from consumer.userdata import NormalizeOptions, UserDataHasher
 
 
 def format_decimal(value: object, field: str) -> str:

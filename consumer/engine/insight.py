@@ -10,15 +10,15 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from consumer import telemetry as tm
-from consumer.batcher import Batcher
-from consumer.fates import COUNTS, Fates
-from consumer.health import STATES, ReadinessFacts, assess
-from consumer.offsets import OffsetLedger
-from consumer.process import RecordProcessor
-from consumer.quality import MatchQuality
+from consumer.conversion.quality import MatchQuality
+from consumer.engine.fates import COUNTS, Fates
+from consumer.engine.process import RecordProcessor
+from consumer.observability import telemetry as tm
+from consumer.observability.health import STATES, ReadinessFacts, assess
 from consumer.records import AdAccountId
-from consumer.source import KafkaSource
+from consumer.stages.batcher import Batcher
+from consumer.stages.offsets import OffsetLedger
+from consumer.stages.source import KafkaSource
 
 LIVENESS_STALL_S = 60.0
 Gauge = tuple[str, float, dict[str, str]]

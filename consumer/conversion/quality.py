@@ -12,7 +12,7 @@ from collections import Counter
 from collections.abc import Container, Iterable, Mapping
 from typing import Any, Final
 
-from consumer.userdata import FIELDS_BY_NAME, MATCH_IDENTIFIERS
+from consumer.conversion.userdata import FIELDS_BY_NAME, MATCH_IDENTIFIERS
 
 IDENTIFIERS: Final = MATCH_IDENTIFIERS
 # client_ip_address and client_user_agent only count together, as the API requires both.

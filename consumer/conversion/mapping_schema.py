@@ -1,8 +1,8 @@
 """The mapping file's shape as a JSON Schema, built from the same field tables the compiler uses.
 
 `check_mapping_shape` stops a wrong type, missing key or unknown key with a `ConfigError` naming
-its path before the compiler reads the document. `python -m consumer.mapping_schema` prints the
-schema that `schemas/mapping.schema.json` publishes for editors (yaml-language-server).
+its path before the compiler reads the document. `python -m consumer.conversion.mapping_schema`
+prints the schema that `schemas/mapping.schema.json` publishes for editors (yaml-language-server).
 """
 
 from __future__ import annotations
@@ -16,15 +16,15 @@ from typing import Any
 import jsonschema
 import orjson
 
-from consumer.capi import (
+from consumer.conversion.capi import (
     ACTION_SOURCES,
     CONTENT_FIELDS,
     CUSTOM_FIELDS,
     EVENT_NAMES,
     TOP_STRING_FIELDS,
 )
+from consumer.conversion.userdata import USER_DATA_FIELDS
 from consumer.errors import ConfigError
-from consumer.userdata import USER_DATA_FIELDS
 
 _PATH = {"type": "string", "minLength": 1, "pattern": r"^[^.\s]+(\.[^.\s]+)*$",
          "description": "a record path: customer.email, items[].sku"}  # fmt: skip

@@ -16,8 +16,8 @@ from collections import deque
 from collections.abc import Collection
 from dataclasses import dataclass, field
 
-from consumer.offsetmap import MAX_METADATA_BYTES, decode_final_offsets, encode_final_offsets
 from consumer.records import Commit, Coordinates, Fate, TopicPartition
+from consumer.stages.offsetmap import MAX_METADATA_BYTES, decode_final_offsets, encode_final_offsets
 
 
 class LedgerError(AssertionError):

@@ -19,8 +19,13 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from consumer.capi import MAX_EVENT_AGE_S, MAX_EVENTS_PER_REQUEST, InvalidEvent, validate_event
-from consumer.userdata import USER_FIELDS
+from consumer.conversion.capi import (
+    MAX_EVENT_AGE_S,
+    MAX_EVENTS_PER_REQUEST,
+    InvalidEvent,
+    validate_event,
+)
+from consumer.conversion.userdata import USER_FIELDS
 
 
 @dataclass(slots=True)

@@ -19,15 +19,15 @@ import orjson
 from opentelemetry import trace
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from consumer import telemetry as tm
-from consumer.capi import InvalidEvent, validate_event
-from consumer.decode import Decoder
+from consumer.conversion.capi import InvalidEvent, validate_event
+from consumer.conversion.mapping import Mapper
+from consumer.conversion.normalize import normalize_conversion
+from consumer.conversion.rules import MappingRules
+from consumer.conversion.userdata import NormalizeOptions, UserDataHasher
 from consumer.errors import PermanentError, TransientError
-from consumer.mapping import Mapper
-from consumer.normalize import normalize_conversion
+from consumer.observability import telemetry as tm
 from consumer.records import Conversion, Decoded, Envelope, Skip
-from consumer.rules import MappingRules
-from consumer.userdata import NormalizeOptions, UserDataHasher
+from consumer.stages.decode import Decoder
 
 logger = logging.getLogger(__name__)
 _PROPAGATOR = TraceContextTextMapPropagator()

@@ -192,17 +192,3 @@ class MemoryDedupStore:
 
     async def close(self) -> None:
         return None
-
-
-def dedup_store(
-    backend: str, window_s: int, max_keys: int, redis_url: str | None
-) -> DedupStore | None:
-    """The store CAPI_DEDUP_BACKEND names: memory, redis, or none at all (off)."""
-    if backend == "off":
-        return None
-    if backend == "redis":
-        from consumer.dedup_redis import RedisDedupStore  # redis is an optional dependency
-
-        assert redis_url is not None, "config checks CAPI_REDIS_URL"
-        return RedisDedupStore(redis_url, window_s)
-    return MemoryDedupStore(window_s, max_keys)

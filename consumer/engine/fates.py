@@ -17,11 +17,11 @@ from collections import Counter
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from consumer import telemetry as tm
-from consumer.deadletter import DeadLetter
-from consumer.dedup import DedupKey, DedupStore, key_of
-from consumer.offsets import OffsetLedger
+from consumer.observability import telemetry as tm
 from consumer.records import BatchResult, Envelope, Fate
+from consumer.stages.deadletter import DeadLetter
+from consumer.stages.dedup import DedupKey, DedupStore, key_of
+from consumer.stages.offsets import OffsetLedger
 
 logger = logging.getLogger(__name__)
 ALREADY_FINAL = "offset.already_final"  # skipped: marked final in the last commit's map

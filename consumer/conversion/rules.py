@@ -15,7 +15,7 @@ from typing import Any, Final, Literal
 
 import yaml
 
-from consumer.capi import (
+from consumer.conversion.capi import (
     ACTION_SOURCES,
     CONTENT_FIELDS,
     CUSTOM_FIELDS,
@@ -23,8 +23,7 @@ from consumer.capi import (
     MAX_EVENT_AGE_S,
     TOP_STRING_FIELDS,
 )
-from consumer.errors import ConfigError
-from consumer.extract import (
+from consumer.conversion.extract import (
     Extractor,
     Predicate,
     Table,
@@ -35,8 +34,9 @@ from consumer.extract import (
     compile_template,
     compile_value,
 )
-from consumer.mapping_schema import check_mapping_shape
-from consumer.userdata import USER_FIELDS
+from consumer.conversion.mapping_schema import check_mapping_shape
+from consumer.conversion.userdata import USER_FIELDS
+from consumer.errors import ConfigError
 
 TimeUnit = Literal["auto", "seconds", "millis", "micros", "iso8601"]
 ConsentAction = Literal["drop", "opt_out", "limited_data_processing"]

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from typing import Any, Final, Literal
 
-from consumer.userdata import RAW_USER_FIELDS, USER_FIELDS, is_hex_digest
+from consumer.conversion.userdata import RAW_USER_FIELDS, USER_FIELDS, is_hex_digest
 
 EventName = Literal[
     "add_payment_info", "add_to_cart", "add_to_wishlist", "app_install", "app_open",
