@@ -5,12 +5,14 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 NATIVE := $(VENV)/.native
 
-.PHONY: help install services-deps test-deps lint typecheck test demo bench chaos audit constraints sandbox clean
+.PHONY: help install services-deps test-deps lint typecheck test demo bench chaos simulate soak audit constraints sandbox clean
 
 help:
 	@echo "make demo   - start Kafka, registry and sandbox; produce sample events; run the consumer"
 	@echo "make test   - install, lint, type-check and run the whole suite against real services"
 	@echo "make bench  - benchmarks (not part of make test)"
+	@echo "make simulate [SEEDS=100000] [SEED=n] - the deterministic simulation of the core"
+	@echo "make soak   - the broker restarted mid-stream RESTARTS times (default 20), real Kafka"
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -67,6 +69,20 @@ bench: services-deps
 # Full-length fault runs: 1M events with 20 kills, a 10-minute sink outage, and the rest.
 chaos: services-deps
 	CHAOS_FULL=1 $(BIN)/pytest -q -s -p no:cacheprovider --timeout 7200 tests/integration/test_faults.py
+
+# The consumer core on a virtual clock with in-memory Kafka, Pinterest and dead-letter topic
+# (tests/simulation); SEED=n replays one seed exactly, SEEDS=n runs that many from FIRST.
+SEEDS ?= 1000
+FIRST ?= 0
+simulate: install
+	$(BIN)/python -m tests.simulation.run $(if $(SEED),--seed $(SEED),--seeds $(SEEDS) --first $(FIRST))
+
+# The real broker restarted mid-stream RESTARTS times in a row, each with every partition back
+# and everything committed (defect 0 of issue 23).
+RESTARTS ?= 20
+soak: services-deps
+	CAPI_SOAK_RESTARTS=$(RESTARTS) $(BIN)/pytest -q -p no:cacheprovider --timeout 7200 \
+	  tests/integration/test_faults.py -k broker_restarted_again_and_again
 
 # Needs the index's JSON API with vulnerability data (not served by every mirror).
 audit: $(STAMP)

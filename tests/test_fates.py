@@ -23,6 +23,7 @@ class Rig:
         self.letters: list[DeadLetter] = []
         self.released: list[int] = []
         self.tasks: list[Coroutine[Any, Any, None]] = []
+        self.sent: list[Conversion] = []
         telemetry = tm.setup_telemetry([InMemoryMetricReader()])
         self.fates = Fates(
             self.ledger,
@@ -32,6 +33,7 @@ class Rig:
             self.released.append,
             self.tasks.append,
             dlq_max_run,
+            self.sent.append,
         )
 
     async def settle(self) -> None:
@@ -118,3 +120,40 @@ def test_release_claims_without_keys_spawns_nothing() -> None:
     rig = Rig()
     rig.fates.release_claims([])
     assert rig.tasks == []
+
+
+async def test_duplicate_of_an_event_in_flight_is_final_only_once_that_copy_is_delivered(
+    conversion_factory: ConversionFactory,
+) -> None:
+    """Issue 23, defect 2: the copy was committed as a duplicate before any copy was delivered."""
+    rig = Rig()
+    first = conversion_factory(offset=0, event_id="order-1")
+    again = conversion_factory(offset=1, event_id="order-1")
+    for conversion in (first, again):
+        rig.ledger.track(conversion.coords, 0)
+    rig.fates.send(first)
+    assert rig.fates.is_in_flight(again)
+    rig.fates.duplicate_of_in_flight(again)
+    assert rig.ledger.committable() == {}  # neither is final yet
+    rig.fates.answered(answered([first], "processed"))
+    await rig.settle()
+    assert rig.ledger.committable() == {("orders", 0): 2}
+    assert rig.fates.counts["deduplicated"] == 1 and not rig.fates.is_in_flight(again)
+
+
+async def test_duplicate_of_an_event_in_flight_is_sent_when_that_copy_fails(
+    conversion_factory: ConversionFactory,
+) -> None:
+    rig = Rig()
+    first = conversion_factory(offset=0, event_id="order-1")
+    again = conversion_factory(offset=1, event_id="order-1")
+    for conversion in (first, again):
+        rig.ledger.track(conversion.coords, 0)
+    assert await rig.dedup.claim_many([key_of(first)]) == [True]
+    rig.fates.send(first)
+    rig.fates.duplicate_of_in_flight(again)
+    rig.fates.answered(answered([first], "failed"))
+    await rig.settle()
+    assert rig.sent == [first, again]  # the waiting copy goes out in its place
+    assert rig.fates.is_in_flight(again)
+    assert await rig.dedup.claim_many([key_of(again)]) == [False]  # the claim passed to it

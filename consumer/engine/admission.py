@@ -1,6 +1,6 @@
 """Admission: a consumed chunk is built (`process.py`), its event_ids claimed (dedup), and its
-records handed on in order — skips, duplicates and failures to `fates.py`, events to the batcher
-— until the batcher or the dead-letter writer is full or the pipeline halted.
+records handed on in order — skips, duplicates, failures and events to `fates.py`, which sends
+events to the batcher — until the batcher or the dead-letter writer is full or the pipeline halted.
 
 This is the one backpressure mechanism: `handle` returns how many records it accepted and the
 source holds the rest, pauses and offers them again. Records built but not accepted stay here,
@@ -22,7 +22,6 @@ from consumer.engine.process import Built, RecordProcessor
 from consumer.errors import PermanentError
 from consumer.observability import telemetry as tm
 from consumer.records import Conversion, Coordinates, Envelope, Skip, TopicPartition
-from consumer.stages.batcher import Batcher
 from consumer.stages.deadletter import DeadLetter
 from consumer.stages.dedup import DedupKey, DedupStore, key_of
 from consumer.stages.offsets import OffsetLedger
@@ -43,7 +42,6 @@ class Admission:
         dedup: DedupStore | None,
         ledger: OffsetLedger,
         fates: Fates,
-        batcher: Batcher,
         quality: MatchQuality,
         is_full: Callable[[], bool],
         tracer: trace.Tracer,
@@ -53,7 +51,6 @@ class Admission:
         self.dedup = dedup
         self.ledger = ledger
         self.fates = fates
-        self.batcher = batcher
         self.quality = quality
         self._is_full = is_full
         self._tracer = tracer
@@ -128,12 +125,15 @@ class Admission:
             elif isinstance(result, PermanentError):
                 fates.failed(DeadLetter(envelope, result.reason, result.detail))
             elif not is_claimed:
-                fates.duplicate(envelope)
+                if fates.is_in_flight(result):
+                    fates.duplicate_of_in_flight(result)
+                else:
+                    fates.duplicate(envelope)
             else:
                 self.quality.observe(
                     result.ad_account, result.event_name, result.event["user_data"], result.dropped
                 )
-                self.batcher.submit(result)
+                fates.send(result)
         fates.consumed([p.envelope for p in prepared[:accepted]])
         return accepted
 

@@ -18,7 +18,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from consumer.observability import telemetry as tm
-from consumer.records import BatchResult, Envelope, Fate
+from consumer.records import BatchResult, Conversion, Envelope, Fate
 from consumer.stages.deadletter import DeadLetter
 from consumer.stages.dedup import DedupKey, DedupStore, key_of
 from consumer.stages.offsets import OffsetLedger
@@ -46,6 +46,7 @@ class Fates:
         release_pending: Callable[[int], None],
         spawn: Callable[[Coroutine[Any, Any, None]], None],
         dlq_max_run: int = 0,
+        submit_event: Callable[[Conversion], None] = lambda _: None,
     ) -> None:
         self._ledger = ledger
         self._dedup = dedup
@@ -53,6 +54,10 @@ class Fates:
         self._write_dead_letter = write_dead_letter
         self._release_pending = release_pending
         self._spawn = spawn
+        self._submit_event = submit_event
+        # Events handed to the batcher and not answered yet, each with the duplicates that
+        # arrived meanwhile: they wait for its answer (see `duplicate_of_in_flight`).
+        self._in_flight: dict[int, list[Conversion]] = {}
         self._dlq_max_run = dlq_max_run
         self._dlq_run = 0
         self.counts: Counter[str] = Counter()
@@ -77,6 +82,23 @@ class Fates:
             self.counts["already_final"] += 1
         self._metrics.skipped.add(1, {"reason": reason})
         self._finish(envelope, Fate.SKIPPED)
+
+    def send(self, conversion: Conversion) -> None:
+        """Hand an event to the batcher; its answer comes back through `answered`."""
+        self._in_flight.setdefault(key_of(conversion).fingerprint, [])
+        self._submit_event(conversion)
+
+    def is_in_flight(self, conversion: Conversion) -> bool:
+        return key_of(conversion).fingerprint in self._in_flight
+
+    def duplicate_of_in_flight(self, conversion: Conversion) -> None:
+        """A copy of an event whose first copy is out for delivery: final only with its answer.
+
+        Dropped at once, it would be committed before any copy was delivered, and lost if the
+        first send is then abandoned (a shutdown, a halted account, a revoke in between: issue
+        23, defect 2). Delivered: this one is a duplicate. Failed or given up: this one is sent.
+        """
+        self._in_flight[key_of(conversion).fingerprint].append(conversion)
 
     def duplicate(self, envelope: Envelope) -> None:
         self.counts["deduplicated"] += 1
@@ -113,14 +135,18 @@ class Fates:
         oldest_consumed_s = now_mono
         for conversion, outcome in zip(batch.conversions, result.outcomes, strict=True):
             envelope = conversion.envelope
+            key = key_of(conversion)
             if outcome.status == "processed":
-                delivered.append(key_of(conversion))
+                for waiting in self._in_flight.pop(key.fingerprint, ()):
+                    self.duplicate(waiting.envelope)
+                delivered.append(key)
                 per_event_name[conversion.event_name] += 1
                 warnings += bool(outcome.message)
                 oldest_consumed_s = min(oldest_consumed_s, envelope.consumed_at_s)
                 self._finish(envelope, Fate.DELIVERED)
             else:
-                failed.append(key_of(conversion))
+                if not self._hand_over(key):
+                    failed.append(key)
                 self.failed(
                     DeadLetter(envelope, outcome.reason, outcome.message, result.request_id)
                 )
@@ -139,6 +165,16 @@ class Fates:
                 self._spawn(self._dedup.confirm_many(delivered))
             if failed:
                 self._spawn(self._dedup.release_many(failed))
+
+    def _hand_over(self, key: DedupKey) -> bool:
+        """The first copy will not be delivered: send the next waiting copy in its place (the
+        claim passes to it). False when none waits (the caller releases the claim)."""
+        waiting = self._in_flight.get(key.fingerprint)
+        if not waiting:
+            self._in_flight.pop(key.fingerprint, None)
+            return False
+        self._submit_event(waiting.pop(0))
+        return True
 
     def release_claims(self, keys: list[DedupKey]) -> None:
         """Claims taken for events that will not be sent by us after all (revoked, shut down)."""

@@ -9,7 +9,8 @@ import asyncio
 import logging
 import sys
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -32,13 +33,19 @@ from consumer.records import (
 )
 from consumer.stages.avroplan import HAS_COMPILED_DECODER
 from consumer.stages.batcher import Batcher
-from consumer.stages.deadletter import DeadLetter, DeadLetterWriter, producer_settings
+from consumer.stages.deadletter import (
+    DeadLetter,
+    DeadLetterProducer,
+    DeadLetterWriter,
+    PolledProducer,
+    producer_settings,
+)
 from consumer.stages.decode import Decoder, RegistryClient, load_reader_schemas, load_schema_file
 from consumer.stages.dedup import DedupStore, MemoryDedupStore
 from consumer.stages.dedup_redis import RedisDedupStore
 from consumer.stages.delivery import DeliveryClient, DryRunDelivery
 from consumer.stages.offsets import OffsetLedger
-from consumer.stages.source import KafkaSource
+from consumer.stages.source import ClientFactory, KafkaSource
 
 logger = logging.getLogger(__name__)
 
@@ -55,12 +62,26 @@ def dedup_store(
     return MemoryDedupStore(window_s, max_keys)
 
 
+@dataclass(frozen=True, slots=True)
+class Edges:
+    """The pipeline's three I/O edges; the simulation (tests/simulation) passes in-memory models.
+
+    Unset, each is the real one: `AIOConsumer`, the polled dead-letter `Producer`, and one
+    pooled aiohttp session.
+    """
+
+    kafka_consumer: ClientFactory | None = None
+    dead_letter_producer: Callable[[dict[str, Any]], DeadLetterProducer] | None = None
+    http_session: Callable[[], aiohttp.ClientSession] | None = None
+
+
 class Pipeline:
     def __init__(
         self,
         config: Config,
         telemetry: tm.Telemetry | None = None,
         prometheus: CollectorRegistry | None = None,
+        edges: Edges = Edges(),
     ) -> None:
         self.config = config
         self.prometheus = prometheus or CollectorRegistry()
@@ -68,6 +89,7 @@ class Pipeline:
             [PrometheusMetricReader(registry=self.prometheus)]
         )
         self.metrics = self.telemetry.instruments
+        self._edges = edges
         self.ledger = OffsetLedger()
         self.dedup = dedup_store(
             config.dedup_backend, config.dedup_window_s, config.dedup_max_keys, config.redis_url
@@ -89,6 +111,7 @@ class Pipeline:
             producer_settings(kafka),
             config.dlq_topic,
             self._on_dead_lettered,
+            producer_factory=edges.dead_letter_producer or PolledProducer,
         )
         self.fates = Fates(
             self.ledger,
@@ -98,13 +121,13 @@ class Pipeline:
             self.batcher.release,
             self._spawn,
             config.dlq_max_run,
+            self.batcher.submit,
         )
         self.admission = Admission(
             self.processor,
             self.dedup,
             self.ledger,
             self.fates,
-            self.batcher,
             self.quality,
             lambda: self.batcher.is_full or self.dead_letters.is_full,
             self.telemetry.tracer,
@@ -121,6 +144,7 @@ class Pipeline:
             self._on_committed,
             batch_size=config.consume_batch_size,
             commit_interval_s=config.commit_interval_ms / 1000,
+            client_factory=edges.kafka_consumer,
         )
         self.delivery: DeliveryClient | DryRunDelivery | None = None
         self.session: aiohttp.ClientSession | None = None
@@ -138,10 +162,10 @@ class Pipeline:
         )
         self.telemetry.add_gauges(self.insight.gauges)
 
-    async def run(self) -> None:
-        """Run until `stop` is set, then drain within the grace period and commit."""
+    def _session(self) -> aiohttp.ClientSession:
+        """One pooled session for every request of the process (aiohttp's advice)."""
         config = self.config
-        self.session = aiohttp.ClientSession(
+        return aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(
                 limit=config.http_pool_size,
                 limit_per_host=config.http_pool_size,
@@ -153,6 +177,11 @@ class Pipeline:
             ),
             json_serialize=lambda _: "",  # bodies are pre-encoded bytes; never json= here
         )
+
+    async def run(self) -> None:
+        """Run until `stop` is set, then drain within the grace period and commit."""
+        config = self.config
+        self.session = self._edges.http_session() if self._edges.http_session else self._session()
         settings = config.delivery_settings()
         if config.is_dry_run:
             self.delivery = DryRunDelivery(

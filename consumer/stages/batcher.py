@@ -46,7 +46,7 @@ class Batcher:
         self,
         on_batch: Callable[[Batch], None],
         settings: BatchSettings = BatchSettings(),
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         self._on_batch = on_batch
         self.max_events = settings.max_events
@@ -54,7 +54,9 @@ class Batcher:
         self.linger_s = settings.linger_s
         self.high_watermark = settings.high_watermark
         self.low_watermark = settings.low_watermark
-        self._clock = clock
+        self._clock = clock = (
+            clock or time.monotonic
+        )  # read at construction (the simulation patches it)
         self._open: dict[AdAccountId, _OpenBatch] = {}
         self._opened = asyncio.Event()
         self.pending = 0

@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
@@ -78,6 +78,54 @@ class DeadLetter:
         return original + ours
 
 
+class PolledProducer:
+    """The plain `Producer` with its own poll thread, where its delivery callbacks run."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self._producer = Producer(config)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, name="dead-letter-poll", daemon=True)
+        self._thread.start()
+
+    def _poll(self) -> None:
+        while not self._stop.is_set():
+            self._producer.poll(0.1)
+
+    def produce(
+        self,
+        topic: str,
+        value: bytes,
+        key: bytes | None,
+        headers: list[tuple[str, str | bytes | None]],
+        on_delivery: Callable[[KafkaError | None, Message], None],
+    ) -> None:
+        self._producer.produce(
+            topic, value=value, key=key, headers=headers, on_delivery=on_delivery
+        )
+
+    async def close(self) -> None:
+        """Stop the poll thread and flush, off the event loop (both may take seconds)."""
+        self._stop.set()
+        if self._thread.is_alive():
+            await asyncio.to_thread(self._thread.join, 5)
+        await asyncio.to_thread(self._producer.flush, 5)
+
+
+class DeadLetterProducer(Protocol):
+    """What the writer needs of a producer: `PolledProducer`, or a model in the simulation."""
+
+    def produce(
+        self,
+        topic: str,
+        value: bytes,
+        key: bytes | None,
+        headers: list[tuple[str, str | bytes | None]],
+        on_delivery: Callable[[KafkaError | None, Message], None],
+    ) -> None: ...
+
+    async def close(self) -> None: ...
+
+
 class DeadLetterWriter:
     """`submit` never blocks; `is_full` while `max_pending` writes await Kafka's ack."""
 
@@ -87,6 +135,7 @@ class DeadLetterWriter:
         topic: str,
         on_done: Callable[[DeadLetter], None],
         max_pending: int = 10_000,
+        producer_factory: Callable[[dict[str, Any]], DeadLetterProducer] = PolledProducer,
     ) -> None:
         self.topic = topic
         self._on_done = on_done
@@ -98,21 +147,14 @@ class DeadLetterWriter:
             "linger.ms": 20,
             **producer_config,
         }
-        self._producer: Producer | None = None
+        self._producer_factory = producer_factory
+        self._producer: DeadLetterProducer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._poll, name="dead-letter-poll", daemon=True)
         self._drained = asyncio.Event()
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._producer = Producer(self._config)
-        self._thread.start()
-
-    def _poll(self) -> None:
-        assert self._producer is not None
-        while not self._stop.is_set():
-            self._producer.poll(0.1)
+        self._producer = self._producer_factory(self._config)
 
     @property
     def is_full(self) -> bool:
@@ -171,13 +213,8 @@ class DeadLetterWriter:
         return self.pending == 0
 
     async def close(self) -> None:
-        """Stop the poll thread and flush, off the event loop (both may take seconds)."""
-        self._stop.set()
-        producer = self._producer
-        if self._thread.is_alive():
-            await asyncio.to_thread(self._thread.join, 5)
-        if producer is not None:
-            await asyncio.to_thread(producer.flush, 5)
+        if self._producer is not None:
+            await self._producer.close()
 
 
 @dataclass(slots=True)

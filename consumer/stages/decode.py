@@ -118,14 +118,16 @@ class Decoder:
         registry: RegistryClient | None,
         topic_schemas: Mapping[str, Any],
         reader_schemas: Mapping[str, Any],
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         self._registry = registry
         self._topic_schemas = {t: _Schema.of(s, reader_schemas) for t, s in topic_schemas.items()}
         self._readers = reader_schemas
         self._by_id: dict[int, _Schema] = {}
         self._unknown_ids: dict[int, float] = {}
-        self._clock = clock
+        self._clock = clock = (
+            clock or time.monotonic
+        )  # read at construction (the simulation patches it)
 
     def _missing_ids(self, envelopes: Iterable[Envelope]) -> set[int]:
         missing = set()

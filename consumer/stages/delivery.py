@@ -81,12 +81,14 @@ class RateLimiter:
     """Token bucket: `rate_per_s` requests per second with bursts up to `burst`."""
 
     def __init__(
-        self, rate_per_s: float, burst: float, clock: Callable[[], float] = time.monotonic
+        self, rate_per_s: float, burst: float, clock: Callable[[], float] | None = None
     ) -> None:
         self.rate_per_s = rate_per_s
         self.burst = burst
         self._tokens = burst
-        self._clock = clock
+        self._clock = clock = (
+            clock or time.monotonic
+        )  # read at construction (the simulation patches it)
         self._updated = clock()
 
     def delay_s(self) -> float:
@@ -150,7 +152,7 @@ class DeliveryClient:
         on_result: Callable[[BatchResult], None],
         telemetry: tm.Telemetry,
         on_crash: Callable[[BaseException], None] = lambda exc: None,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self._session = session
@@ -159,7 +161,9 @@ class DeliveryClient:
         self._on_result = on_result
         self._on_crash = on_crash
         self._telemetry = telemetry
-        self._clock = clock
+        self._clock = clock = (
+            clock or time.monotonic
+        )  # read at construction (the simulation patches it)
         self._rng = rng or random.Random()
         self._slots: dict[AdAccountId, asyncio.Semaphore] = {}
         self._limiters: dict[AdAccountId, RateLimiter] = {}

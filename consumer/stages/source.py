@@ -79,9 +79,10 @@ class KafkaSource:
         batch_size: int = 1000,
         commit_interval_s: float = 0.1,
         poll_timeout_s: float = 0.1,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] | None = None,
         client_factory: ClientFactory | None = None,
     ) -> None:
+        clock = clock or time.monotonic  # read at construction (the simulation patches it)
         self._config = {
             **config,
             "enable.auto.offset.store": False,

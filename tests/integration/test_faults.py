@@ -8,6 +8,7 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -399,6 +400,52 @@ def test_broker_restart_mid_stream_loses_nothing(
         finally:
             consumer.stop()
         assert sandbox.accepted_ids() == traffic.expected_ids
+    finally:
+        broker.cleanup()
+
+
+SOAK_RESTARTS = int(os.environ.get("CAPI_SOAK_RESTARTS", "0"))
+
+
+@pytest.mark.skipif(not SOAK_RESTARTS, reason="make soak (CAPI_SOAK_RESTARTS=n) only")
+def test_broker_restarted_again_and_again_every_partition_comes_back(
+    registry: SchemaRegistry,
+    sandbox: SandboxProcess,
+    tmp_path: Path,
+) -> None:
+    """Each round: traffic, a broker restart mid-stream, then every partition assigned again
+    and everything committed; the consumer is the same process throughout."""
+    from tests.integration.rig import make_topics
+
+    broker = KafkaBroker(tmp_path / "kafka").start()
+    try:
+        topics = make_topics(broker, "soak", tmp_path)
+        expected: set[tuple[str, str]] = set()
+        consumer = ConsumerProcess(
+            tmp_path, broker, topics, registry.url, sandbox.url, "soak", CAPI_BATCH_MAX_EVENTS="100"
+        ).start()
+        try:
+            for round_ in range(SOAK_RESTARTS):
+                traffic = produce_traffic(broker, registry.url, topics, 1500, seed=100 + round_)
+                expected |= traffic.expected_ids
+                sandbox.faults(latency_ms=40)
+                before = int(consumer.stats()["delivered"])
+
+                def delivered_more(stats: dict[str, Any], before: int = before) -> bool:
+                    return int(stats["delivered"]) > before + 100
+
+                consumer.wait_for(delivered_more, 60, "deliveries")
+                broker.restart()
+                sandbox.faults(latency_ms=0)
+                wait_fully_committed(broker, "soak", topics.all, 120)
+                consumer.wait_for(
+                    lambda s: len(s["assigned"]) == len(topics.all) * 4, 60, "every partition back"
+                )
+                print(f"restart {round_ + 1}/{SOAK_RESTARTS}: all partitions back, all committed")
+            assert consumer.terminate() == 0
+        finally:
+            consumer.stop()
+        assert expected <= sandbox.accepted_ids()
     finally:
         broker.cleanup()
 

@@ -1,0 +1,368 @@
+"""One simulated run: the real `Pipeline` (several members of one group) on a virtual clock,
+with the Kafka group, Pinterest and the dead-letter topic modelled in memory (`world.py`), and a
+seeded scheduler that interleaves produce, scale-out, scale-in, crashes, lost sessions and faults.
+
+Invariants, checked after every step (a failure names the seed and the last lines of the trace):
+- safety: no committed offset, and no offset the commit's map marks final, passes a record whose
+  fate is not final (its event processed by Pinterest, or its dead letter written);
+- completeness and liveness: once faults stop, every partition is committed to its end within
+  `DRAIN_LIMIT_S` of virtual time, and every record's fate is final.
+
+`python -m tests.simulation.run --seeds 1000` runs many; `--seed N` replays one exactly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import io
+import logging
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import fastavro
+
+from consumer.config import Config, load_config
+from consumer.engine.pipeline import Edges, Pipeline
+from consumer.engine.process import RecordProcessor
+from consumer.errors import PermanentError
+from consumer.observability import telemetry as tm
+from consumer.records import Conversion, Coordinates, Envelope
+from consumer.stages.deadletter import DeadLetterProducer
+from consumer.stages.decode import Decoder, load_schema_file
+from consumer.stages.offsetmap import decode_final_offsets
+from devenv.samples import order_record
+from tests.simulation.clock import WALL_START_S, run_virtual
+from tests.simulation.world import TP, DeadLetterTopic, Group, MemberClient, Pinterest, Producer
+
+ROOT = Path(__file__).resolve().parents[2]
+TOPIC = "shop.orders"
+DRAIN_LIMIT_S = 600.0  # virtual seconds for everything to be committed once faults stop
+STEPS = 40
+
+
+class InvariantBroken(AssertionError):
+    pass
+
+
+@cache
+def sim_config() -> Config:
+    schemas = ROOT / "schemas"
+    return load_config(
+        {
+            "CAPI_KAFKA_BOOTSTRAP_SERVERS": "simulated:9092",
+            "CAPI_KAFKA_GROUP_ID": "sim",
+            "CAPI_MAPPING_FILE": str(schemas / "mapping.example.yaml"),
+            "CAPI_LOCAL_SCHEMAS": f"{TOPIC}={schemas / 'order_event.v1.avsc'},"
+            f"shop.engagement={schemas / 'engagement_event.v1.avsc'}",
+            "CAPI_API_BASE_URL": "http://pinterest.simulated",
+            "CAPI_ACCESS_TOKEN": "simulated-token",
+            "CAPI_HEALTH_PORT": "0",
+            "CAPI_LINGER_MS": "50",
+            "CAPI_BATCH_MAX_EVENTS": "8",
+            "CAPI_CONSUME_BATCH_SIZE": "10",
+            "CAPI_BACKLOG_HIGH_WATERMARK": "24",
+            "CAPI_BACKLOG_LOW_WATERMARK": "8",
+            "CAPI_RETRY_BACKOFF_BASE_MS": "50",
+            "CAPI_RETRY_BACKOFF_CAP_MS": "2000",
+            "CAPI_REVOKE_TIMEOUT_S": "3",
+            "CAPI_SHUTDOWN_GRACE_S": "5",
+            "CAPI_HTTP_TIMEOUT_S": "5",
+            "CAPI_DLQ_MAX_RUN": "0",
+            "CAPI_DEDUP_BACKEND": "memory",
+            "CAPI_LOG_LEVEL": "warning",
+        }
+    )
+
+
+@dataclass(frozen=True)
+class Record:
+    payload: bytes
+    event_id: str | None  # None: dead-lettered or skipped by design
+    expects_dead_letter: bool
+
+
+@cache
+def record_pool() -> list[Record]:
+    """Orders encoded once, each classified by the real processor (event, skip or failure)."""
+    schema_path = ROOT / "schemas" / "order_event.v1.avsc"
+    parsed = fastavro.parse_schema(load_schema_file(schema_path))
+    processor = RecordProcessor(sim_config().mapping)
+    processor.decoder = Decoder(None, {TOPIC: load_schema_file(schema_path)}, {})
+    rng = random.Random(7)
+    pool = []
+    for n in range(400):
+        record = order_record(rng, n, int(WALL_START_S * 1000))
+        record["consent"] = {"ads_personalization": True, "limited_data_processing": False}
+        buffer = io.BytesIO()
+        fastavro.schemaless_writer(buffer, parsed, record)
+        payload = buffer.getvalue()
+        built = processor.build(Envelope(Coordinates(TOPIC, 0, n), payload), int(WALL_START_S))
+        if isinstance(built, Conversion):
+            pool.append(Record(payload, built.event_id, False))
+        else:
+            pool.append(Record(payload, None, isinstance(built, PermanentError)))
+    return pool
+
+
+POISON = Record(b"\x02not avro at all", None, True)
+
+
+@dataclass
+class Member:
+    """One consumer process: its pipeline, the task running it, and its edges' models."""
+
+    name: str
+    pipeline: Pipeline = field(init=False)
+    task: asyncio.Task[None] = field(init=False)
+    client: MemberClient | None = None
+    producers: list[Producer] = field(default_factory=list)
+
+
+class Simulation:
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+        self.rng = random.Random(seed)
+        partitions = self.rng.choice((1, 2, 3, 4))
+        self.tps: list[TP] = [(TOPIC, p) for p in range(partitions)]
+        self.group = Group(self.rng, self.tps)
+        self.pinterest = Pinterest(self.rng)
+        self.dead_letters = DeadLetterTopic(self.rng)
+        self.records: dict[tuple[TP, int], Record] = {}
+        self.members: list[Member] = []
+        self.names = 0
+        self.telemetry = shared_telemetry()
+        self.bad_ids: set[str] = set()
+
+    # --- the world's moves ---------------------------------------------------------------------
+    def produce(self, count: int) -> None:
+        pool = record_pool()
+        for _ in range(count):
+            roll = self.rng.random()
+            if roll < 0.04:
+                record = POISON
+            elif roll < 0.12 and self.records:  # the same order again (a producer's retry)
+                record = self.rng.choice(list(self.records.values()))
+            else:
+                record = pool[self.rng.randrange(len(pool))]
+                if record.event_id is not None and self.rng.random() < 0.04:
+                    self.bad_ids.add(record.event_id)  # Pinterest refuses this event for good
+                    self.pinterest.bad_event_ids.add(record.event_id)
+            tp = self.rng.choice(self.tps)
+            offset = self.group.logs[tp].append(record.payload)
+            self.records[(tp, offset)] = record
+        self.group.note(f"produce {count}")
+
+    def start_member(self) -> None:
+        self.names += 1
+        name = f"m{self.names}"
+        loop = asyncio.get_running_loop()
+        member = Member(name)
+
+        def client(config: dict[str, Any]) -> MemberClient:
+            member.client = MemberClient(self.group, config, name)
+            return member.client
+
+        def producer(_config: dict[str, Any]) -> DeadLetterProducer:
+            member.producers.append(self.dead_letters.producer(loop))
+            return member.producers[-1]
+
+        edges = Edges(
+            kafka_consumer=client,
+            dead_letter_producer=producer,
+            http_session=lambda: self.pinterest.session(loop.time),  # type: ignore[arg-type,return-value]
+        )
+        member.pipeline = Pipeline(sim_config(), telemetry=self.telemetry, edges=edges)
+        member.task = loop.create_task(member.pipeline.run())
+        self.members.append(member)
+        self.group.note(f"start {name}")
+
+    async def stop_member(self, member: Member) -> None:
+        self.group.note(f"stop {member.name}")
+        member.pipeline.stop.set()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(60):
+                await member.task
+        self.members.remove(member)
+        self._raise_crash(member)
+
+    def crash_member(self, member: Member) -> None:
+        """kill -9: every structure of the process is gone; its session expires later."""
+        self.group.note(f"crash {member.name}")
+        client = self._client(member)
+        if client is not None:
+            client.is_dead = True
+        for producer in member.producers:
+            producer.is_dead = True
+        member.task.cancel()
+        self.members.remove(member)
+        if client is not None:
+            asyncio.get_running_loop().call_later(6.0, self.group.leave, client)
+
+    def expire_session(self, member: Member) -> None:
+        """The broker forgot the member (a restart, a long pause): its partitions are lost."""
+        client = self._client(member)
+        if client is None or client not in self.group.members:
+            return
+        self.group.note(f"expire {member.name}")
+        client.queue(("lost", sorted(client.assignment)))
+        self.group.members.remove(client)
+        for tp, owner in self.group.owner.items():
+            if owner is client:
+                self.group.owner[tp] = None
+        self.group.rebalance()
+
+    def _client(self, member: Member) -> MemberClient | None:
+        return member.client
+
+    def _raise_crash(self, member: Member) -> None:
+        if member.task.done() and not member.task.cancelled() and member.task.exception():
+            raise InvariantBroken(f"{member.name} failed: {member.task.exception()!r}")
+
+    # --- the invariants --------------------------------------------------------------------------
+    def is_final(self, tp: TP, offset: int) -> bool:
+        record = self.records.get((tp, offset))
+        if record is None:
+            return True  # not one of ours (cannot happen: every log entry is produced here)
+        if (tp[0], tp[1], offset) in self.dead_letters.written:
+            return True
+        if record.event_id is None:
+            return not record.expects_dead_letter  # skipped by the mapping: final at once
+        return record.event_id in self.pinterest.processed
+
+    def check_safety(self) -> None:
+        for tp in self.tps:
+            committed = self.group.committed.get(tp)
+            if committed is None:
+                continue
+            offset, metadata = committed
+            for o in range(self.group.logs[tp].start, offset):
+                if not self.is_final(tp, o):
+                    raise InvariantBroken(f"{tp} committed at {offset} past {o}, not final")
+            for o in sorted(decode_final_offsets(metadata, offset)):
+                if o < self.group.logs[tp].end and not self.is_final(tp, o):
+                    raise InvariantBroken(f"{tp} commit map marks {o} final; it is not")
+
+    def is_complete(self) -> bool:
+        return all(
+            self.group.committed.get(tp, (-1, ""))[0] == self.group.logs[tp].end
+            and all(self.is_final(tp, o) for o in range(self.group.logs[tp].end))
+            for tp in self.tps
+        )
+
+    # --- the schedule ----------------------------------------------------------------------------
+    async def run(self) -> dict[str, Any]:
+        rng = self.rng
+        self.produce(rng.randint(5, 40))
+        for _ in range(rng.randint(1, 3)):
+            self.start_member()
+        for _ in range(STEPS):
+            await self.step(rng)
+            await asyncio.sleep(rng.uniform(0.0, 2.0))
+            self.check_members()
+            self.check_safety()
+        # Faults stop; one member at least; everything must drain.
+        self.group.note("faults stop")
+        self.pinterest.error_rate = 0.0
+        self.dead_letters.error_rate = 0.0
+        self.group.is_coordinator_up = True
+        self.group.fails_committed_reads = False
+        if not self.members:
+            self.start_member()
+        deadline = asyncio.get_running_loop().time() + DRAIN_LIMIT_S
+        while not self.is_complete():
+            if asyncio.get_running_loop().time() > deadline:
+                raise InvariantBroken(f"not drained {DRAIN_LIMIT_S:.0f}s after faults stopped")
+            await asyncio.sleep(1.0)
+            self.check_members()
+            self.check_safety()
+        for member in list(self.members):
+            await self.stop_member(member)
+        self.check_safety()
+        resent = sum(len(times) - 1 for times in self.pinterest.processed.values())
+        return {"records": len(self.records), "resent": resent, "requests": self.pinterest.requests}
+
+    def check_members(self) -> None:
+        for member in self.members:
+            self._raise_crash(member)
+
+    async def step(self, rng: random.Random) -> None:
+        roll = rng.random()
+        live = list(self.members)
+        if roll < 0.35:
+            self.produce(rng.randint(1, 15))
+        elif roll < 0.45 and len(live) < 4:
+            self.start_member()
+        elif roll < 0.52 and live:
+            await self.stop_member(rng.choice(live))
+        elif roll < 0.60 and live:
+            self.crash_member(rng.choice(live))
+        elif roll < 0.66 and live:
+            self.expire_session(rng.choice(live))
+        elif roll < 0.74:
+            self.pinterest.error_rate = rng.choice((0.0, 0.0, 0.2, 0.6))
+            self.group.note(f"pinterest errors {self.pinterest.error_rate}")
+        elif roll < 0.80:
+            self.group.is_coordinator_up = not self.group.is_coordinator_up
+            self.group.note(f"coordinator up {self.group.is_coordinator_up}")
+        elif roll < 0.85:
+            self.dead_letters.error_rate = rng.choice((0.0, 0.3))
+            self.group.note(f"dead-letter errors {self.dead_letters.error_rate}")
+        elif roll < 0.88:
+            self.group.fails_committed_reads = not self.group.fails_committed_reads
+            self.group.note(f"committed() fails {self.group.fails_committed_reads}")
+        if not self.members and rng.random() < 0.7:
+            self.start_member()
+
+
+@cache
+def shared_telemetry() -> tm.Telemetry:
+    return tm.setup_telemetry([])
+
+
+def run_seed(seed: int) -> dict[str, Any]:
+    """One seed, start to end; raises `InvariantBroken` with the seed and the trace."""
+    simulation = Simulation(seed)
+    shared_telemetry()._gauge_sources.clear()  # one run's gauges must not outlive it
+    try:
+        return run_virtual(simulation.run())
+    except Exception as exc:
+        trace = "\n".join(simulation.group.history[-40:])
+        raise InvariantBroken(f"seed {seed}: {exc}\nlast steps:\n{trace}") from exc
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.simulation.run")
+    parser.add_argument("--seed", type=int, help="replay this one seed")
+    parser.add_argument("--seeds", type=int, default=200, help="how many seeds (from --first)")
+    parser.add_argument("--first", type=int, default=0)
+    args = parser.parse_args(argv)
+    logging.disable(logging.CRITICAL)
+    seeds = [args.seed] if args.seed is not None else range(args.first, args.first + args.seeds)
+    started, failures, totals = time.perf_counter(), 0, {"records": 0, "resent": 0}
+    for seed in seeds:
+        try:
+            result = run_seed(seed)
+        except InvariantBroken as exc:
+            failures += 1
+            print(exc, file=sys.stderr)
+            continue
+        for key in totals:
+            totals[key] += result[key]
+    elapsed = time.perf_counter() - started
+    count = len(seeds)
+    print(
+        f"simulation: {count - failures} passed, {failures} failed "
+        f"({totals['records']} records, {totals['resent']} events sent twice) in {elapsed:.1f}s"
+    )
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,36 @@
+"""The deterministic simulation of the consumer core (see run.py) as part of the suite.
+
+`make simulate SEEDS=100000` runs many more; `make simulate SEED=n` replays one exactly.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import pytest
+
+from tests.simulation.run import run_seed
+
+SEEDS = int(os.environ.get("CAPI_SIM_SEEDS", "300"))
+PER_TEST = 50
+
+
+@pytest.mark.parametrize("first", range(0, SEEDS, PER_TEST))
+def test_simulation_seeds_keep_every_invariant(first: int) -> None:
+    logging.disable(logging.CRITICAL)  # the consumer's own warnings would drown the report
+    try:
+        records = 0
+        for seed in range(first, min(first + PER_TEST, SEEDS)):
+            records += run_seed(seed)["records"]
+    finally:
+        logging.disable(logging.NOTSET)
+    assert records > 0
+
+
+def test_simulation_replays_a_seed_exactly() -> None:
+    logging.disable(logging.CRITICAL)
+    try:
+        assert run_seed(12345) == run_seed(12345)
+    finally:
+        logging.disable(logging.NOTSET)

@@ -1,0 +1,458 @@
+"""In-memory models of the consumer's three I/O edges, for the simulation.
+
+- `Group` and `MemberClient`: partitioned logs and one consumer group with cooperative
+  revoke-then-assign rebalances, lost partitions, commits with metadata (and a metadata size
+  limit), and a client that behaves like librdkafka where the consumer depends on it: rebalance
+  callbacks and commit answers are served inside `consume()`; a partition's pause flag survives
+  revoke and re-assign; a cooperative assign of nothing still calls `on_assign`.
+- `Pinterest` and its `Session`: answers per event, 400s that need bisection, 429s and 5xx,
+  timeouts whose request may or may not have been processed.
+- `DeadLetterTopic` and its `Producer`: acknowledgements after a delay, retriable errors, and
+  records too large to ever be written.
+Faults are switched by the scheduler (`run.py`); every random choice comes from its seeded rng.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
+
+TP = tuple[str, int]
+Callback = Callable[..., Awaitable[None]]
+NO_OFFSET = -1001
+
+
+@dataclass
+class Message:
+    """The part of `confluent_kafka.Message` the source reads."""
+
+    tp: TP
+    position: int
+    payload: bytes
+
+    def error(self) -> KafkaError | None:
+        return None
+
+    def topic(self) -> str:
+        return self.tp[0]
+
+    def partition(self) -> int:
+        return self.tp[1]
+
+    def offset(self) -> int:
+        return self.position
+
+    def value(self) -> bytes:
+        return self.payload
+
+    def key(self) -> bytes | None:
+        return None
+
+    def headers(self) -> list[tuple[str, bytes]] | None:
+        return None
+
+    def timestamp(self) -> tuple[int, int]:
+        return (1, 0)
+
+
+@dataclass
+class Log:
+    start: int = 0  # the first offset still kept (truncation moves it)
+    messages: dict[int, bytes] = field(default_factory=dict)
+    end: int = 0
+
+    def append(self, payload: bytes) -> int:
+        offset = self.end
+        self.messages[offset] = payload
+        self.end += 1
+        return offset
+
+
+class Group:
+    """The broker side: logs, the group's members and owners, committed offsets."""
+
+    def __init__(self, rng: random.Random, partitions: list[TP]) -> None:
+        self.rng = rng
+        self.logs = {tp: Log() for tp in partitions}
+        self.committed: dict[TP, tuple[int, str]] = {}
+        self.members: list[MemberClient] = []  # joined, in join order
+        self.owner: dict[TP, MemberClient | None] = dict.fromkeys(partitions)
+        self.metadata_limit = 4096
+        self.is_coordinator_up = True
+        self.fails_committed_reads = False
+        self.history: list[str] = []  # a short readable trace
+
+    def note(self, line: str) -> None:
+        self.history.append(line)
+
+    # --- membership and rebalances ----------------------------------------------------------
+    def join(self, member: MemberClient) -> None:
+        self.members.append(member)
+        self.rebalance()
+
+    def leave(self, member: MemberClient) -> None:
+        """A member gone (closed, crashed or expired): its partitions have no owner."""
+        if member in self.members:
+            self.members.remove(member)
+        for tp, owner in self.owner.items():
+            if owner is member:
+                self.owner[tp] = None
+        self.rebalance()
+
+    def rebalance(self) -> None:
+        """Cooperative-sticky, in two steps: revoke what moves, then assign what is free."""
+        if not self.members:
+            return
+        share = -(-len(self.owner) // len(self.members))  # ceil
+        counts = {id(m): 0 for m in self.members}
+        target: dict[TP, MemberClient] = {}
+        for tp, owner in sorted(self.owner.items()):
+            if owner is not None and owner in self.members and counts[id(owner)] < share:
+                target[tp] = owner
+                counts[id(owner)] += 1
+        for tp in sorted(self.owner):
+            if tp not in target:
+                member = min(self.members, key=lambda m: counts[id(m)])
+                target[tp] = member
+                counts[id(member)] += 1
+        moving = [
+            tp for tp, owner in self.owner.items() if owner is not None and owner is not target[tp]
+        ]
+        for member in self.members:
+            revoked = [tp for tp in moving if self.owner[tp] is member]
+            if revoked:
+                member.queue(("revoke", revoked))
+        for tp in moving:
+            self.owner[tp] = None  # free once its owner's revoke ran (see `revoked`)
+        self._pending_target = target
+        self.assign_free()
+
+    def assign_free(self) -> None:
+        """Second step: hand out partitions nobody holds or is still revoking."""
+        target = getattr(self, "_pending_target", {})
+        grants: dict[int, list[TP]] = {id(m): [] for m in self.members}
+        for tp, member in target.items():
+            if (
+                self.owner[tp] is None
+                and member in self.members
+                and not any(tp in m.revoking for m in self.members)
+            ):
+                self.owner[tp] = member
+                grants[id(member)].append(tp)
+        for member in self.members:
+            member.queue(("assign", grants[id(member)]))
+
+    # --- commits ------------------------------------------------------------------------------
+    def commit(self, member: MemberClient, offsets: list[TopicPartition]) -> list[Answer]:
+        answered = []
+        for tp in offsets:
+            key = (tp.topic, tp.partition)
+            error = None
+            if member not in self.members:
+                error = KafkaError(KafkaError.UNKNOWN_MEMBER_ID)
+            elif len(tp.metadata or "") > self.metadata_limit:
+                error = KafkaError(KafkaError.OFFSET_METADATA_TOO_LARGE)
+            else:
+                self.committed[key] = (tp.offset, tp.metadata or "")
+            answered.append(Answer(tp.topic, tp.partition, tp.offset, tp.metadata, error))
+        return answered
+
+
+@dataclass
+class Answer:
+    """A commit's answer for one partition (librdkafka's TopicPartition with its `error`)."""
+
+    topic: str
+    partition: int
+    offset: int
+    metadata: str | None
+    error: KafkaError | None = None
+
+
+class MemberClient:
+    """One process's consumer client (the `AIOConsumer` methods the source calls)."""
+
+    def __init__(self, group: Group, config: dict[str, Any], name: str) -> None:
+        self.group = group
+        self.config = config
+        self.name = name
+        self.is_dead = False
+        self.assignment: set[TP] = set()
+        self.revoking: set[TP] = set()
+        self.paused_flags: set[TP] = set()  # survives revoke, as in librdkafka
+        self.positions: dict[TP, int] = {}
+        self._events: list[tuple[str, list[TP]]] = []
+        self._commit_answers: list[tuple[KafkaError | None, list[Any]]] = []
+        self._callbacks: dict[str, Callback] = {}
+
+    def queue(self, event: tuple[str, list[TP]]) -> None:
+        if event[0] == "revoke":
+            self.revoking |= set(event[1])
+        self._events.append(event)
+
+    def _check(self) -> None:
+        if self.is_dead:
+            raise asyncio.CancelledError("this process crashed")
+
+    async def subscribe(self, topics: list[str], **callbacks: Callback) -> None:
+        self._check()
+        self._callbacks = dict(callbacks)
+        self.group.join(self)
+
+    async def consume(  # the client's signature
+        self,
+        num_messages: int,
+        timeout: float,  # noqa: ASYNC109
+    ) -> list[Message]:
+        self._check()
+        while self._events:
+            kind, tps = self._events.pop(0)
+            parts = [TopicPartition(t, p) for t, p in tps]
+            if kind == "assign":
+                self.group.note(f"{self.name} assign {tps}")
+                await self._callbacks["on_assign"](self, parts)
+                self._check()
+                if any(tp not in self.assignment for tp in tps):  # the fallback assign
+                    await self.incremental_assign(parts)
+            else:
+                self.group.note(f"{self.name} {kind} {tps}")
+                await self._callbacks["on_revoke" if kind == "revoke" else "on_lost"](self, parts)
+                self._check()
+                self.assignment -= set(tps)
+                self.revoking -= set(tps)
+                if kind == "revoke":
+                    self.group.assign_free()
+                elif self not in self.group.members:  # lost: librdkafka joins again
+                    self.group.join(self)
+        on_commit = self.config.get("on_commit")
+        while self._commit_answers and on_commit is not None:
+            error, parts = self._commit_answers.pop(0)
+            await on_commit(error, parts)
+            self._check()
+        out: list[Message] = []
+        for tp in sorted(self.assignment - self.paused_flags):
+            log = self.group.logs[tp]
+            position = max(self.positions.get(tp, 0), log.start)
+            while position < log.end and len(out) < num_messages:
+                out.append(Message(tp, position, log.messages[position]))
+                position += 1
+            self.positions[tp] = position
+        if not out:
+            await asyncio.sleep(timeout)
+        return out
+
+    async def incremental_assign(self, partitions: list[TopicPartition]) -> None:
+        self._check()
+        for tp in partitions:
+            key = (tp.topic, tp.partition)
+            self.assignment.add(key)
+            log = self.group.logs[key]
+            committed = self.group.committed.get(key, (NO_OFFSET, ""))[0]
+            # auto.offset.reset=earliest: a committed offset outside the log starts at its start
+            inside = log.start <= committed <= log.end
+            self.positions[key] = committed if inside else log.start
+
+    async def pause(self, partitions: list[TopicPartition]) -> None:
+        self.paused_flags |= {(tp.topic, tp.partition) for tp in partitions}
+
+    async def resume(self, partitions: list[TopicPartition]) -> None:
+        self.paused_flags -= {(tp.topic, tp.partition) for tp in partitions}
+
+    async def store_offsets(self, offsets: list[TopicPartition]) -> None:
+        self._check()
+
+    async def commit(
+        self, offsets: list[TopicPartition], asynchronous: bool = True
+    ) -> list[Answer] | None:
+        self._check()
+        if not self.group.is_coordinator_up:
+            error = KafkaError(KafkaError._WAIT_COORD)
+            if not asynchronous:
+                await asyncio.sleep(1.0)  # librdkafka waits for a coordinator first
+                raise KafkaException(error)
+            self._commit_answers.append((error, offsets))
+            return None
+        answered = self.group.commit(self, offsets)
+        self.group.note(f"{self.name} commit {[(tp.partition, tp.offset) for tp in offsets]}")
+        if asynchronous:
+            self._commit_answers.append((None, answered))
+            return None
+        return answered
+
+    async def committed(
+        self,
+        partitions: list[TopicPartition],
+        timeout: float = 10,  # noqa: ASYNC109 (the client's signature)
+    ) -> list[TopicPartition]:
+        self._check()
+        if self.group.fails_committed_reads:
+            raise KafkaException(KafkaError(KafkaError._TIMED_OUT))
+        out = []
+        for tp in partitions:
+            offset, metadata = self.group.committed.get((tp.topic, tp.partition), (NO_OFFSET, ""))
+            out.append(TopicPartition(tp.topic, tp.partition, offset, metadata))
+        return out
+
+    async def close(self) -> None:
+        """librdkafka's close revokes the assignment (the callback runs) and leaves."""
+        if self.is_dead:
+            return
+        if self.assignment:
+            parts = [TopicPartition(t, p) for t, p in sorted(self.assignment)]
+            await self._callbacks["on_revoke"](self, parts)
+        self.assignment.clear()
+        self.is_dead = True
+        self.group.leave(self)
+
+
+# --- Pinterest ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Pinterest:
+    """Which events were processed, when; and how the next requests are answered."""
+
+    rng: random.Random
+    processed: dict[str, list[float]] = field(default_factory=dict)  # event_id → times
+    bad_event_ids: set[str] = field(default_factory=set)  # always refused (per event or 400)
+    error_rate: float = 0.0  # 429 / 503 / timeouts
+    latency_s: tuple[float, float] = (0.01, 0.2)
+    requests: int = 0
+
+    def session(self, loop_time: Callable[[], float]) -> Session:
+        return Session(self, loop_time)
+
+
+class _Response:
+    def __init__(self, status: int, body: dict[str, Any], headers: dict[str, str]) -> None:
+        self.status = status
+        self._body = orjson.dumps(body)
+        self.headers = headers
+
+    async def read(self) -> bytes:
+        return self._body
+
+
+class _Request:
+    def __init__(self, pinterest: Pinterest, body: bytes, loop_time: Callable[[], float]) -> None:
+        self._pinterest = pinterest
+        self._body = body
+        self._time = loop_time
+
+    async def __aenter__(self) -> _Response:
+        p = self._pinterest
+        p.requests += 1
+        events = orjson.loads(self._body)["data"]
+        ids = [str(e["event_id"]) for e in events]
+        await asyncio.sleep(p.rng.uniform(*p.latency_s))
+        roll = p.rng.random()
+        if roll < p.error_rate / 3:
+            return _Response(p.rng.choice((429, 503)), {"code": 1, "message": "busy"}, {})
+        if roll < p.error_rate * 2 / 3:
+            if p.rng.random() < 0.5:  # processed, but the answer never arrived
+                self._process(ids)
+            await asyncio.sleep(p.rng.uniform(1.0, 5.0))
+            raise TimeoutError("request timed out")
+        bad = [i for i in ids if i in p.bad_event_ids]
+        if bad and len(ids) > 1 and p.rng.random() < 0.5:
+            return _Response(400, {"code": 4, "message": "invalid event"}, {})
+        statuses = []
+        for event_id in ids:
+            if event_id in p.bad_event_ids:
+                statuses.append({"status": "failed", "error_message": "bad", "warning_message": ""})
+            else:
+                statuses.append({"status": "processed", "error_message": "", "warning_message": ""})
+        self._process([i for i in ids if i not in p.bad_event_ids])
+        body = {
+            "num_events_received": len(ids),
+            "num_events_processed": len(ids) - len(bad),
+            "events": statuses,
+        }
+        return _Response(200, body, {"x-pinterest-rid": f"r{p.requests}"})
+
+    def _process(self, ids: list[str]) -> None:
+        now = self._time()
+        for event_id in ids:
+            self._pinterest.processed.setdefault(event_id, []).append(now)
+
+    async def __aexit__(self, *_: object) -> None:
+        return None
+
+
+class Session:
+    """The `aiohttp.ClientSession` methods delivery uses."""
+
+    def __init__(self, pinterest: Pinterest, loop_time: Callable[[], float]) -> None:
+        self._pinterest = pinterest
+        self._time = loop_time
+
+    def post(self, url: str, data: bytes, headers: dict[str, str]) -> _Request:
+        return _Request(self._pinterest, data, self._time)
+
+    async def close(self) -> None:
+        return None
+
+
+# --- the dead-letter topic ----------------------------------------------------------------------
+
+
+@dataclass
+class DeadLetterTopic:
+    rng: random.Random
+    written: dict[tuple[str, int, int], str] = field(default_factory=dict)  # coords → reason
+    error_rate: float = 0.0  # retriable errors
+    max_bytes: int = 1_000_000  # the producer's message.max.bytes
+
+    def producer(self, loop: asyncio.AbstractEventLoop) -> Producer:
+        return Producer(self, loop)
+
+
+class Producer:
+    def __init__(self, topic: DeadLetterTopic, loop: asyncio.AbstractEventLoop) -> None:
+        self._topic = topic
+        self._loop = loop
+        self.is_dead = False
+
+    def produce(
+        self,
+        topic: str,
+        value: bytes,
+        key: bytes | None,
+        headers: list[tuple[str, str | bytes | None]],
+        on_delivery: Callable[[KafkaError | None, Any], None],
+    ) -> None:
+        model = self._topic
+        size = len(value) + sum(len(k) + len(v or b"") for k, v in headers)
+        if size > model.max_bytes:
+            self._loop.call_soon(on_delivery, KafkaError(KafkaError.MSG_SIZE_TOO_LARGE), None)
+            return
+        delay = model.rng.uniform(0.005, 0.05)
+        is_error = model.rng.random() < model.error_rate
+        found = {k: v for k, v in headers}
+
+        def text(name: str) -> str:
+            raw = found.get(name)
+            return raw.decode() if isinstance(raw, bytes) else str(raw)
+
+        def ack() -> None:
+            if not is_error:  # Kafka has it, whether or not the process lives to hear so
+                coords = (
+                    text("capi.original.topic"),
+                    int(text("capi.original.partition")),
+                    int(text("capi.original.offset")),
+                )
+                model.written[coords] = text("capi.reason")
+            if self.is_dead:
+                return
+            on_delivery(KafkaError(KafkaError._MSG_TIMED_OUT) if is_error else None, None)
+
+        self._loop.call_later(delay, ack)
+
+    async def close(self) -> None:
+        return None
