@@ -81,7 +81,7 @@ simulate: install
 # and everything committed (defect 0 of issue 23).
 RESTARTS ?= 20
 soak: services-deps
-	CAPI_SOAK_RESTARTS=$(RESTARTS) $(BIN)/pytest -q -p no:cacheprovider --timeout 7200 \
+	SOAK_RESTARTS=$(RESTARTS) $(BIN)/pytest -q -p no:cacheprovider --timeout 7200 \
 	  tests/integration/test_faults.py -k broker_restarted_again_and_again
 
 # Needs the index's JSON API with vulnerability data (not served by every mirror).

@@ -404,10 +404,10 @@ def test_broker_restart_mid_stream_loses_nothing(
         broker.cleanup()
 
 
-SOAK_RESTARTS = int(os.environ.get("CAPI_SOAK_RESTARTS", "0"))
+SOAK_RESTARTS = int(os.environ.get("SOAK_RESTARTS", "0"))
 
 
-@pytest.mark.skipif(not SOAK_RESTARTS, reason="make soak (CAPI_SOAK_RESTARTS=n) only")
+@pytest.mark.skipif(not SOAK_RESTARTS, reason="make soak (SOAK_RESTARTS=n) only")
 def test_broker_restarted_again_and_again_every_partition_comes_back(
     registry: SchemaRegistry,
     sandbox: SandboxProcess,

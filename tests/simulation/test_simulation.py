@@ -12,7 +12,7 @@ import pytest
 
 from tests.simulation.run import run_seed
 
-SEEDS = int(os.environ.get("CAPI_SIM_SEEDS", "300"))
+SEEDS = int(os.environ.get("SIM_SEEDS", "300"))
 PER_TEST = 50
 
 
