@@ -57,7 +57,7 @@ test-deps: services-deps
 	$(BIN)/python -m devenv.fetch test-tools
 
 test: test-deps lint typecheck
-	$(BIN)/pytest -q -p no:cacheprovider -p no:faulthandler || \
+	PYTHONHASHSEED=0 $(BIN)/pytest -q -p no:cacheprovider -p no:faulthandler || \
 	  { status=$$?; tail -c 20000 .pytest-faults.log 2>/dev/null; exit $$status; }
 
 demo: services-deps

@@ -55,7 +55,7 @@ async def test_dedup_confirmed_key_is_seen(store: DedupStore) -> None:
 
 async def test_dedup_released_key_can_be_claimed_again(store: DedupStore) -> None:
     await store.claim_many([key("a")])
-    await store.release_many([key("a")])
+    store.release_many([key("a")])
     assert await store.claim_many([key("a")]) == [True]
 
 

@@ -164,7 +164,7 @@ class Fates:
             if delivered:
                 self._spawn(self._dedup.confirm_many(delivered))
             if failed:
-                self._spawn(self._dedup.release_many(failed))
+                self._dedup.release_many(failed)
 
     def _hand_over(self, key: DedupKey) -> bool:
         """The first copy will not be delivered: send the next waiting copy in its place (the
@@ -179,7 +179,7 @@ class Fates:
     def release_claims(self, keys: list[DedupKey]) -> None:
         """Claims taken for events that will not be sent by us after all (revoked, shut down)."""
         if keys and self._dedup is not None:
-            self._spawn(self._dedup.release_many(keys))
+            self._dedup.release_many(keys)
 
     def _finish(self, envelope: Envelope, fate: Fate) -> None:
         self._ledger.finish(envelope.coords, envelope.generation, fate)

@@ -90,6 +90,7 @@ class Pipeline:
         )
         self.metrics = self.telemetry.instruments
         self._edges = edges
+        self._metadata_refusals_seen = 0
         self.ledger = OffsetLedger()
         self.dedup = dedup_store(
             config.dedup_backend, config.dedup_window_s, config.dedup_max_keys, config.redis_url
@@ -307,9 +308,28 @@ class Pipeline:
         """Between two `consume()` calls: send what changed, never wait for the answer."""
         if not self.config.commits_offsets:
             return
+        self._shorten_map_if_refused()
         commits = self.ledger.commits(skip=self.source.commits_in_flight)
         if commits:
             await self.source.commit_soon(commits)
+
+    def _shorten_map_if_refused(self) -> None:
+        """A broker whose offset.metadata.max.bytes is below the map's size refuses the whole
+        commit, prefix included: halve the map until it fits, down to plain commits (issue 23,
+        defect 5). Counted in capi_offset_map_refused_total; the map only saves re-sends."""
+        refusals = self.source.metadata_refusals
+        if refusals == self._metadata_refusals_seen:
+            return
+        self._metadata_refusals_seen = refusals
+        ledger = self.ledger
+        ledger.max_metadata_bytes = (
+            ledger.max_metadata_bytes // 2 if ledger.max_metadata_bytes > 64 else 0
+        )
+        self.metrics.offset_map_refused.add(1)
+        logger.warning(
+            "the broker refused the commit metadata's size: map of final offsets shortened",
+            extra={"max_metadata_bytes": ledger.max_metadata_bytes},
+        )
 
     def _on_committed(self, committed: dict[TopicPartition, Commit]) -> None:
         self.ledger.mark_committed(committed)
@@ -324,6 +344,7 @@ class Pipeline:
             commits = {tp: c for tp, c in commits.items() if tp in only}
         if commits:
             self._on_committed(await self.source.commit_now(commits))
+            self._shorten_map_if_refused()
 
     async def _on_assign(self, partitions: list[tuple[TopicPartition, int, Commit | None]]) -> None:
         for tp, generation, committed in partitions:

@@ -72,6 +72,7 @@ M_HALTED: Final = "capi.delivery.halted_accounts"
 M_READY: Final = "capi.consumer.ready"
 M_STATE: Final = "capi.consumer.state"
 M_COMMITTED: Final = "capi.consumer.committed_offsets"
+M_OFFSET_MAP_REFUSED: Final = "capi.offset_map.refused"
 M_MATCH_EVENTS: Final = "capi.match.events"
 M_MATCH_IDENTIFIER: Final = "capi.match.identifier.events"
 M_MATCH_COUNT: Final = "capi.match.events_by_identifier_count"
@@ -103,6 +104,8 @@ HELP: Final = {
     M_READY: "1 when /readyz answers 200, else 0.",
     M_STATE: "1 for the readiness state /readyz reports (one series per state), else 0.",
     M_COMMITTED: "Partition offsets committed.",
+    M_OFFSET_MAP_REFUSED: "Commits the broker refused for the size of their metadata (its "
+    "offset.metadata.max.bytes); the map of final offsets was halved each time.",
     M_MATCH_EVENTS: "Events built, by ad account and event name.",
     M_MATCH_IDENTIFIER: "Events carrying each match identifier, by ad account and event name.",
     M_MATCH_COUNT: "Events by how many match identifiers they carry.",
@@ -129,6 +132,7 @@ class Instruments:
     requests: metrics.Counter
     retries: metrics.Counter
     committed: metrics.Counter
+    offset_map_refused: metrics.Counter
     batch_size: metrics.Histogram
     event_to_ack_s: metrics.Histogram
     consume_to_ack_s: metrics.Histogram
@@ -162,6 +166,9 @@ class Telemetry:
             requests=meter.create_counter(M_REQUESTS, "{request}", HELP[M_REQUESTS]),
             retries=meter.create_counter(M_RETRIES, "{request}", HELP[M_RETRIES]),
             committed=meter.create_counter(M_COMMITTED, "{offset}", HELP[M_COMMITTED]),
+            offset_map_refused=meter.create_counter(
+                M_OFFSET_MAP_REFUSED, "{commit}", HELP[M_OFFSET_MAP_REFUSED]
+            ),
             batch_size=meter.create_histogram(
                 M_BATCH_SIZE,
                 "{event}",

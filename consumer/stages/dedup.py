@@ -51,8 +51,10 @@ class DedupStore(Protocol):
         """Delivery succeeded: the keys become seen for the window."""
         ...
 
-    async def release_many(self, keys: Sequence[DedupKey]) -> None:
-        """Delivery failed for good: forget the in-flight claim."""
+    def release_many(self, keys: Sequence[DedupKey]) -> None:
+        """Delivery failed for good: forget the in-flight claim, at once. Claims are always
+        this process's own, so no round trip: a copy consumed right after the failure must
+        find the claim gone, or it would be dropped as a duplicate of an undelivered event."""
         ...
 
     async def close(self) -> None: ...
@@ -186,7 +188,7 @@ class MemoryDedupStore:
         for key in keys:
             self.confirm(key)
 
-    async def release_many(self, keys: Sequence[DedupKey]) -> None:
+    def release_many(self, keys: Sequence[DedupKey]) -> None:
         for key in keys:
             self.release(key)
 

@@ -63,7 +63,7 @@ class RedisDedupStore:
             # Delivery already happened; a lost "seen" mark only risks one re-send.
             return
 
-    async def release_many(self, keys: Sequence[DedupKey]) -> None:
+    def release_many(self, keys: Sequence[DedupKey]) -> None:
         for key in keys:
             self._in_flight.discard(key.fingerprint)
 

@@ -127,6 +127,9 @@ class KafkaSource:
         # Since when partitions were lost with nothing assigned back: no rebalance took them.
         self.lost_since: float | None = None
         self.commit_failures = 0
+        # Commits the broker refused because their metadata (the map of final offsets) was
+        # longer than its offset.metadata.max.bytes: the pipeline shortens the map.
+        self.metadata_refusals = 0
 
     @property
     def client(self) -> AIOConsumer:
@@ -293,14 +296,7 @@ class KafkaSource:
             if error is None and tp.error is None:
                 committed[key] = sent[0]
             else:
-                self.commit_failures += 1
-                logger.warning(
-                    "commit failed for a partition, will retry",
-                    extra={
-                        "partition": f"{tp.topic}/{tp.partition}",
-                        "error": str(tp.error or error),
-                    },
-                )
+                self._commit_failed(tp, tp.error or error)
         if committed:
             self._on_committed(committed)
 
@@ -330,12 +326,17 @@ class KafkaSource:
             if tp.error is None and key in owned:
                 committed[key] = owned[key]
             elif tp.error is not None:
-                self.commit_failures += 1
-                logger.warning(
-                    "commit failed for a partition, will retry",
-                    extra={"partition": f"{tp.topic}/{tp.partition}", "error": str(tp.error)},
-                )
+                self._commit_failed(tp, tp.error)
         return committed
+
+    def _commit_failed(self, tp: Any, error: KafkaError | None) -> None:
+        self.commit_failures += 1
+        if error is not None and error.code() == KafkaError.OFFSET_METADATA_TOO_LARGE:
+            self.metadata_refusals += 1
+        logger.warning(
+            "commit failed for a partition, will retry",
+            extra={"partition": f"{tp.topic}/{tp.partition}", "error": str(error)},
+        )
 
     async def _committed(self, partitions: list[TopicPartition]) -> dict[TP, Commit]:
         """The group's last commit per partition, with its metadata; {} when it cannot be read

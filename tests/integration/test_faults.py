@@ -426,15 +426,15 @@ def test_broker_restarted_again_and_again_every_partition_comes_back(
         ).start()
         try:
             for round_ in range(SOAK_RESTARTS):
+                sandbox.faults(latency_ms=40)
+                before = int(consumer.stats()["consumed"])
                 traffic = produce_traffic(broker, registry.url, topics, 1500, seed=100 + round_)
                 expected |= traffic.expected_ids
-                sandbox.faults(latency_ms=40)
-                before = int(consumer.stats()["delivered"])
 
-                def delivered_more(stats: dict[str, Any], before: int = before) -> bool:
-                    return int(stats["delivered"]) > before + 100
+                def consumed_more(stats: dict[str, Any], before: int = before) -> bool:
+                    return int(stats["consumed"]) > before + 300
 
-                consumer.wait_for(delivered_more, 60, "deliveries")
+                consumer.wait_for(consumed_more, 60, "records consumed")
                 broker.restart()
                 sandbox.faults(latency_ms=0)
                 wait_fully_committed(broker, "soak", topics.all, 120)
