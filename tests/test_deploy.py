@@ -210,6 +210,7 @@ STATE_ALERTS = {
     "registry_unreachable": "CapiRegistryUnreachable",
     "dead_letter_ceiling": "CapiDeadLetterCeiling",
     "partitions_lost": "CapiPartitionsLost",
+    "dead_letter_failing": "CapiDeadLetterWriteFailing",
 }
 
 

@@ -17,6 +17,7 @@ from consumer.observability import telemetry as tm
 from consumer.observability.health import STATES, ReadinessFacts, assess
 from consumer.records import AdAccountId
 from consumer.stages.batcher import Batcher
+from consumer.stages.deadletter import DeadLetterWriter
 from consumer.stages.offsets import OffsetLedger
 from consumer.stages.source import KafkaSource
 
@@ -37,6 +38,7 @@ class Insight:
         paused_unready_s: float,
         lost_unready_s: float,
         commits_offsets: bool,
+        dead_letters: DeadLetterWriter,
     ) -> None:
         self._source = source
         self._ledger = ledger
@@ -47,6 +49,7 @@ class Insight:
         self._halted_accounts = halted_accounts
         self._paused_unready_s = paused_unready_s
         self._lost_unready_s = lost_unready_s
+        self._dead_letters = dead_letters
         self._commits_offsets = commits_offsets
         self._started_s = time.monotonic()
 
@@ -71,6 +74,8 @@ class Insight:
             paused_unready_s=self._paused_unready_s,
             is_joined=source.is_joined,
             assigned=len(source.assigned),
+            dead_letter_failing_s=lasted(self._dead_letters.failing_since),
+            dead_letter_error=self._dead_letters.last_error,
             lost_s=lasted(source.lost_since),
             lost_unready_s=self._lost_unready_s,
         )

@@ -160,6 +160,7 @@ class Pipeline:
             config.paused_unready_s,
             config.lost_unready_s,
             config.commits_offsets,
+            self.dead_letters,
         )
         self.telemetry.add_gauges(self.insight.gauges)
 

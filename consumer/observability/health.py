@@ -27,6 +27,7 @@ STATES: dict[str, bool] = {
     "broker_unreachable": False,  # no broker answered for UNREACHABLE_GRACE_S
     "topic_missing": False,  # a subscribed topic does not exist
     "registry_unreachable": False,  # records held: the schema registry (or Redis) is failing
+    "dead_letter_failing": False,  # dead-letter writes failing (topic missing, ACL): offsets wait
     "backpressure": False,  # every partition paused for longer than CAPI_PAUSED_UNREADY_S
     "partitions_lost": False,  # lost every partition, no rebalance gave any back since
     "starting": False,  # not joined to the group yet
@@ -49,6 +50,8 @@ class ReadinessFacts:
     paused_unready_s: float = 300.0
     is_joined: bool = False
     assigned: int = 0
+    dead_letter_failing_s: float | None = None
+    dead_letter_error: str = ""
     lost_s: float | None = None  # how long every partition has been lost with none back
     lost_unready_s: float = 60.0
 
@@ -67,6 +70,12 @@ def assess(facts: ReadinessFacts) -> tuple[str, str]:
         return (
             "registry_unreachable",
             f"records held for {facts.transient_failing_s:.0f}s: {facts.transient_error}",
+        )
+    failing_s = facts.dead_letter_failing_s
+    if failing_s is not None and failing_s >= UNREACHABLE_GRACE_S:
+        return (
+            "dead_letter_failing",
+            f"dead-letter writes failing for {failing_s:.0f}s: {facts.dead_letter_error}",
         )
     if facts.all_paused_s is not None and facts.all_paused_s >= facts.paused_unready_s:
         return "backpressure", f"every partition paused for {facts.all_paused_s:.0f}s"

@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
@@ -30,7 +30,12 @@ H_PARTITION = "capi.original.partition"
 H_OFFSET = "capi.original.offset"
 H_TIMESTAMP = "capi.original.timestamp_ms"
 H_REPLAYED_FROM = "capi.replayed_from"
+H_TRIMMED = "capi.trimmed"
 _RETRY_S = 1.0
+# Kafka refuses these for this record whatever we retry: a trimmed copy goes instead.
+_TOO_LARGE = frozenset(
+    {KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.RECORD_LIST_TOO_LARGE, KafkaError.INVALID_RECORD}
+)
 
 
 _CONSUMER_ONLY = (
@@ -61,6 +66,11 @@ class DeadLetter:
     reason: str
     detail: str
     request_id: str = ""
+    trimmed: str = ""  # why the original value and headers were left out, if they were
+
+    @property
+    def value(self) -> bytes:
+        return b"" if self.trimmed else self.envelope.value
 
     def headers(self) -> list[tuple[str, str | bytes | None]]:
         coords = self.envelope.coords
@@ -74,8 +84,16 @@ class DeadLetter:
         ]
         if self.request_id:
             ours.append((H_REQUEST_ID, self.request_id.encode()))
+        if self.trimmed:
+            return [*ours, (H_TRIMMED, self.trimmed.encode())]
         original = [(k, v) for k, v in self.envelope.headers if not k.startswith("capi.")]
         return original + ours
+
+    def trim(self, error: str) -> DeadLetter:
+        """A copy Kafka can take: coordinates, reason and why, without the original value,
+        key and headers (the original stays in its topic at those coordinates)."""
+        size = len(self.envelope.value) + sum(len(k) + len(v) for k, v in self.envelope.headers)
+        return replace(self, trimmed=f"original of {size} bytes left out: {error}"[:300])
 
 
 class PolledProducer:
@@ -151,6 +169,11 @@ class DeadLetterWriter:
         self._producer: DeadLetterProducer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._drained = asyncio.Event()
+        # Since when writes keep failing with nothing acknowledged (a missing topic, an ACL):
+        # readiness reports it rather than stalling the partitions in silence.
+        self.failing_since: float | None = None
+        self.last_error = ""
+        self.trimmed = 0
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -177,31 +200,45 @@ class DeadLetterWriter:
         try:
             producer.produce(
                 self.topic,
-                value=letter.envelope.value,
-                key=letter.envelope.key,
+                value=letter.value,
+                key=None if letter.trimmed else letter.envelope.key,
                 headers=letter.headers(),
                 on_delivery=acked,
             )
         except BufferError:
             loop.call_later(_RETRY_S, self._produce, letter)
         except KafkaException as exc:
-            logger.error("dead-letter produce failed", extra={"error": str(exc)})
-            loop.call_later(_RETRY_S, self._produce, letter)
+            self._failed(letter, exc.args[0])
 
     def _acked(self, letter: DeadLetter, err: KafkaError | None) -> None:
         if err is not None:
-            # Never count a dead letter as written until Kafka says so: retry it.
-            logger.warning(
-                "dead-letter write failed, retrying",
-                extra={"error": err.str(), "topic": self.topic},
-            )
-            assert self._loop is not None
-            self._loop.call_later(_RETRY_S, self._produce, letter)
+            self._failed(letter, err)
             return
+        self.failing_since = None
         self.pending -= 1
         if not self.pending:
             self._drained.set()
         self._on_done(letter)
+
+    def _failed(self, letter: DeadLetter, err: KafkaError) -> None:
+        """Never count a dead letter as written until Kafka says so: retry it, or, when Kafka
+        will never take this record (too large for message.max.bytes), a trimmed copy."""
+        assert self._loop is not None
+        if err.code() in _TOO_LARGE and not letter.trimmed:
+            self.trimmed += 1
+            logger.warning(
+                "dead letter too large for the topic: writing a trimmed copy",
+                extra={"error": err.str(), "topic": self.topic, "reason": letter.reason},
+            )
+            self._produce(letter.trim(err.str()))
+            return
+        if self.failing_since is None:
+            self.failing_since = time.monotonic()
+        self.last_error = err.str()
+        logger.warning(
+            "dead-letter write failed, retrying", extra={"error": err.str(), "topic": self.topic}
+        )
+        self._loop.call_later(_RETRY_S, self._produce, letter)
 
     async def drain(self, deadline_s: float) -> bool:
         """Wait for every pending write's ack until the monotonic `deadline_s`."""

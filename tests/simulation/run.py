@@ -138,6 +138,8 @@ class Simulation:
         self.group.metadata_limit = self.rng.choice((4096, 4096, 4096, 24))
         self.pinterest = Pinterest(self.rng)
         self.dead_letters = DeadLetterTopic(self.rng)
+        # Some dead-letter topics take smaller records than the orders (defect 4 of issue 23).
+        self.dead_letters.max_bytes = self.rng.choice((1_000_000, 1_000_000, 1_000_000, 500))
         self.records: dict[tuple[TP, int], Record] = {}
         self.members: list[Member] = []
         self.names = 0
