@@ -71,6 +71,7 @@ class KafkaModel:
         self.paused_flags: set[TP] = set()  # survives revoke, as in librdkafka
         self.positions: dict[TP, int] = {}
         self.is_coordinator_up = True
+        self.committed_reads_to_fail = 0
         self.calls: list[str] = []
         self.consumed = asyncio.Event()  # set after every consume() call
         self._rebalances: list[tuple[str, list[TP]]] = []
@@ -159,6 +160,9 @@ class KafkaModel:
         partitions: list[TopicPartition],
         timeout: float = 10,  # noqa: ASYNC109 (the client's signature)
     ) -> list[TopicPartition]:
+        if self.committed_reads_to_fail:
+            self.committed_reads_to_fail -= 1
+            raise KafkaException(KafkaError(KafkaError._TIMED_OUT))
         out = []
         for tp in partitions:
             offset, metadata = self.commits.get((tp.topic, tp.partition), (-1001, ""))

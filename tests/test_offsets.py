@@ -103,10 +103,23 @@ def test_ledger_new_owner_skips_offsets_the_commit_marks() -> None:
     commit = old.commits()[TP]
     new = OffsetLedger()
     new.assign(TP, 1, commit)
-    assert [o for o in range(4, 10) if new.is_final_already(at(o))] == [7, 8]
+    # reading starts at the committed offset (6), asked in consumed order
+    assert [o for o in range(6, 10) if new.is_final_already(at(o))] == [7, 8]
     new.track(at(6), 1)
     new.track(at(7), 1)
     assert new.is_final_already(at(8)) and not new.is_final_already(at(7))
+
+
+def test_ledger_map_is_dropped_when_reading_starts_below_its_base() -> None:
+    """Issue 23, defect 3: the log truncated or the topic recreated, the offset reset to the
+    earliest: the offsets the map marks may now hold new records, never to be skipped."""
+    old = ledger_with([5, 6, 7, 8])
+    for offset in (5, 7, 8):
+        old.finish(at(offset), 1, Fate.DELIVERED)
+    new = OffsetLedger()
+    new.assign(TP, 1, old.commits()[TP])
+    assert [o for o in range(0, 10) if new.is_final_already(at(o))] == []
+    assert new.maps_dropped == 1
 
 
 def test_ledger_new_owner_keeps_the_marks_it_has_not_reached_in_its_own_commits() -> None:

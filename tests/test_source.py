@@ -41,6 +41,7 @@ class Harness:
         self.taken: list[Envelope] = []
         self.committed: dict[TP, Commit] = {}
         self.events: list[tuple[str, list[TP]]] = []
+        self.assigned_commits: dict[TP, Commit | None] = {}
         self.source = KafkaSource(
             {"group.id": "g"},
             ["orders"],
@@ -76,6 +77,7 @@ class Harness:
 
     async def _assigned(self, partitions: list[tuple[TP, int, Commit | None]]) -> None:
         self.events.append(("assign", [tp for tp, _, _ in partitions]))
+        self.assigned_commits.update({tp: c for tp, _, c in partitions})
 
     async def _revoked(self, partitions: list[TP]) -> None:
         self.events.append(("revoke", partitions))
@@ -227,3 +229,13 @@ async def test_source_partitions_assigned_while_holding_are_paused() -> None:
     await harness.turns(2)
     assert harness.model.paused_flags == {A0, A1}
     assert [tp for kind, tps in harness.events if kind == "assign" for tp in tps] == [A0, A1]
+
+
+async def test_source_a_failed_committed_read_is_tried_again_before_assigning() -> None:
+    """Issue 23, defect 7: one failed read dropped the earlier owner's map of final offsets."""
+    harness = await started()
+    harness.model.commits[A0] = (7, "capi1:7:map")
+    harness.model.committed_reads_to_fail = 2
+    harness.model.rebalance("assign", [A0])
+    await harness.turns(1)
+    assert harness.assigned_commits == {A0: Commit(7, "capi1:7:map")}

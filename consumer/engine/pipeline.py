@@ -276,10 +276,13 @@ class Pipeline:
         )
 
     async def _close(self, health: Any) -> None:
+        # The dead-letter producer flushes first: acknowledgements that arrive during its flush
+        # are then final before closing the source revokes every partition, whose commit
+        # carries them (issue 23, defect 7); flushed after, they waited for the next start.
+        await self.dead_letters.close()
         await self.source.close()
         if self.delivery is not None:
             await self.delivery.close()
-        await self.dead_letters.close()
         if self.dedup is not None:
             await self.dedup.close()
         if self.session is not None:

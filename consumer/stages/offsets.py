@@ -35,6 +35,8 @@ class _PartitionLedger:
     committed_metadata: str = ""
     # Offsets past the committed one that an earlier owner marked final: never processed again.
     final_before: set[int] = field(default_factory=set)
+    map_base: int = -1  # the committed offset the map was written against
+    is_map_checked: bool = False
     # Counts offsets finished past the prefix, so a commit knows whether its map is current.
     marks_version: int = 0
     offered_version: int = 0
@@ -61,18 +63,34 @@ class OffsetLedger:
         self.stale_results = 0
         self.max_metadata_bytes = max_metadata_bytes
         self.map_overflows = 0  # commits whose map of final offsets did not fit whole
+        self.maps_dropped = 0  # maps not trusted: reading started below their base
 
     def assign(self, tp: TopicPartition, generation: int, committed: Commit | None = None) -> None:
         """Own `tp`; `committed` is the group's last commit, whose map marks offsets to skip."""
         ledger = _PartitionLedger(generation)
         if committed is not None and committed.offset >= 0:
             ledger.final_before = decode_final_offsets(committed.metadata, committed.offset)
+            ledger.map_base = committed.offset
         self._partitions[tp] = ledger
 
     def is_final_already(self, coords: Coordinates) -> bool:
-        """True when an earlier owner finished this offset (read from the commit's map)."""
+        """True when an earlier owner finished this offset (read from the commit's map).
+
+        Asked in consumed order. The map describes the log as it was when committed: when
+        reading starts below its base (the log truncated or the topic recreated, the group's
+        offset reset to the earliest), the offsets it marks may hold new records, so it is
+        dropped (issue 23, defect 3) and counted in `maps_dropped`.
+        """
         ledger = self._partitions.get(coords.topic_partition)
-        return ledger is not None and coords.offset in ledger.final_before
+        if ledger is None or not ledger.final_before:
+            return False
+        if not ledger.is_map_checked:
+            ledger.is_map_checked = True
+            if coords.offset < ledger.map_base:
+                ledger.final_before = set()
+                self.maps_dropped += 1
+                return False
+        return coords.offset in ledger.final_before
 
     def revoke(self, tp: TopicPartition) -> None:
         self._partitions.pop(tp, None)

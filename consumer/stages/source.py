@@ -340,11 +340,19 @@ class KafkaSource:
 
     async def _committed(self, partitions: list[TopicPartition]) -> dict[TP, Commit]:
         """The group's last commit per partition, with its metadata; {} when it cannot be read
-        (then nothing is skipped: the map is an optimisation, never needed for safety)."""
-        try:
-            answered = await self.client.committed(partitions, timeout=10)
-        except KafkaException as exc:
-            logger.warning("could not read committed offsets", extra={"error": str(exc)})
+        after three tries (then nothing is skipped and the earlier owner's map is overwritten:
+        its marked offsets are sent again, never lost; the map only saves re-sends)."""
+        for attempt in range(3):
+            try:
+                answered = await self.client.committed(partitions, timeout=10)
+                break
+            except KafkaException as exc:
+                logger.warning(
+                    "could not read committed offsets",
+                    extra={"error": str(exc), "attempt": attempt + 1},
+                )
+                await asyncio.sleep(0.5 * (attempt + 1))
+        else:
             return {}
         return {
             (tp.topic, tp.partition): Commit(tp.offset, tp.metadata or "")
