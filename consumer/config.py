@@ -17,7 +17,7 @@ from typing import Any, Literal, TypeVar
 
 from consumer.conversion.rules import MappingRules, load_mapping, parse_duration_s
 from consumer.errors import ConfigError
-from consumer.records import Secret
+from consumer.records import Secret, is_ad_account_id
 from consumer.stages.batcher import BatchSettings
 from consumer.stages.delivery import DeliverySettings
 
@@ -281,14 +281,14 @@ def _account_tokens(env: Mapping[str, str]) -> dict[str, Secret]:
             continue  # the default token's file, not an account's
         if key.startswith(PREFIX + _TOKEN_FILE_PREFIX):
             account = key[len(PREFIX + _TOKEN_FILE_PREFIX) :]
-            if not account.isdigit():
+            if not is_ad_account_id(account):
                 raise ConfigError(
                     key, "per-account token files are CAPI_ACCESS_TOKEN_FILE_<ad account id>"
                 )
             tokens[account] = Secret(_read_secret_file(key, raw))
         elif key.startswith(PREFIX + _TOKEN_PREFIX):
             account = key[len(PREFIX + _TOKEN_PREFIX) :]
-            if not account.isdigit():
+            if not is_ad_account_id(account):
                 raise ConfigError(key, "per-account tokens are CAPI_ACCESS_TOKEN_<ad account id>")
             tokens[account] = Secret(raw.strip())
     return tokens

@@ -28,6 +28,12 @@ class Coordinates:
         return (self.topic, self.partition)
 
 
+def is_ad_account_id(text: str) -> bool:
+    """ASCII digits only: `str.isdigit` also takes "²" and Arabic-Indic digits, which pass a
+    check and then make Pinterest refuse the whole request."""
+    return text.isascii() and text.isdigit()
+
+
 class Commit(NamedTuple):
     """What to commit for one partition: the next offset, and in its metadata the map of final
     offsets past it (`offsetmap.py`)."""

@@ -387,3 +387,30 @@ def test_map_record_field_ad_account_that_is_not_a_number_is_a_permanent_error()
     with pytest.raises(PermanentError) as info:
         map_record(decoded("t", {"a": "1", "t": NOW_S, "acct": "act_123"}), rules, NOW_S)
     assert info.value.reason == "map.bad_ad_account"
+
+
+@pytest.mark.parametrize("account", ["²", "٣٣٣", "12³"])
+def test_map_record_field_ad_account_in_non_ascii_digits_is_a_permanent_error(
+    account: str,
+) -> None:
+    """str.isdigit takes these; Pinterest refuses the whole request for them (issue 24)."""
+    rules = compile_mapping({"topics": [{**RULE, "ad_account": {"field": "acct"}}]})
+    with pytest.raises(PermanentError) as info:
+        map_record(decoded("t", {"a": "1", "t": NOW_S, "acct": account}), rules, NOW_S)
+    assert info.value.reason == "map.bad_ad_account"
+
+
+@pytest.mark.parametrize("account", ["²", "٣٣٣"])
+def test_compile_constant_ad_account_in_non_ascii_digits_names_the_key(account: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        compile_mapping({"topics": [{**RULE, "ad_account": account}]})
+    assert info.value.key == "mapping.topics[0].ad_account"
+
+
+@pytest.mark.parametrize("template", ["constant", "{event_name}", "order-{event_name}"])
+def test_compile_event_id_that_reads_no_record_field_is_refused(template: str) -> None:
+    """Every event after the first would dedup away for the whole window (issue 24)."""
+    with pytest.raises(ConfigError) as info:
+        compile_mapping({"topics": [{**RULE, "event_id": template}]})
+    assert info.value.key == "mapping.topics[0].event_id"
+    assert "reads no record field" in str(info.value)

@@ -15,7 +15,7 @@ from typing import Any, Final
 from consumer.conversion.capi import ACTION_SOURCES, EVENT_NAMES, PARTNER_NAME
 from consumer.conversion.rules import TOP_BOOL_FIELDS, MappingRules, Rule, TimeUnit
 from consumer.errors import PermanentError
-from consumer.records import AdAccountId, Conversion, Decoded, EventId, Skip
+from consumer.records import AdAccountId, Conversion, Decoded, EventId, Skip, is_ad_account_id
 
 _DIVISORS: Final = {"seconds": 1, "millis": 1000, "micros": 1_000_000}
 
@@ -106,7 +106,7 @@ class Mapper:
                 "map.bad_action_source", "action_source is not one Pinterest accepts"
             )
         ad_account = _required(rule.ad_account(record), "ad_account")
-        if not ad_account.isdigit():
+        if not is_ad_account_id(ad_account):
             raise PermanentError("map.bad_ad_account", "ad_account is not a numeric ad account id")
         raw_time = rule.event_time(record)
         if raw_time is None:

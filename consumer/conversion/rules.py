@@ -37,6 +37,7 @@ from consumer.conversion.extract import (
 from consumer.conversion.mapping_schema import check_mapping_shape
 from consumer.conversion.userdata import USER_FIELDS
 from consumer.errors import ConfigError
+from consumer.records import is_ad_account_id
 
 TimeUnit = Literal["auto", "seconds", "millis", "micros", "iso8601"]
 ConsentAction = Literal["drop", "opt_out", "limited_data_processing"]
@@ -144,7 +145,7 @@ def _compile_ad_account(spec: object, key: str) -> Extractor:
     elif isinstance(spec, Mapping) and isinstance(spec.get("map"), Mapping):
         values = [*spec["map"].values(), *([spec["default"]] if "default" in spec else [])]
     for value in values:
-        if not str(value).isdigit():
+        if not is_ad_account_id(str(value)):
             raise ConfigError(
                 key, f"ad account ids are numbers such as 549755885175, got {str(value)!r}"
             )
@@ -224,6 +225,14 @@ def _compile_rule(spec: object, key: str) -> Rule:
             f"{key}.event_time.unit", "expected auto, seconds, millis, micros or iso8601"
         )
     event_id = compile_template(spec["event_id"], f"{key}.event_id", frozenset({"event_name"}))
+    if not event_id.fields:
+        # A constant id (or only {event_name}) makes every event after the first a duplicate
+        # for the whole dedup window: refused here rather than silently dropping them.
+        raise ConfigError(
+            f"{key}.event_id",
+            f"{spec['event_id']!r} reads no record field: every event would share one id; "
+            "use a field that identifies the event, such as '{order_id}'",
+        )
     filters = []
     for i, filter_spec in enumerate(spec.get("filters") or []):
         filter_key = f"{key}.filters[{i}]"

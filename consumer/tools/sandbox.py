@@ -26,6 +26,7 @@ from consumer.conversion.capi import (
     validate_event,
 )
 from consumer.conversion.userdata import USER_FIELDS
+from consumer.records import is_ad_account_id
 
 
 @dataclass(slots=True)
@@ -156,7 +157,7 @@ class Sandbox:
         if self.faults.latency_ms:
             await asyncio.sleep(self.faults.latency_ms / 1000)
         ad_account = request.match_info["ad_account_id"]
-        if not ad_account.isdigit():
+        if not is_ad_account_id(ad_account):
             return _error(404, 4, "Ad account not found.")
         if (denied := self._authorize(request, ad_account)) is not None:
             return denied
