@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import Any, Literal, TypeVar
 
 from consumer.conversion.rules import MappingRules, load_mapping, parse_duration_s
 from consumer.errors import ConfigError
-from consumer.records import Secret, is_ad_account_id
+from consumer.records import Secret, is_ad_account_id, mask_url_credentials
 from consumer.stages.batcher import BatchSettings
 from consumer.stages.delivery import DeliverySettings
 
@@ -33,18 +32,6 @@ _SECRET_KAFKA_KEYS = (
 )
 _TOKEN_PREFIX = "ACCESS_TOKEN_"
 _TOKEN_FILE_PREFIX = "ACCESS_TOKEN_FILE_"
-
-
-def mask_url_credentials(text: str) -> str:
-    """'redis://:secret@host:6379/0' → 'redis://:***@host:6379/0'; other text unchanged."""
-    if "://" not in text or "@" not in text:
-        return text
-    parts = urllib.parse.urlsplit(text)
-    if parts.password is None:
-        return text
-    user = parts.username or ""
-    host = parts.netloc.rsplit("@", 1)[1]
-    return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
 # Each stage's settings object holds its defaults; Config's knobs start from them.
@@ -204,7 +191,8 @@ def _choice(key: str, raw: str, choices: tuple[str, ...]) -> str:
 
 def _url(key: str, raw: str) -> str:
     if not re.match(r"^(https?|rediss?)://[^\s/]+", raw.strip()):
-        raise ConfigError(key, f"expected an http(s):// or redis:// URL, got {raw!r}")
+        shown = mask_url_credentials(raw)  # a rejected URL may still carry a password
+        raise ConfigError(key, f"expected an http(s):// or redis:// URL, got {shown!r}")
     return raw.strip().rstrip("/")
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import enum
+import re
+import urllib.parse
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple, NewType
@@ -146,6 +148,33 @@ class BatchResult:
     outcomes: tuple[EventOutcome, ...]
     request_id: str = ""
     attempts: int = 1
+
+
+# Query parameters that carry a credential ('redis://host/0?password=…', '?access_token=…').
+_SECRET_PARAMS = re.compile(
+    r"([?&](?:password|passwd|pwd|token|access_token|secret|api_key|apikey|key)=)[^&#\s]*",
+    re.IGNORECASE,
+)
+
+
+def mask_url_credentials(text: str) -> str:
+    """'redis://:secret@host:6379/0' → 'redis://:***@host:6379/0', and the value of a
+    password or token query parameter → '***'; other text unchanged."""
+    if "://" not in text:
+        return text
+    text = _SECRET_PARAMS.sub(r"\1***", text)
+    if "@" not in text:
+        return text
+    try:
+        parts = urllib.parse.urlsplit(text)
+        password = parts.password
+    except ValueError:
+        return text
+    if password is None:
+        return text
+    user = parts.username or ""
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
 class Secret:

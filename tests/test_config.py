@@ -6,6 +6,7 @@ import pytest
 
 from consumer.config import load_config
 from consumer.errors import ConfigError
+from consumer.records import mask_url_credentials
 
 ROOT = Path(__file__).resolve().parent.parent
 BASE = {
@@ -121,3 +122,34 @@ def test_readme_documents_every_setting() -> None:
         ):
             continue
         assert _env_name(field.name) in readme, field.name
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://redis.internal:6379/0?password=marker-secret-1",
+        "redis://:marker-secret-1@redis.internal:6379/0",
+        "https://user:marker-secret-1@api.example.com/x?access_token=marker-secret-1",
+    ],
+)
+def test_mask_url_credentials_hides_userinfo_and_secret_query_parameters(url: str) -> None:
+    assert "marker-secret-1" not in mask_url_credentials(url)
+    host = "redis.internal" if url.startswith("redis") else "api.example.com"
+    assert host in mask_url_credentials(url)
+
+
+def test_config_masked_hides_a_redis_password_given_as_a_query_parameter() -> None:
+    config = load_config(
+        {
+            **BASE,
+            "CAPI_DEDUP_BACKEND": "redis",
+            "CAPI_REDIS_URL": "redis://redis.internal:6379/0?password=marker-secret-3",
+        }
+    )
+    assert "marker-secret-3" not in str(config.masked())
+
+
+def test_config_a_rejected_url_is_not_echoed_with_its_password() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config({**BASE, "CAPI_REDIS_URL": "ftp://:marker-secret-2@redis.internal/0"})
+    assert "marker-secret-2" not in str(info.value)

@@ -92,8 +92,14 @@ class Pipeline:
         self._edges = edges
         self._metadata_refusals_seen = 0
         self.ledger = OffsetLedger()
+        backend = config.dedup_backend
+        if backend == "redis" and not config.commits_offsets:
+            # A dry run or test-mode run started with production's environment must not mark
+            # keys delivered in the shared store: production would then drop those events as
+            # duplicates. It dedups in a private in-memory store instead (issue 24).
+            backend = "memory"
         self.dedup = dedup_store(
-            config.dedup_backend, config.dedup_window_s, config.dedup_max_keys, config.redis_url
+            backend, config.dedup_window_s, config.dedup_max_keys, config.redis_url
         )
         self.quality = MatchQuality()
         self.crash: BaseException | None = None

@@ -34,6 +34,7 @@ from consumer.records import (
     BatchResult,
     EventOutcome,
     Secret,
+    mask_url_credentials,
     request_body,
 )
 
@@ -315,7 +316,7 @@ class DeliveryClient:
             links=[trace.Link(c) for c in traced[:128]],
             attributes={
                 tm.ATTR_HTTP_METHOD: "POST",
-                tm.ATTR_URL: url,
+                tm.ATTR_URL: mask_url_credentials(url),
                 tm.ATTR_AD_ACCOUNT: batch.ad_account,
                 tm.ATTR_BATCH_SIZE: len(encoded),
                 tm.ATTR_HTTP_RESEND: retry,
