@@ -1,0 +1,134 @@
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import yaml
+from opentelemetry import trace
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+from consumer.conversion.quality import MatchQuality
+from consumer.conversion.rules import compile_mapping
+from consumer.engine.admission import Admission
+from consumer.engine.fates import Fates
+from consumer.engine.process import RecordProcessor
+from consumer.observability import telemetry as tm
+from consumer.records import Conversion, Coordinates, Decoded, Envelope
+from consumer.stages.deadletter import DeadLetter
+from consumer.stages.decode import Decoder
+from consumer.stages.dedup import MemoryDedupStore
+from consumer.stages.offsets import OffsetLedger
+from tests.conftest import placed_order
+
+ROOT = Path(__file__).resolve().parent.parent
+MAPPING = compile_mapping(yaml.safe_load((ROOT / "schemas" / "mapping.example.yaml").read_text()))
+TOPIC, TP = "shop.orders", ("shop.orders", 0)
+
+
+class OrderDecoder(Decoder):
+    """The envelope's value is the order id; b"bad" fails to decode."""
+
+    def __init__(self) -> None:
+        super().__init__(None, {}, {})
+        self.decoded = 0
+
+    def decode(self, envelope: Envelope) -> Decoded:
+        self.decoded += 1
+        if envelope.value == b"bad":
+            raise ValueError("not Avro")
+        record = placed_order(int(time.time()), order_id=envelope.value.decode())
+        return Decoded(envelope, record, "com.example.shop.orders.OrderEvent")
+
+
+class Rig:
+    def __init__(self) -> None:
+        self.ledger = OffsetLedger()
+        self.ledger.assign(TP, 1)
+        self.dedup = MemoryDedupStore(3600, 1000)
+        self.letters: list[DeadLetter] = []
+        self.sent: list[Conversion] = []
+        self.is_full = False
+        self.full_after: int | None = None  # the batcher fills after this many events
+        self.processor = RecordProcessor(MAPPING)
+        self.decoder = self.processor.decoder = OrderDecoder()
+        telemetry = tm.setup_telemetry([InMemoryMetricReader()])
+        self.fates = Fates(
+            self.ledger,
+            self.dedup,
+            telemetry.instruments,
+            self.letters.append,
+            lambda _: None,
+            lambda coroutine: coroutine.close(),
+            submit_event=self._submit,
+        )
+        self.admission = Admission(
+            self.processor,
+            self.dedup,
+            self.ledger,
+            self.fates,
+            MatchQuality(),
+            lambda: self.is_full,
+            trace.NoOpTracer(),
+            "g",
+        )
+
+    def _submit(self, conversion: Conversion) -> None:
+        self.sent.append(conversion)
+        if self.full_after is not None and len(self.sent) >= self.full_after:
+            self.is_full = True
+
+
+def envelopes(*order_ids: str, start: int = 0) -> list[Envelope]:
+    return [
+        Envelope(Coordinates(TOPIC, 0, start + i), value=o.encode(), generation=1)
+        for i, o in enumerate(order_ids)
+    ]
+
+
+async def test_admission_hands_records_on_in_order_until_full_and_keeps_the_rest_built() -> None:
+    rig = Rig()
+    chunk = envelopes("o-1", "o-2", "o-3")
+    rig.full_after = 1
+    assert await rig.admission.handle(chunk) == 1
+    assert [c.event_id for c in rig.sent] == ["o-1"]
+    rig.is_full, rig.full_after = False, None
+    assert await rig.admission.handle(chunk[1:]) == 2
+    assert rig.decoder.decoded == 3  # the held records were not decoded again
+    assert [c.event_id for c in rig.sent] == ["o-1", "o-2", "o-3"]
+    assert rig.ledger.unfinished(TP) == 3
+
+
+async def test_admission_full_before_anything_accepts_nothing_and_builds_nothing() -> None:
+    rig = Rig()
+    rig.is_full = True
+    assert await rig.admission.handle(envelopes("o-1")) == 0
+    assert rig.decoder.decoded == 0 and rig.ledger.unfinished(TP) == 0
+
+
+async def test_admission_a_record_that_fails_to_build_is_dead_lettered_not_raised() -> None:
+    rig = Rig()
+    assert await rig.admission.handle(envelopes("o-1", "bad", "o-3")) == 3
+    assert [letter.reason for letter in rig.letters] == ["internal.ValueError"]
+    assert [c.event_id for c in rig.sent] == ["o-1", "o-3"]
+
+
+async def test_admission_forget_releases_the_claims_of_records_never_accepted() -> None:
+    rig = Rig()
+    rig.full_after = 1
+    two = envelopes("o-1", "o-2")
+    assert await rig.admission.handle(two) == 1  # o-2 built and claimed, then held
+    rig.admission.forget({TP})  # its partition revoked
+    rig.ledger.revoke(TP)
+    rig.ledger.assign(TP, 2)
+    rig.is_full, rig.full_after = False, None
+    next_owner = [Envelope(e.coords, e.value, generation=2) for e in two[1:]]
+    assert await rig.admission.handle(next_owner) == 1
+    assert [c.event_id for c in rig.sent] == ["o-1", "o-2"]  # its claim was released: sent
+
+
+async def test_admission_copy_of_an_event_in_flight_waits_for_its_answer() -> None:
+    rig = Rig()
+    assert await rig.admission.handle(envelopes("o-1", "o-1")) == 2
+    assert [c.coords.offset for c in rig.sent] == [0]
+    assert rig.ledger.commits() == {}  # the copy is not final while o-1 is in flight
+    assert rig.fates.counts["deduplicated"] == 0
