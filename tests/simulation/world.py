@@ -97,22 +97,37 @@ class Group:
         self.rebalance()
 
     def leave(self, member: MemberClient) -> None:
-        """A member gone (closed, crashed or expired): its partitions have no owner."""
+        """A member gone (closed, crashed or expired): its partitions have no owner.
+
+        As librdkafka shows it: one rebalance that gives the others nothing new yet (each gets
+        an empty assignment), then one that hands out the freed partitions.
+        """
         if member in self.members:
             self.members.remove(member)
+        freed = False
         for tp, owner in self.owner.items():
             if owner is member:
                 self.owner[tp] = None
-        self.rebalance()
+                freed = True
+        if freed:
+            for other in self.members:
+                other.queue(("assign", []))
+            self.rebalance(only_grants=True)
+        else:
+            self.rebalance()
 
-    def rebalance(self) -> None:
-        """Cooperative-sticky, in two steps: revoke what moves, then assign what is free."""
+    def rebalance(self, only_grants: bool = False) -> None:
+        """Cooperative-sticky, in two steps: revoke what moves, then assign what is free.
+
+        Every member hears of the first step (an empty assignment if nothing is new for it);
+        the second, once the revokes ran, only reaches members that receive partitions.
+        """
         if not self.members:
             return
         share = -(-len(self.owner) // len(self.members))  # ceil
         counts = {id(m): 0 for m in self.members}
         target: dict[TP, MemberClient] = {}
-        for tp, owner in sorted(self.owner.items()):
+        for tp, owner in sorted(self.owner.items(), reverse=True):  # librdkafka moves the first
             if owner is not None and owner in self.members and counts[id(owner)] < share:
                 target[tp] = owner
                 counts[id(owner)] += 1
@@ -131,10 +146,10 @@ class Group:
         for tp in moving:
             self.owner[tp] = None  # free once its owner's revoke ran (see `revoked`)
         self._pending_target = target
-        self.assign_free()
+        self.assign_free(everyone=not only_grants)
 
-    def assign_free(self) -> None:
-        """Second step: hand out partitions nobody holds or is still revoking."""
+    def assign_free(self, everyone: bool = False) -> None:
+        """Hand out partitions nobody holds or is still revoking."""
         target = getattr(self, "_pending_target", {})
         grants: dict[int, list[TP]] = {id(m): [] for m in self.members}
         for tp, member in target.items():
@@ -146,7 +161,8 @@ class Group:
                 self.owner[tp] = member
                 grants[id(member)].append(tp)
         for member in self.members:
-            member.queue(("assign", grants[id(member)]))
+            if everyone or grants[id(member)]:
+                member.queue(("assign", grants[id(member)]))
 
     # --- commits ------------------------------------------------------------------------------
     def commit(self, member: MemberClient, offsets: list[TopicPartition]) -> list[Answer]:
