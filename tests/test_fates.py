@@ -122,15 +122,21 @@ def test_release_claims_without_keys_spawns_nothing() -> None:
     assert rig.tasks == []
 
 
+def two_copies(factory: ConversionFactory) -> tuple[Rig, Conversion, Conversion]:
+    """Two consumed records carrying one event (offsets 0 and 1), both tracked."""
+    rig = Rig()
+    first = factory(offset=0, event_id="order-1")
+    again = factory(offset=1, event_id="order-1")
+    for conversion in (first, again):
+        rig.ledger.track(conversion.coords, 0)
+    return rig, first, again
+
+
 async def test_duplicate_of_an_event_in_flight_is_final_only_once_that_copy_is_delivered(
     conversion_factory: ConversionFactory,
 ) -> None:
     """Issue 23, defect 2: the copy was committed as a duplicate before any copy was delivered."""
-    rig = Rig()
-    first = conversion_factory(offset=0, event_id="order-1")
-    again = conversion_factory(offset=1, event_id="order-1")
-    for conversion in (first, again):
-        rig.ledger.track(conversion.coords, 0)
+    rig, first, again = two_copies(conversion_factory)
     rig.fates.send(first)
     assert rig.fates.is_in_flight(again)
     rig.fates.duplicate_of_in_flight(again)
@@ -144,11 +150,7 @@ async def test_duplicate_of_an_event_in_flight_is_final_only_once_that_copy_is_d
 async def test_duplicate_of_an_event_in_flight_is_sent_when_that_copy_fails(
     conversion_factory: ConversionFactory,
 ) -> None:
-    rig = Rig()
-    first = conversion_factory(offset=0, event_id="order-1")
-    again = conversion_factory(offset=1, event_id="order-1")
-    for conversion in (first, again):
-        rig.ledger.track(conversion.coords, 0)
+    rig, first, again = two_copies(conversion_factory)
     assert await rig.dedup.claim_many([key_of(first)]) == [True]
     rig.fates.send(first)
     rig.fates.duplicate_of_in_flight(again)

@@ -1,20 +1,15 @@
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from consumer.config import load_config
 from consumer.engine.pipeline import Pipeline
 from consumer.stages.dedup import MemoryDedupStore
 from consumer.stages.dedup_redis import RedisDedupStore
+from tests.test_config import BASE
 
-ROOT = Path(__file__).resolve().parent.parent
 ENV = {
-    "CAPI_KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9092",
-    "CAPI_MAPPING_FILE": str(ROOT / "schemas" / "mapping.example.yaml"),
-    "CAPI_SCHEMA_REGISTRY_URL": "http://127.0.0.1:8081",
-    "CAPI_ACCESS_TOKEN": "pina_SECRET",
+    **BASE,
     "CAPI_DEDUP_BACKEND": "redis",
     "CAPI_REDIS_URL": "redis://127.0.0.1:6399/0",
     "CAPI_HEALTH_PORT": "0",

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 from typing import Any
 
 import pytest
@@ -8,7 +9,7 @@ import pytest
 from consumer.records import Commit, Coordinates, Envelope
 from consumer.records import TopicPartition as TP
 from consumer.stages.source import KafkaSource, partition_lag
-from tests.kafka_model import KafkaModel
+from tests.simulation.world import Group, Log, MemberClient, Message
 
 
 @pytest.mark.parametrize(("stats", "lag"), [
@@ -27,16 +28,55 @@ def test_partition_lag_from_statistics_also_for_a_new_group(
     assert partition_lag(stats) == lag
 
 
-# --- the source against the in-memory client model (tests/kafka_model.py) --------------------
+# --- the source against the simulation's client model (tests/simulation/world.py) ------------
 
 A0, A1 = ("orders", 0), ("orders", 1)
+
+
+class Client(MemberClient):
+    """The model client of one member, with the test's hands on the world around it."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        super().__init__(Group(random.Random(0), []), config, "m")
+        self.calls: list[str] = []
+        self.consumed = asyncio.Event()  # set after every consume() call
+
+    def rebalance(self, kind: str, partitions: list[TP]) -> None:
+        """Queue `assign`, `revoke` or `lost`; it runs inside the next `consume()`."""
+        for tp in partitions:
+            self.group.logs.setdefault(tp, Log())
+        self.queue((kind, partitions))
+
+    def produce(self, tp: TP, count: int) -> None:
+        log = self.group.logs.setdefault(tp, Log())
+        for _ in range(count):
+            log.append(b"v")
+
+    @property
+    def commits(self) -> dict[TP, tuple[int, str]]:
+        return self.group.committed
+
+    async def consume(  # the client's signature
+        self,
+        num_messages: int,
+        timeout: float,  # noqa: ASYNC109
+    ) -> list[Message]:
+        self.calls.append("consume")
+        try:
+            return await super().consume(num_messages, min(timeout, 0.001))
+        finally:
+            self.consumed.set()
+
+    async def commit(self, offsets: list[Any], asynchronous: bool = True) -> Any:
+        self.calls.append("commit_async" if asynchronous else "commit_sync")
+        return await super().commit(offsets, asynchronous)
 
 
 class Harness:
     """A `KafkaSource` on the model, with a handler whose acceptance the test decides."""
 
     def __init__(self) -> None:
-        self.models: list[KafkaModel] = []
+        self.models: list[Client] = []
         self.accept: int | None = None  # None: take everything offered
         self.taken: list[Envelope] = []
         self.committed: dict[TP, Commit] = {}
@@ -56,12 +96,12 @@ class Harness:
         )
         self.to_commit: dict[TP, Commit] = {}
 
-    def _client(self, config: dict[str, Any]) -> KafkaModel:
-        self.models.append(KafkaModel(config))
+    def _client(self, config: dict[str, Any]) -> Client:
+        self.models.append(Client(config))
         return self.models[-1]
 
     @property
-    def model(self) -> KafkaModel:
+    def model(self) -> Client:
         return self.models[-1]
 
     async def _handle(self, envelopes: list[Envelope]) -> int:
@@ -108,13 +148,13 @@ async def test_source_commit_soon_never_waits_for_an_absent_coordinator() -> Non
     harness = await started()
     harness.model.rebalance("assign", [A0])
     await harness.turns(1)
-    harness.model.is_coordinator_up = False
+    harness.model.group.is_coordinator_up = False
     harness.to_commit = {A0: Commit(5)}
     await harness.turns(3)
     assert "commit_sync" not in harness.model.calls
     assert harness.committed == {}  # answered with an error: nothing marked
     assert harness.source.commit_failures >= 1
-    harness.model.is_coordinator_up = True
+    harness.model.group.is_coordinator_up = True
     await harness.turns(3)
     assert harness.committed == {A0: Commit(5)}
     assert harness.model.commits[A0] == (5, "")
@@ -235,7 +275,7 @@ async def test_source_a_failed_committed_read_is_tried_again_before_assigning() 
     """Issue 23, defect 7: one failed read dropped the earlier owner's map of final offsets."""
     harness = await started()
     harness.model.commits[A0] = (7, "capi1:7:map")
-    harness.model.committed_reads_to_fail = 2
+    harness.model.group.committed_reads_to_fail = 2
     harness.model.rebalance("assign", [A0])
     await harness.turns(1)
     assert harness.assigned_commits == {A0: Commit(7, "capi1:7:map")}

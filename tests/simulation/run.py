@@ -278,7 +278,7 @@ class Simulation:
         self.pinterest.error_rate = 0.0
         self.dead_letters.error_rate = 0.0
         self.group.is_coordinator_up = True
-        self.group.fails_committed_reads = False
+        self.group.committed_reads_to_fail = 0
         if not self.members:
             self.start_member()
         deadline = asyncio.get_running_loop().time() + DRAIN_LIMIT_S
@@ -321,8 +321,8 @@ class Simulation:
             self.dead_letters.error_rate = rng.choice((0.0, 0.3))
             self.group.note(f"dead-letter errors {self.dead_letters.error_rate}")
         elif roll < 0.88:
-            self.group.fails_committed_reads = not self.group.fails_committed_reads
-            self.group.note(f"committed() fails {self.group.fails_committed_reads}")
+            self.group.committed_reads_to_fail = rng.randint(1, 6)
+            self.group.note(f"committed() fails {self.group.committed_reads_to_fail} times")
         if not self.members and rng.random() < 0.7:
             self.start_member()
 

@@ -10,6 +10,7 @@
 - `DeadLetterTopic` and its `Producer`: acknowledgements after a delay, retriable errors, and
   records too large to ever be written.
 Faults are switched by the scheduler (`run.py`); every random choice comes from its seeded rng.
+`tests/test_source.py` drives the source alone against the same client model.
 """
 
 from __future__ import annotations
@@ -85,7 +86,7 @@ class Group:
         self.owner: dict[TP, MemberClient | None] = dict.fromkeys(partitions)
         self.metadata_limit = 4096
         self.is_coordinator_up = True
-        self.fails_committed_reads = False
+        self.committed_reads_to_fail = 0  # the next this many committed() reads time out
         self.history: list[str] = []  # a short readable trace
 
     def note(self, line: str) -> None:
@@ -307,7 +308,8 @@ class MemberClient:
         timeout: float = 10,  # noqa: ASYNC109 (the client's signature)
     ) -> list[TopicPartition]:
         self._check()
-        if self.group.fails_committed_reads:
+        if self.group.committed_reads_to_fail:
+            self.group.committed_reads_to_fail -= 1
             raise KafkaException(KafkaError(KafkaError._TIMED_OUT))
         out = []
         for tp in partitions:
