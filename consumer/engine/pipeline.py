@@ -64,15 +64,16 @@ def dedup_store(
 
 @dataclass(frozen=True, slots=True)
 class Edges:
-    """The pipeline's three I/O edges; the simulation (tests/simulation) passes in-memory models.
+    """The pipeline's I/O edges; the simulation (tests/simulation) passes in-memory models.
 
-    Unset, each is the real one: `AIOConsumer`, the polled dead-letter `Producer`, and one
-    pooled aiohttp session.
+    Unset, each is the real one: `AIOConsumer`, the polled dead-letter `Producer`, one pooled
+    aiohttp session, and the dedup store `CAPI_DEDUP_BACKEND` names (Redis, when shared).
     """
 
     kafka_consumer: ClientFactory | None = None
     dead_letter_producer: Callable[[dict[str, Any]], DeadLetterProducer] | None = None
     http_session: Callable[[], aiohttp.ClientSession] | None = None
+    dedup_store: Callable[[], DedupStore] | None = None
 
 
 class Pipeline:
@@ -98,8 +99,12 @@ class Pipeline:
             # keys delivered in the shared store: production would then drop those events as
             # duplicates. It dedups in a private in-memory store instead (issue 24).
             backend = "memory"
-        self.dedup = dedup_store(
-            backend, config.dedup_window_s, config.dedup_max_keys, config.redis_url
+        self.dedup = (
+            edges.dedup_store()
+            if edges.dedup_store is not None and config.commits_offsets
+            else dedup_store(
+                backend, config.dedup_window_s, config.dedup_max_keys, config.redis_url
+            )
         )
         self.quality = MatchQuality()
         self.crash: BaseException | None = None

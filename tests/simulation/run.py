@@ -41,7 +41,15 @@ from consumer.stages.decode import Decoder, load_schema_file
 from consumer.stages.offsetmap import decode_final_offsets
 from devenv.samples import order_record
 from tests.simulation.clock import WALL_START_S, run_virtual
-from tests.simulation.world import TP, DeadLetterTopic, Group, MemberClient, Pinterest, Producer
+from tests.simulation.world import (
+    TP,
+    DeadLetterTopic,
+    Group,
+    MemberClient,
+    Pinterest,
+    Producer,
+    Redis,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 TOPIC = "shop.orders"
@@ -137,6 +145,8 @@ class Simulation:
         # Some brokers keep less commit metadata than the map may take (defect 5 of issue 23).
         self.group.metadata_limit = self.rng.choice((4096, 4096, 4096, 24))
         self.pinterest = Pinterest(self.rng)
+        # One seed in three shares a Redis dedup store between its members, which can go down.
+        self.redis = Redis() if self.rng.random() < 0.34 else None
         self.dead_letters = DeadLetterTopic(self.rng)
         # Some dead-letter topics take smaller records than the orders (defect 4 of issue 23).
         self.dead_letters.max_bytes = self.rng.choice((1_000_000, 1_000_000, 1_000_000, 500))
@@ -180,6 +190,7 @@ class Simulation:
             return member.producers[-1]
 
         edges = Edges(
+            dedup_store=self.redis.store if self.redis is not None else None,
             kafka_consumer=client,
             dead_letter_producer=producer,
             http_session=lambda: self.pinterest.session(loop.time),  # type: ignore[arg-type,return-value]
@@ -279,6 +290,8 @@ class Simulation:
         self.dead_letters.error_rate = 0.0
         self.group.is_coordinator_up = True
         self.group.committed_reads_to_fail = 0
+        if self.redis is not None:
+            self.redis.is_down = False
         if not self.members:
             self.start_member()
         deadline = asyncio.get_running_loop().time() + DRAIN_LIMIT_S
@@ -323,6 +336,9 @@ class Simulation:
         elif roll < 0.88:
             self.group.committed_reads_to_fail = rng.randint(1, 6)
             self.group.note(f"committed() fails {self.group.committed_reads_to_fail} times")
+        elif roll < 0.92 and self.redis is not None:
+            self.redis.is_down = not self.redis.is_down
+            self.group.note(f"redis down {self.redis.is_down}")
         if not self.members and rng.random() < 0.7:
             self.start_member()
 

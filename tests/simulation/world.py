@@ -17,12 +17,15 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
+
+from consumer.errors import TransientError
+from consumer.stages.dedup import DedupKey
 
 TP = tuple[str, int]
 Callback = Callable[..., Awaitable[None]]
@@ -412,6 +415,55 @@ class Session:
 
     def post(self, url: str, data: bytes, headers: dict[str, str]) -> _Request:
         return _Request(self._pinterest, data, self._time)
+
+    async def close(self) -> None:
+        return None
+
+
+# --- Redis, the shared dedup store -------------------------------------------------------------
+
+
+@dataclass
+class Redis:
+    """The keys every member's store shares; down, claims fail as the real store's do."""
+
+    seen: set[int] = field(default_factory=set)
+    is_down: bool = False
+
+    def store(self) -> SharedDedupStore:
+        return SharedDedupStore(self)
+
+
+class SharedDedupStore:
+    """`RedisDedupStore`'s behaviour: seen keys shared, in-flight claims the process's own, a
+    claim fails with `TransientError` while Redis is down, a lost confirm costs a re-send."""
+
+    def __init__(self, redis: Redis) -> None:
+        self._redis = redis
+        self._in_flight: set[int] = set()
+
+    async def claim_many(self, keys: Sequence[DedupKey]) -> list[bool]:
+        if self._redis.is_down:
+            raise TransientError("redis unavailable: ConnectionError")
+        out = []
+        for key in keys:
+            is_new = (
+                key.fingerprint not in self._redis.seen and key.fingerprint not in self._in_flight
+            )
+            if is_new:
+                self._in_flight.add(key.fingerprint)
+            out.append(is_new)
+        return out
+
+    async def confirm_many(self, keys: Sequence[DedupKey]) -> None:
+        for key in keys:
+            self._in_flight.discard(key.fingerprint)
+            if not self._redis.is_down:
+                self._redis.seen.add(key.fingerprint)
+
+    def release_many(self, keys: Sequence[DedupKey]) -> None:
+        for key in keys:
+            self._in_flight.discard(key.fingerprint)
 
     async def close(self) -> None:
         return None
