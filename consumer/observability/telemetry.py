@@ -6,7 +6,9 @@ PII or a token. Exporters come from the standard OTEL_* variables and are off wh
 
 from __future__ import annotations
 
+import logging
 import os
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Final
@@ -19,6 +21,11 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
+
+logger = logging.getLogger(__name__)
+# How long the exit waits for exporters to flush: with a receiver that hangs, each queued batch
+# waits OTEL_EXPORTER_OTLP_TIMEOUT in turn (30 s and more were seen), past the pod's grace.
+SHUTDOWN_TIMEOUT_S: Final = 5.0
 
 SERVICE_NAME: Final = "capi-consumer"
 INSTRUMENTATION: Final = "consumer"
@@ -261,11 +268,24 @@ class Telemetry:
 
         return observe
 
-    def shutdown(self) -> None:
-        for provider in (self.tracer_provider, self.meter_provider):
-            shutdown = getattr(provider, "shutdown", None)
-            if shutdown is not None:
-                shutdown()
+    def shutdown(self, timeout_s: float = SHUTDOWN_TIMEOUT_S) -> None:
+        """Flush and stop the exporters, giving up after `timeout_s` (the providers are built
+        without their own exit hook, which would wait again without a bound)."""
+        done = threading.Event()
+
+        def shut_down() -> None:
+            for provider in (self.tracer_provider, self.meter_provider):
+                shutdown = getattr(provider, "shutdown", None)
+                if shutdown is not None:
+                    shutdown()
+            done.set()
+
+        threading.Thread(target=shut_down, name="telemetry-shutdown", daemon=True).start()
+        if not done.wait(timeout_s):
+            logger.warning(
+                "telemetry exporters did not flush in time; exiting without them",
+                extra={"timeout_s": timeout_s},
+            )
 
 
 def _span_processors(meter_provider: metrics.MeterProvider | None = None) -> list[SpanProcessor]:
@@ -322,13 +342,15 @@ def setup_telemetry(
     if str(resource.attributes.get("service.name", "")).startswith("unknown_service"):
         resource = resource.merge(Resource({"service.name": SERVICE_NAME}))
     meter_provider = MeterProvider(
-        resource=resource, metric_readers=_metric_readers(extra_readers or [])
+        resource=resource,
+        metric_readers=_metric_readers(extra_readers or []),
+        shutdown_on_exit=False,  # Telemetry.shutdown bounds the wait instead
     )
     processors = _span_processors(meter_provider) if span_processors is None else span_processors
     # The sampler comes from OTEL_TRACES_SAMPLER; with nothing to export, recording spans would
     # only cost CPU, so they are not recorded (trace ids still reach the logs).
     sampler = ALWAYS_OFF if not processors and "OTEL_TRACES_SAMPLER" not in os.environ else None
-    tracer_provider = TracerProvider(resource=resource, sampler=sampler)
+    tracer_provider = TracerProvider(resource=resource, sampler=sampler, shutdown_on_exit=False)
     for processor in processors:
         tracer_provider.add_span_processor(processor)
     return Telemetry(tracer_provider, meter_provider)
