@@ -279,3 +279,17 @@ async def test_source_a_failed_committed_read_is_tried_again_before_assigning() 
     harness.model.rebalance("assign", [A0])
     await harness.turns(1)
     assert harness.assigned_commits == {A0: Commit(7, "capi1:7:map")}
+
+
+async def test_source_counts_commits_refused_for_the_size_of_their_metadata() -> None:
+    """Issue 23, defect 5: the pipeline shortens the map when this count moves."""
+    harness = await started()
+    harness.model.group.metadata_limit = 10
+    harness.model.rebalance("assign", [A0])
+    await harness.turns(1)
+    await harness.source.commit_soon({A0: Commit(3, "capi1:3:r" + "A" * 40)})
+    await harness.turns(1)
+    assert harness.source.metadata_refusals == 1 and harness.committed == {}
+    await harness.source.commit_soon({A0: Commit(3)})
+    await harness.turns(1)
+    assert harness.committed == {A0: Commit(3)}
