@@ -5,6 +5,8 @@ seeded scheduler that interleaves produce, scale-out, scale-in, crashes, lost se
 Invariants, checked after every step (a failure names the seed and the last lines of the trace):
 - safety: no committed offset, and no offset the commit's map marks final, passes a record whose
   fate is not final (its event processed by Pinterest, or its dead letter written);
+- progress: a finished prefix its owner knows of is committed within `STUCK_S`, or the owner's
+  /readyz is not ready;
 - completeness and liveness: once faults stop, every partition is committed to its end within
   `DRAIN_LIMIT_S` of virtual time, and every record's fate is final.
 
@@ -55,6 +57,7 @@ from tests.simulation.world import (
 ROOT = Path(__file__).resolve().parents[2]
 TOPIC = "shop.orders"
 DRAIN_LIMIT_S = 600.0  # virtual seconds for everything to be committed once faults stop
+STUCK_S = 10.0  # a partition that could commit and does not for this long must be unready
 STEPS = 40
 
 
@@ -144,7 +147,7 @@ class Simulation:
         self.tps: list[TP] = [(TOPIC, p) for p in range(partitions)]
         self.group = Group(self.rng, self.tps)
         # Some brokers keep less commit metadata than the map may take (defect 5 of issue 23).
-        self.group.metadata_limit = self.rng.choice((4096, 4096, 4096, 24))
+        self.group.metadata_limit = self.rng.choice((4096, 4096, 4096, 8))
         self.pinterest = Pinterest(self.rng)
         # One seed in three shares a Redis dedup store between its members, which can go down.
         self.redis = Redis() if self.rng.random() < 0.34 else None
@@ -156,6 +159,8 @@ class Simulation:
         self.names = 0
         self.telemetry = shared_telemetry()
         self.bad_ids: set[str] = set()
+        self._stuck_since: dict[TP, tuple[Any, float]] = {}
+        self._coordinator_up_since: float | None = 0.0
 
     # --- the world's moves ---------------------------------------------------------------------
     def produce(self, count: int) -> None:
@@ -256,6 +261,38 @@ class Simulation:
             return not record.expects_dead_letter  # skipped by the mapping: final at once
         return record.event_id in self.pinterest.processed
 
+    def check_progress(self) -> None:
+        """Liveness while the world runs: when the owner of a partition has a finished prefix
+        to commit (its own ledger says so), is a live member and the coordinator is up, the
+        commit must land within `STUCK_S`, or the owner's /readyz must not say ready."""
+        now = asyncio.get_running_loop().time()
+        if not self.group.is_coordinator_up:
+            self._coordinator_up_since = None
+            return
+        if self._coordinator_up_since is None:
+            self._coordinator_up_since = now
+        for tp in self.tps:
+            owner = self.group.owner.get(tp)
+            member = next((m for m in self.members if m.client is owner), None)
+            committed = self.group.committed.get(tp, (-1, ""))[0]
+            waiting = member.pipeline.ledger.committable().get(tp) if member is not None else None
+            if member is None or owner not in self.group.members or waiting in (None, committed):
+                self._stuck_since.pop(tp, None)
+                continue
+            key = (committed, member.name)
+            since = self._stuck_since.setdefault(tp, (key, now))
+            if since[0] != key:
+                self._stuck_since[tp] = (key, now)
+                continue
+            stuck_s = now - max(since[1], self._coordinator_up_since)
+            if stuck_s > STUCK_S:
+                is_ready, detail = member.pipeline.insight.readiness()
+                if is_ready:
+                    raise InvariantBroken(
+                        f"{tp} could commit {waiting} but stayed at {committed} for "
+                        f"{stuck_s:.0f}s, and {member.name}'s /readyz says {detail['state']}"
+                    )
+
     def check_safety(self) -> None:
         for tp in self.tps:
             committed = self.group.committed.get(tp)
@@ -287,6 +324,7 @@ class Simulation:
             await asyncio.sleep(rng.uniform(0.0, 2.0))
             self.check_members()
             self.check_safety()
+            self.check_progress()
         # Faults stop; one member at least; everything must drain.
         self.group.note("faults stop")
         self.pinterest.error_rate = 0.0
@@ -304,6 +342,7 @@ class Simulation:
             await asyncio.sleep(1.0)
             self.check_members()
             self.check_safety()
+            self.check_progress()
         for member in list(self.members):
             await self.stop_member(member)
         self.check_safety()
