@@ -81,6 +81,7 @@ class Config:
     revoke_timeout_s: float = 10.0
     paused_unready_s: float = 300.0
     lost_unready_s: float = 60.0
+    unknown_schema_retry_s: float = 60.0
     dlq_topic: str = "capi.dead-letter"
     dlq_max_run: int = 1000
     health_host: str = "0.0.0.0"
@@ -355,6 +356,7 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
     get("revoke_timeout_s", lambda k, v: _float(k, v, 0.0, 600.0))
     get("paused_unready_s", lambda k, v: _float(k, v, 1.0))
     get("lost_unready_s", lambda k, v: _float(k, v, 1.0))
+    get("unknown_schema_retry_s", lambda k, v: _float(k, v, 0.0, 86_400.0))
     get("dlq_topic", lambda k, v: v.strip())
     get("dlq_max_run", lambda k, v: _int(k, v, 0))
     get("health_host", lambda k, v: v.strip())

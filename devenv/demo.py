@@ -74,6 +74,8 @@ def main() -> int:
             "CAPI_HEALTH_HOST": "127.0.0.1",
             "CAPI_HEALTH_PORT": str(health_port),
             "CAPI_LINGER_MS": "100",
+            # The sample poison carries a schema id no registry knows: a short hold for a demo.
+            "CAPI_UNKNOWN_SCHEMA_RETRY_S": "3",
             "CAPI_LOG_LEVEL": "warning",
         }
         print("running the consumer ...", flush=True)

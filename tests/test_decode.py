@@ -95,6 +95,31 @@ async def test_decode_poison_is_permanent_with_reason(value: bytes, reason: str)
     assert info.value.reason == reason
 
 
+async def test_decode_unknown_schema_id_is_held_for_its_grace_then_dead_lettered() -> None:
+    """A registry follower that has not caught up answers 404: hold, don't dead-letter at once
+    (issue 24); past the grace, the id is unknown and its records go to the dead-letter topic."""
+    now = [1000.0]
+    registry = FakeRegistry({})
+    decoder = Decoder(registry, {}, {}, clock=lambda: now[0], unknown_schema_grace_s=60)  # type: ignore[arg-type]
+    held = [envelope(wire(9, avro(RECORD)))]
+    with pytest.raises(TransientError, match="schema id 9 not in the registry yet"):
+        await decoder.prepare(held)
+    now[0] += 30
+    with pytest.raises(TransientError):
+        await decoder.prepare(held)
+    registry.schemas[9] = (SCHEMAS / "engagement_event.v1.avsc").read_text()  # caught up
+    await decoder.prepare(held)
+    assert decoder.decode(held[0]).record["search_query"] == "q"
+    other = [envelope(wire(10, avro(RECORD)))]
+    with pytest.raises(TransientError):
+        await decoder.prepare(other)
+    now[0] += 61
+    await decoder.prepare(other)  # the grace is over: unknown
+    with pytest.raises(PermanentError) as info:
+        decoder.decode(other[0])
+    assert info.value.reason == "decode.unknown_schema_id"
+
+
 async def test_decode_registry_outage_is_transient() -> None:
     decoder = Decoder(FakeRegistry({}, is_down=True), {}, {})  # type: ignore[arg-type]
     with pytest.raises(TransientError):

@@ -213,6 +213,7 @@ class Pipeline:
             self._registry(self.session),
             {t: load_schema_file(p) for t, p in config.local_schemas.items()},
             load_reader_schemas(config.reader_schema_dir),
+            unknown_schema_grace_s=config.unknown_schema_retry_s,
         )
         health = None
         if config.health_port:

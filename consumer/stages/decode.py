@@ -119,8 +119,14 @@ class Decoder:
         topic_schemas: Mapping[str, Any],
         reader_schemas: Mapping[str, Any],
         clock: Callable[[], float] | None = None,
+        unknown_schema_grace_s: float = 0.0,
     ) -> None:
         self._registry = registry
+        # A registry that answers 404 may only lag behind a schema registered a moment ago (a
+        # follower, a replica not caught up): its records are held this long before an id is
+        # taken for unknown and they are dead-lettered.
+        self._unknown_schema_grace_s = unknown_schema_grace_s
+        self._missing_since: dict[int, float] = {}
         self._topic_schemas = {t: _Schema.of(s, reader_schemas) for t, s in topic_schemas.items()}
         self._readers = reader_schemas
         self._by_id: dict[int, _Schema] = {}
@@ -141,15 +147,23 @@ class Decoder:
         return missing
 
     async def prepare(self, envelopes: Iterable[Envelope]) -> None:
-        """Fetch every writer schema these envelopes need. Raises `TransientError` on outage."""
+        """Fetch every writer schema these envelopes need. Raises `TransientError` on outage,
+        and while an id the registry does not know yet is within its grace period."""
         now = self._clock()
         for schema_id in self._missing_ids(envelopes):
             if self._unknown_ids.get(schema_id, 0.0) > now or self._registry is None:
                 continue
             text = await self._registry.fetch(schema_id)
             if text is None:
+                since = self._missing_since.setdefault(schema_id, now)
+                if now - since < self._unknown_schema_grace_s:
+                    raise TransientError(
+                        f"schema id {schema_id} not in the registry yet: its records are held "
+                        f"up to CAPI_UNKNOWN_SCHEMA_RETRY_S={self._unknown_schema_grace_s:g}s"
+                    )
                 self._unknown_ids[schema_id] = now + _UNKNOWN_ID_RETRY_S
                 continue
+            self._missing_since.pop(schema_id, None)
             try:
                 writer: Any = fastavro.parse_schema(json.loads(text))
             except (ValueError, fastavro.schema.SchemaParseException):

@@ -276,6 +276,8 @@ class ConsumerProcess:
             "CAPI_LINGER_MS": "50",
             "CAPI_RETRY_BACKOFF_BASE_MS": "50",
             "CAPI_RETRY_BACKOFF_CAP_MS": "500",
+            # The poison records carry a schema id no registry knows: hold them briefly only.
+            "CAPI_UNKNOWN_SCHEMA_RETRY_S": "2",
             "CAPI_LOG_LEVEL": "info",
             # A killed member is noticed after this long (librdkafka default 45 s).
             "CAPI_KAFKA_SESSION_TIMEOUT_MS": "6000",
