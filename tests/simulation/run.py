@@ -442,7 +442,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.disable(logging.CRITICAL)
     seeds = [args.seed] if args.seed is not None else range(args.first, args.first + args.seeds)
     started, failures, totals = time.perf_counter(), 0, {"records": 0, "resent": 0}
-    for seed in seeds:
+    for done, seed in enumerate(seeds, 1):
         try:
             result = run_seed(seed)
         except InvariantBroken as exc:
@@ -451,6 +451,10 @@ def main(argv: list[str] | None = None) -> int:
             continue
         for key in totals:
             totals[key] += result[key]
+        if done % 1000 == 0:  # a long run says how far it got
+            print(
+                f"{done} seeds, {failures} failed, {time.perf_counter() - started:.0f}s", flush=True
+            )
     elapsed = time.perf_counter() - started
     count = len(seeds)
     print(
