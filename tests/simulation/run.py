@@ -236,7 +236,7 @@ class Simulation:
         if client is None or client not in self.group.members:
             return
         self.group.note(f"expire {member.name}")
-        client.queue(("lost", sorted(client.assignment)))
+        client.queue(("lost_all", []))  # whatever it holds by then, assignments queued included
         self.group.members.remove(client)
         for tp, owner in self.group.owner.items():
             if owner is client:

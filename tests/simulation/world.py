@@ -233,6 +233,8 @@ class MemberClient:
         self._check()
         while self._events:
             kind, tps = self._events.pop(0)
+            if kind == "lost_all":  # a session expiry loses what is assigned when it is served
+                kind, tps = "lost", sorted(self.assignment)
             parts = [TopicPartition(t, p) for t, p in tps]
             if kind == "assign":
                 self.group.note(f"{self.name} assign {tps}")
