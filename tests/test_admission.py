@@ -13,7 +13,15 @@ from consumer.engine.admission import Admission
 from consumer.engine.fates import Fates
 from consumer.engine.process import RecordProcessor
 from consumer.observability import telemetry as tm
-from consumer.records import Conversion, Coordinates, Decoded, Envelope
+from consumer.records import (
+    Batch,
+    BatchResult,
+    Conversion,
+    Coordinates,
+    Decoded,
+    Envelope,
+    EventOutcome,
+)
 from consumer.stages.deadletter import DeadLetter
 from consumer.stages.decode import Decoder
 from consumer.stages.dedup import MemoryDedupStore
@@ -132,3 +140,25 @@ async def test_admission_copy_of_an_event_in_flight_waits_for_its_answer() -> No
     assert [c.coords.offset for c in rig.sent] == [0]
     assert rig.ledger.commits() == {}  # the copy is not final while o-1 is in flight
     assert rig.fates.counts["deduplicated"] == 0
+
+
+async def test_admission_claims_go_in_consumed_order_held_copies_first() -> None:
+    """A held copy and a fresh copy of one event: the earlier (held) one must get the claim,
+    else it is dropped as a duplicate of a copy that is not even sent yet."""
+    rig = Rig()
+    assert await rig.admission.handle(envelopes("o-1")) == 1  # offset 0, out for delivery
+    rig.full_after = 2
+    chunk = envelopes("o-2", "o-1", start=1)
+    assert await rig.admission.handle(chunk) == 1  # o-1 at 2: built, claim taken, held
+    first = rig.sent[0]
+    rig.fates.answered(
+        BatchResult(
+            Batch(first.ad_account, (first,), (b"{}",)),
+            (EventOutcome("failed", "pinterest.event_failed", "bad"),),
+            "rid",
+        )
+    )  # the first copy failed: its claim is released
+    rig.is_full, rig.full_after = False, None
+    assert await rig.admission.handle([chunk[1], *envelopes("o-1", start=3)]) == 2
+    assert [c.coords.offset for c in rig.sent] == [0, 1, 2]  # the held copy went out
+    assert rig.fates.counts["deduplicated"] == 0  # the fresh one waits for it

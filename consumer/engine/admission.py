@@ -100,28 +100,21 @@ class Admission:
             Skip(e.coords, ALREADY_FINAL) if final else build(e, now_s)
             for e, final in zip(fresh, finals, strict=True)
         ]
-        # A copy held since an earlier turn found its event_id taken then; the first copy may
-        # have failed since, and its claim gone: ask again rather than drop it as a duplicate.
-        fresh_coords = {e.coords for e in fresh}
-        again = [
+        for envelope, result in zip(fresh, built, strict=True):
+            unaccepted[envelope.coords] = _Prepared(envelope, result, False)
+        # Claims are asked in consumed order, so the earliest copy of an event gets it. That
+        # includes copies held since an earlier turn that found their event_id taken then: the
+        # first copy may have failed since and its claim gone, so they ask again rather than
+        # be dropped as duplicates of an event never delivered.
+        asking = [
             p
             for e in envelopes
-            if e.coords not in fresh_coords
-            and not (p := unaccepted[e.coords]).is_claimed
-            and isinstance(p.built, Conversion)
+            if not (p := unaccepted[e.coords]).is_claimed and isinstance(p.built, Conversion)
         ]
-        conversions = [b for b in built if isinstance(b, Conversion)]
-        conversions += [p.built for p in again if isinstance(p.built, Conversion)]
-        claims = iter(
-            await self.dedup.claim_many([key_of(c) for c in conversions])
-            if self.dedup is not None
-            else [True] * len(conversions)
-        )
-        for envelope, result in zip(fresh, built, strict=True):
-            is_claimed = next(claims) if isinstance(result, Conversion) else False
-            unaccepted[envelope.coords] = _Prepared(envelope, result, is_claimed)
-        for p in again:
-            unaccepted[p.envelope.coords] = p._replace(is_claimed=next(claims))
+        keys = [key_of(p.built) for p in asking if isinstance(p.built, Conversion)]
+        claims = await self.dedup.claim_many(keys) if self.dedup is not None else [True] * len(keys)
+        for p, is_claimed in zip(asking, claims, strict=True):
+            unaccepted[p.envelope.coords] = p._replace(is_claimed=is_claimed)
         return [unaccepted[e.coords] for e in envelopes]
 
     def _admit(self, prepared: list[_Prepared]) -> int:
