@@ -130,7 +130,8 @@ def request_body(encoded: Sequence[bytes]) -> bytes:
     return b'{"data":[' + b",".join(encoded) + b"]}"
 
 
-OutcomeStatus = Literal["processed", "failed"]
+# "abandoned": not sent, because its partition went to another member meanwhile.
+OutcomeStatus = Literal["processed", "failed", "abandoned"]
 
 
 @dataclass(frozen=True, slots=True)

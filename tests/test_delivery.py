@@ -1,13 +1,14 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 
 import pytest
 
 from consumer.errors import backoff_s
 from consumer.records import EventOutcome, Secret
 from consumer.stages.delivery import RateLimiter, parse_outcomes
-from tests.conftest import eventually
+from tests.conftest import ConversionFactory, eventually
 
 
 def test_backoff_full_jitter_stays_within_exponential_cap() -> None:
@@ -123,3 +124,70 @@ def test_classify_every_status_has_one_meaning(
     from consumer.stages.delivery import classify
 
     assert classify(status, has_outcomes, events).value == action
+
+
+class _Answer:
+    def __init__(self, status: int, body: bytes) -> None:
+        self.status = status
+        self.headers = {"x-pinterest-rid": f"rid-{status}"}
+        self._body = body
+
+    async def read(self) -> bytes:
+        return self._body
+
+    async def __aenter__(self) -> _Answer:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        return None
+
+
+class _ScriptedSession:
+    """Answers 503 first, then processes every event; keeps each request's event ids."""
+
+    def __init__(self, on_first: Callable[[], None]) -> None:
+        self.requests: list[list[str]] = []
+        self._on_first = on_first
+
+    def post(self, url: str, data: bytes, headers: dict[str, str]) -> _Answer:
+        import orjson
+
+        ids = [e["event_id"] for e in orjson.loads(data)["data"]]
+        self.requests.append(ids)
+        if len(self.requests) == 1:
+            self._on_first()
+            return _Answer(503, b'{"code": 1, "message": "busy"}')
+        events = [{"status": "processed", "error_message": "", "warning_message": ""}] * len(ids)
+        body = {"num_events_received": len(ids), "num_events_processed": len(ids)}
+        return _Answer(200, orjson.dumps({**body, "events": events}))
+
+
+async def test_events_of_a_partition_let_go_are_not_sent_again(
+    conversion_factory: ConversionFactory,
+) -> None:
+    """Issue 23, no needless re-send: a partition revoked (after the revoke gave up waiting) or
+    lost while its events were being retried; the new owner sends them, this process must not."""
+    import orjson
+
+    from consumer.observability.telemetry import setup_telemetry
+    from consumer.records import AdAccountId, Batch, BatchResult
+    from consumer.stages.delivery import ABANDONED, DeliveryClient, DeliverySettings
+
+    kept, gone = conversion_factory(partition=0), conversion_factory(partition=1)
+    results: list[BatchResult] = []
+    lost: set[int] = set()
+    # Partition 1 goes to another member while the first request is answered 503.
+    session = _ScriptedSession(on_first=lambda: lost.add(1))
+    client = DeliveryClient(
+        session,  # type: ignore[arg-type]
+        DeliverySettings(backoff_base_s=0.01, backoff_cap_s=0.01),
+        lambda a: Secret("token"),
+        results.append,
+        setup_telemetry(span_processors=[]),
+        is_wanted=lambda c: c.coords.partition not in lost,
+    )
+    encoded = tuple(orjson.dumps({"event_id": c.event_id}) for c in (kept, gone))
+    client.submit(Batch(AdAccountId("111"), (kept, gone), encoded))
+    await eventually(lambda: results, what="the batch's outcomes")
+    assert session.requests == [[kept.event_id, gone.event_id], [kept.event_id]]
+    assert results[0].outcomes == (EventOutcome("processed"), ABANDONED)

@@ -159,3 +159,25 @@ async def test_duplicate_of_an_event_in_flight_is_sent_when_that_copy_fails(
     assert rig.sent == [first, again]  # the waiting copy goes out in its place
     assert rig.fates.is_in_flight(again)
     assert await rig.dedup.claim_many([key_of(again)]) == [False]  # the claim passed to it
+
+
+async def test_abandoned_event_is_not_final_and_lets_its_claim_or_a_waiting_copy_go(
+    conversion_factory: ConversionFactory,
+) -> None:
+    """Its partition went to another member: no dead letter, no fate here; the claim is
+    released (the new owner claims it), or passes to a copy waiting in another partition."""
+    rig, first, again = two_copies(conversion_factory)
+    alone = conversion_factory(offset=2, event_id="order-2")
+    rig.ledger.track(alone.coords, 0)
+    assert await rig.dedup.claim_many([key_of(first), key_of(alone)]) == [True, True]
+    rig.fates.send(first)
+    rig.fates.send(alone)
+    rig.fates.duplicate_of_in_flight(again)
+    abandoned = EventOutcome("abandoned", "offset.partition_gone")
+    batch = Batch(first.ad_account, (first, alone), (b"{}", b"{}"))
+    rig.fates.answered(BatchResult(batch, (abandoned, abandoned), "rid-1"))
+    await rig.settle()
+    assert rig.letters == [] and rig.ledger.committable() == {}
+    assert rig.sent == [first, alone, again]  # the waiting copy is sent in its place
+    assert await rig.dedup.claim_many([key_of(alone)]) == [True]  # released
+    assert rig.fates.counts["abandoned"] == 2 and rig.released == [2]

@@ -33,6 +33,7 @@ COUNTS = (
     "already_final",
     "failed",
     "dead_lettered",
+    "abandoned",
 )
 
 
@@ -144,6 +145,10 @@ class Fates:
                 warnings += bool(outcome.message)
                 oldest_consumed_s = min(oldest_consumed_s, envelope.consumed_at_s)
                 self._finish(envelope, Fate.DELIVERED)
+            elif outcome.status == "abandoned":  # its partition's new owner sends it
+                self.counts["abandoned"] += 1
+                if not self._hand_over(key):
+                    failed.append(key)
             else:
                 if not self._hand_over(key):
                     failed.append(key)

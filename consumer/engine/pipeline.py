@@ -208,6 +208,9 @@ class Pipeline:
                 self.fates.answered,
                 self.telemetry,
                 on_crash=self._crashed,
+                is_wanted=lambda c: self.ledger.owns(
+                    (c.envelope.coords.topic, c.envelope.coords.partition), c.envelope.generation
+                ),
             )
         self.processor.decoder = Decoder(
             self._registry(self.session),

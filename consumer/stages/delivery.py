@@ -5,7 +5,9 @@ is the one table that decides what each answer means: per-event outcomes (200, 4
 request to find the bad events (400, 413), halt the account and keep its events until
 configuration changes (401, 403, 404, any other 4xx or 3xx, a 200 without per-event answers), or
 retry the same bytes with exponential backoff and full jitter (429, 5xx, timeouts, no answer).
-Results go to `on_result`; offsets are the caller's business.
+Before every attempt, events whose partition this process no longer holds (`is_wanted`) are
+taken out and answered `abandoned`: their new owner sends them, so sending them here too would
+only be a needless re-send. Results go to `on_result`; offsets are the caller's business.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from consumer.records import (
     AdAccountId,
     Batch,
     BatchResult,
+    Conversion,
     EventOutcome,
     Secret,
     mask_url_credentials,
@@ -42,6 +45,8 @@ logger = logging.getLogger(__name__)
 
 # Why a whole request's events failed when the answer carries no per-event list.
 _FAILED_REASON = {400: "pinterest.invalid_event", 413: "pinterest.event_too_large"}
+# Not sent (again): the event's partition was revoked or lost while it waited or was retried.
+ABANDONED = EventOutcome("abandoned", "offset.partition_gone")
 
 
 class Action(enum.Enum):
@@ -87,9 +92,7 @@ class RateLimiter:
         self.rate_per_s = rate_per_s
         self.burst = burst
         self._tokens = burst
-        self._clock = clock = (
-            clock or time.monotonic
-        )  # read at construction (the simulation patches it)
+        self._clock = clock = clock or time.monotonic  # read at construction (simulation)
         self._updated = clock()
 
     def delay_s(self) -> float:
@@ -155,16 +158,16 @@ class DeliveryClient:
         on_crash: Callable[[BaseException], None] = lambda exc: None,
         clock: Callable[[], float] | None = None,
         rng: random.Random | None = None,
+        is_wanted: Callable[[Conversion], bool] = lambda conversion: True,
     ) -> None:
         self._session = session
+        self._is_wanted = is_wanted
         self.settings = settings
         self._token_for = token_for
         self._on_result = on_result
         self._on_crash = on_crash
         self._telemetry = telemetry
-        self._clock = clock = (
-            clock or time.monotonic
-        )  # read at construction (the simulation patches it)
+        self._clock = clock or time.monotonic  # read at construction (the simulation patches it)
         self._rng = rng or random.Random()
         self._slots: dict[AdAccountId, asyncio.Semaphore] = {}
         self._limiters: dict[AdAccountId, RateLimiter] = {}
@@ -217,7 +220,7 @@ class DeliveryClient:
             )
         attempts = [0]
         async with slot:
-            outcomes, request_id = await self._send(batch, list(batch.encoded), attempts)
+            outcomes, request_id = await self._send(batch, list(range(len(batch))), attempts)
         self.in_flight_events -= len(batch)
         self._on_result(BatchResult(batch, tuple(outcomes), request_id, attempts[0]))
 
@@ -233,13 +236,18 @@ class DeliveryClient:
             await asyncio.sleep(delay)
 
     async def _send(
-        self, batch: Batch, encoded: Sequence[bytes], attempts: list[int]
+        self, batch: Batch, picked: list[int], attempts: list[int]
     ) -> tuple[list[EventOutcome], str]:
-        """Deliver `encoded` until every event has a final outcome (retrying as needed)."""
+        """Deliver the events of `batch` at the indexes `picked` until each has a final
+        outcome (retrying as needed); the outcomes are in the order of `picked`."""
         account = batch.ad_account
         started = self._clock()
         retry = 0
         while True:
+            gone = [i for i in picked if not self._is_wanted(batch.conversions[i])]
+            if gone:  # their partition was revoked or lost: the new owner sends them
+                return await self._send_without(batch, picked, set(gone), attempts)
+            encoded = [batch.encoded[i] for i in picked]
             token = self._token_for(account)
             if token is None:
                 self._halt(account, "no token configured for this ad account")
@@ -261,9 +269,9 @@ class DeliveryClient:
                 return outcomes, answer.request_id
             if action is Action.BISECT:
                 self.halted.pop(account, None)
-                middle = len(encoded) // 2
-                left, left_rid = await self._send(batch, encoded[:middle], attempts)
-                right, right_rid = await self._send(batch, encoded[middle:], attempts)
+                middle = len(picked) // 2
+                left, left_rid = await self._send(batch, picked[:middle], attempts)
+                right, right_rid = await self._send(batch, picked[middle:], attempts)
                 return left + right, right_rid or left_rid
             if action is Action.HALT:
                 detail = _error_message(answer.payload)
@@ -291,6 +299,14 @@ class DeliveryClient:
             )
             self._log_failure(batch, len(encoded), answer, f"retrying in {delay:.2f}s")
             await asyncio.sleep(delay)
+
+    async def _send_without(
+        self, batch: Batch, picked: list[int], gone: set[int], attempts: list[int]
+    ) -> tuple[list[EventOutcome], str]:
+        kept = [i for i in picked if i not in gone]
+        sent, request_id = await self._send(batch, kept, attempts) if kept else ([], "")
+        answers = dict(zip(kept, sent, strict=True))
+        return [answers.get(i, ABANDONED) for i in picked], request_id
 
     def _halt(self, account: AdAccountId, reason: str) -> None:
         if account not in self.halted:

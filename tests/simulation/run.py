@@ -7,6 +7,9 @@ Invariants, checked after every step (a failure names the seed and the last line
   fate is not final (its event processed by Pinterest, or its dead letter written);
 - progress: a finished prefix its owner knows of is committed within `STUCK_S`, or the owner's
   /readyz is not ready;
+- no needless re-send: an event whose "processed" answer reached the partition's owner is sent
+  again only when that request was in flight as the partition changed hands, or its answer came
+  within `RESEND_GRACE_S` of the owner letting go, or commits failed meanwhile (`check_resend`);
 - completeness and liveness: once faults stop, every partition is committed to its end within
   `DRAIN_LIMIT_S` of virtual time, and every record's fate is final.
 
@@ -58,6 +61,10 @@ ROOT = Path(__file__).resolve().parents[2]
 TOPIC = "shop.orders"
 DRAIN_LIMIT_S = 600.0  # virtual seconds for everything to be committed once faults stop
 STUCK_S = 10.0  # a partition that could commit and does not for this long must be unready
+# An answer this recent when its owner let go may not have been committed yet: a commit turn
+# (100 ms), a consume turn and the revoke's own wait for requests in flight.
+RESEND_GRACE_S = 5.0
+COMMIT_STUCK_S = 90.0  # how long one failed commit may hold back the next (`COMMIT_GIVE_UP_S`)
 STEPS = 40
 
 
@@ -161,6 +168,9 @@ class Simulation:
         self.bad_ids: set[str] = set()
         self._stuck_since: dict[TP, tuple[Any, float]] = {}
         self._coordinator_up_since: float | None = 0.0
+        self.event_records: dict[str, list[tuple[TP, int]]] = {}
+        self.needless: list[str] = []
+        self.pinterest.on_resend = self.check_resend
 
     # --- the world's moves ---------------------------------------------------------------------
     def produce(self, count: int) -> None:
@@ -179,6 +189,8 @@ class Simulation:
             tp = self.rng.choice(self.tps)
             offset = self.group.logs[tp].append(record.payload)
             self.records[(tp, offset)] = record
+            if record.event_id is not None:
+                self.event_records.setdefault(record.event_id, []).append((tp, offset))
         self.group.note(f"produce {count}")
 
     def start_member(self) -> None:
@@ -199,7 +211,7 @@ class Simulation:
             dedup_store=self.redis.store if self.redis is not None else None,
             kafka_consumer=client,
             dead_letter_producer=producer,
-            http_session=lambda: self.pinterest.session(loop.time),  # type: ignore[arg-type,return-value]
+            http_session=lambda: self.pinterest.session(loop.time, name),  # type: ignore[arg-type,return-value]
         )
         member.pipeline = Pipeline(sim_config(), telemetry=self.telemetry, edges=edges)
         # Hashing is pure: every member of every run shares one digest cache (a third faster).
@@ -223,6 +235,7 @@ class Simulation:
         client = self._client(member)
         if client is not None:
             client.is_dead = True
+            self.group.lose(sorted(client.assignment), member.name)
         for producer in member.producers:
             producer.is_dead = True
         member.task.cancel()
@@ -236,6 +249,7 @@ class Simulation:
         if client is None or client not in self.group.members:
             return
         self.group.note(f"expire {member.name}")
+        self.group.lose(sorted(client.assignment), member.name)
         client.queue(("lost_all", []))  # whatever it holds by then, assignments queued included
         self.group.members.remove(client)
         for tp, owner in self.group.owner.items():
@@ -293,7 +307,42 @@ class Simulation:
                         f"{stuck_s:.0f}s, and {member.name}'s /readyz says {detail['state']}"
                     )
 
+    def check_resend(self, event_id: str, client: str, answered: tuple[float, float, str]) -> None:
+        """No needless re-send: an event whose "processed" answer reached its owner is sent
+        again only if that request was in flight when the partition changed hands, the answer
+        came too shortly before the owner let go for a commit to carry it, or commits (or
+        reading them back) failed meanwhile.
+
+        Also excused: the answer went to a member that no longer held the partition. Events
+        already batched when a partition is lost (not revoked) are still sent; a bounded waste
+        the new owner's copies make up for. Events of repeated orders are left out: a copy in
+        another record is deduplicated only as far as the dedup store's scope reaches."""
+        sent_s, answered_s, answered_to = answered
+        records = self.event_records.get(event_id, [])
+        if len(records) != 1 or self.group.metadata_limit < 4096:
+            return
+        tp = records[0][0]
+        if not self.group.owned(tp, answered_to, answered_s):
+            return
+        now = asyncio.get_running_loop().time()
+        history = self.group.ownership[tp]
+        if any(
+            sent_s <= t <= min(answered_s + RESEND_GRACE_S, now)
+            for t, _, gained in history
+            if not gained
+        ):
+            return
+        if any(sent_s - COMMIT_STUCK_S <= t <= now for t in self.group.impeded_at):
+            return
+        self.needless.append(
+            f"{event_id} of {records[0]} sent again by {client} at {now:.1f}; processed, answer "
+            f"to {answered_to} at {answered_s:.1f} (sent {sent_s:.1f}); {tp} changed hands: "
+            f"{[(round(t, 1), m, g) for t, m, g in history]}"
+        )
+
     def check_safety(self) -> None:
+        if self.needless:
+            raise InvariantBroken(f"needless re-send: {self.needless[0]}")
         for tp in self.tps:
             committed = self.group.committed.get(tp)
             if committed is None:

@@ -91,6 +91,33 @@ class Group:
         self.is_coordinator_up = True
         self.committed_reads_to_fail = 0  # the next this many committed() reads time out
         self.history: list[str] = []  # a short readable trace
+        # Who took and let go of each partition when (revoke, loss, close, crash, expiry), and
+        # when a commit or a committed() read failed: what the needless re-send check excuses.
+        self.ownership: dict[TP, list[tuple[float, str, bool]]] = {tp: [] for tp in partitions}
+        self.impeded_at: list[float] = []
+
+    def lose(self, tps: Sequence[TP], member: str) -> None:
+        now = asyncio.get_running_loop().time()
+        for tp in tps:
+            self.ownership.setdefault(tp, []).append((now, member, False))
+
+    def gain(self, tps: Sequence[TP], member: str) -> None:
+        now = asyncio.get_running_loop().time()
+        for tp in tps:
+            self.ownership.setdefault(tp, []).append((now, member, True))
+
+    def owned(self, tp: TP, member: str, at_s: float) -> bool:
+        """Whether `member`'s client held `tp` at `at_s`, as far as it had been told."""
+        held = False
+        for when, name, gained in self.ownership.get(tp, []):
+            if when > at_s:
+                break
+            if name == member:
+                held = gained
+        return held
+
+    def impede(self) -> None:
+        self.impeded_at.append(asyncio.get_running_loop().time())
 
     def note(self, line: str) -> None:
         self.history.append(line)
@@ -180,6 +207,8 @@ class Group:
                 error = KafkaError(KafkaError.OFFSET_METADATA_TOO_LARGE)
             else:
                 self.committed[key] = (tp.offset, tp.metadata or "")
+            if error is not None:
+                self.impede()
             answered.append(Answer(tp.topic, tp.partition, tp.offset, tp.metadata, error))
         return answered
 
@@ -242,8 +271,10 @@ class MemberClient:
                 self._check()
                 if any(tp not in self.assignment for tp in tps):  # the fallback assign
                     await self.incremental_assign(parts)
+                self.group.gain(tps, self.name)
             else:
                 self.group.note(f"{self.name} {kind} {tps}")
+                self.group.lose(tps, self.name)
                 await self._callbacks["on_revoke" if kind == "revoke" else "on_lost"](self, parts)
                 self._check()
                 self.assignment -= set(tps)
@@ -294,6 +325,7 @@ class MemberClient:
     ) -> list[Answer] | None:
         self._check()
         if not self.group.is_coordinator_up:
+            self.group.impede()
             error = KafkaError(KafkaError._WAIT_COORD)
             if not asynchronous:
                 await asyncio.sleep(1.0)  # librdkafka waits for a coordinator first
@@ -315,6 +347,7 @@ class MemberClient:
         self._check()
         if self.group.committed_reads_to_fail:
             self.group.committed_reads_to_fail -= 1
+            self.group.impede()
             raise KafkaException(KafkaError(KafkaError._TIMED_OUT))
         out = []
         for tp in partitions:
@@ -327,6 +360,7 @@ class MemberClient:
         if self.is_dead:
             return
         if self.assignment:
+            self.group.lose(sorted(self.assignment), self.name)
             parts = [TopicPartition(t, p) for t, p in sorted(self.assignment)]
             await self._callbacks["on_revoke"](self, parts)
         self.assignment.clear()
@@ -347,9 +381,14 @@ class Pinterest:
     error_rate: float = 0.0  # 429 / 503 / timeouts
     latency_s: tuple[float, float] = (0.01, 0.2)
     requests: int = 0
+    # event_id → (when the request was sent, when its "processed" answer reached the client)
+    answered: dict[str, tuple[float, float, str]] = field(default_factory=dict)
+    # told of every event sent again after an answer said it was processed:
+    # (event_id, client sending it now, (sent, answered, to which client))
+    on_resend: Callable[[str, str, tuple[float, float, str]], None] | None = None
 
-    def session(self, loop_time: Callable[[], float]) -> Session:
-        return Session(self, loop_time)
+    def session(self, loop_time: Callable[[], float], client: str = "") -> Session:
+        return Session(self, loop_time, client)
 
 
 class _Response:
@@ -363,16 +402,24 @@ class _Response:
 
 
 class _Request:
-    def __init__(self, pinterest: Pinterest, body: bytes, loop_time: Callable[[], float]) -> None:
+    def __init__(
+        self, pinterest: Pinterest, body: bytes, loop_time: Callable[[], float], client: str
+    ) -> None:
         self._pinterest = pinterest
         self._body = body
         self._time = loop_time
+        self._client = client
 
     async def __aenter__(self) -> _Response:
         p = self._pinterest
         p.requests += 1
         events = orjson.loads(self._body)["data"]
         ids = [str(e["event_id"]) for e in events]
+        sent_s = self._time()
+        if p.on_resend is not None:
+            for event_id in ids:
+                if event_id in p.answered:
+                    p.on_resend(event_id, self._client, p.answered[event_id])
         await asyncio.sleep(p.rng.uniform(*p.latency_s))
         roll = p.rng.random()
         if roll < p.error_rate / 3:
@@ -392,6 +439,9 @@ class _Request:
             else:
                 statuses.append({"status": "processed", "error_message": "", "warning_message": ""})
         self._process([i for i in ids if i not in p.bad_event_ids])
+        for event_id in ids:
+            if event_id not in p.bad_event_ids:
+                p.answered[event_id] = (sent_s, self._time(), self._client)
         body = {
             "num_events_received": len(ids),
             "num_events_processed": len(ids) - len(bad),
@@ -411,12 +461,13 @@ class _Request:
 class Session:
     """The `aiohttp.ClientSession` methods delivery uses."""
 
-    def __init__(self, pinterest: Pinterest, loop_time: Callable[[], float]) -> None:
+    def __init__(self, pinterest: Pinterest, loop_time: Callable[[], float], client: str) -> None:
         self._pinterest = pinterest
         self._time = loop_time
+        self._client = client
 
     def post(self, url: str, data: bytes, headers: dict[str, str]) -> _Request:
-        return _Request(self._pinterest, data, self._time)
+        return _Request(self._pinterest, data, self._time, self._client)
 
     async def close(self) -> None:
         return None
