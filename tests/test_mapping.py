@@ -414,3 +414,39 @@ def test_compile_event_id_that_reads_no_record_field_is_refused(template: str) -
         compile_mapping({"topics": [{**RULE, "event_id": template}]})
     assert info.value.key == "mapping.topics[0].event_id"
     assert "reads no record field" in str(info.value)
+
+
+@pytest.mark.parametrize(("record", "reason"), [
+    ({"a": "x" * 300, "t": NOW_S}, "map.too_long"),  # event_id over its bound
+    ({"a": b"\xc3(\xa0", "t": NOW_S}, "map.wrong_type"),  # bytes that are not UTF-8
+    ({"a": 10**25, "t": NOW_S}, "map.invalid"),  # wider than 64 bits
+    ({"a": "1", "t": float("nan")}, "map.bad_event_time"),
+    ({"a": "1", "t": float("inf")}, "map.bad_event_time"),
+    ({"a": "1", "t": "9" * 100_000}, "map.bad_event_time"),
+])  # fmt: skip
+def test_map_required_values_out_of_bounds_dead_letter_naming_the_field(
+    record: dict[str, Any], reason: str
+) -> None:
+    """Issue 24: required fields that cannot be sent dead-letter the event with a reason;
+    NaN and infinite times used to raise ValueError / OverflowError out of the build."""
+    rules = compile_mapping({"topics": [RULE]})
+    with pytest.raises(PermanentError) as info:
+        map_record(decoded("t", record), rules, NOW_S)
+    assert info.value.reason == reason
+
+
+def test_map_event_id_from_avro_bytes_is_its_text_never_a_repr() -> None:
+    rules = compile_mapping({"topics": [RULE]})
+    result = map_record(decoded("t", {"a": b"ord-1", "t": NOW_S}), rules, NOW_S)
+    assert isinstance(result, Conversion) and result.event_id == "ord-1"
+
+
+def test_map_top_level_text_too_long_is_left_out_with_its_reason() -> None:
+    rules = compile_mapping(
+        {"topics": [{**RULE, "fields": {"event_source_url": "u", "language": "l"}}]}
+    )
+    record = {"a": "1", "t": NOW_S, "u": "https://x/" + "y" * 20_000, "l": "en"}
+    result = map_record(decoded("t", record), rules, NOW_S)
+    assert isinstance(result, Conversion)
+    assert "event_source_url" not in result.event and result.event["language"] == "en"
+    assert result.dropped == (("event_source_url", "too_long"),)

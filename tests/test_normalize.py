@@ -6,14 +6,12 @@ from decimal import Decimal
 import pytest
 
 from consumer.conversion.normalize import (
-    format_decimal,
-    format_int,
     normalize_conversion,
     normalize_currency,
     normalize_custom_data,
 )
 from consumer.conversion.userdata import NormalizeOptions, UserDataHasher
-from consumer.errors import PermanentError
+from consumer.conversion.values import OutOfBounds
 from tests.conftest import ConversionFactory
 
 
@@ -21,34 +19,15 @@ def sha(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-@pytest.mark.parametrize(("value", "expected"), [
-    (72.39, "72.39"), (Decimal("72.390"), "72.39"), ("72.39", "72.39"), (100, "100"),
-    (0.1 + 0.2, "0.30000000000000004"), (1e-7, "0.0000001"), (Decimal("1E+3"), "1000"),
-    ("-0.00", "0"),
-])  # fmt: skip
-def test_format_decimal_plain_strings_without_float_artefacts(value: object, expected: str) -> None:
-    assert format_decimal(value, "value") == expected
-
-
-@pytest.mark.parametrize("value", [float("nan"), float("inf"), "abc", True, None, "NaN"])
-def test_format_decimal_rejects_non_numbers_naming_field(value: object) -> None:
-    with pytest.raises(PermanentError) as info:
-        format_decimal(value, "custom_data.value")
-    assert "custom_data.value" in info.value.detail
-
-
-def test_format_int_and_currency() -> None:
-    assert format_int(3.0, "q") == 3
-    assert format_int("4", "q") == 4
-    with pytest.raises(PermanentError):
-        format_int(2.5, "q")
+def test_currency_is_an_iso_code_or_out_of_bounds() -> None:
     assert normalize_currency(" usd ") == "USD"
-    with pytest.raises(PermanentError):
-        normalize_currency("XYZ")
+    for bad in ("XYZ", "usdollar", "\uff35\uff33\uff24"):  # full-width USD
+        with pytest.raises(OutOfBounds):
+            normalize_currency(bad)
 
 
 def test_normalize_custom_data_types() -> None:
-    custom = normalize_custom_data(
+    custom, dropped = normalize_custom_data(
         {
             "value": Decimal("10.50"),
             "currency": "eur",
@@ -67,6 +46,47 @@ def test_normalize_custom_data_types() -> None:
         "contents": [{"id": "a", "item_price": "5.25", "quantity": 2}],
         "order_id": "123",
     }
+    assert dropped == []
+
+
+def test_custom_data_values_that_do_not_fit_are_left_out_with_their_reason() -> None:
+    """Issue 24: each of these crashed the group, built a gigabyte, or reached Pinterest."""
+    custom, dropped = normalize_custom_data(
+        {
+            "value": "1e999999999",
+            "predicted_ltv": float("nan"),
+            "currency": "dollars",
+            "num_items": 10**25,
+            "content_ids": ["ok", b"\xc3(", True, "x"],
+            "contents": [
+                {"id": "a", "quantity": "²", "item_price": "٣"},
+                {"id": "b", "quantity": 2**70},
+                "not an item",
+            ],
+            "order_id": b"ord-1",
+            "search_string": "s" * 20_000,
+        }
+    )
+    assert custom == {
+        "content_ids": ["ok", "x"],
+        "contents": [{"id": "a"}, {"id": "b"}],
+        "order_id": "ord-1",  # Avro bytes read as UTF-8, never Python's repr
+    }
+    assert sorted(dropped) == sorted([
+        ("custom_data.value", "invalid"),
+        ("custom_data.predicted_ltv", "invalid"),
+        ("custom_data.currency", "invalid"),
+        ("custom_data.num_items", "invalid"),
+        ("custom_data.content_ids", "wrong_type"),
+        ("custom_data.content_ids", "wrong_type"),
+        ("custom_data.contents.quantity", "wrong_type"),
+        ("custom_data.contents.item_price", "wrong_type"),
+        ("custom_data.contents.quantity", "invalid"),
+        ("custom_data.contents", "wrong_type"),
+        ("custom_data.search_string", "too_long"),
+    ])  # fmt: skip
+    _, dropped = normalize_custom_data({"content_ids": ["a"] * 1001})
+    assert dropped == [("custom_data.content_ids", "too_long")]
 
 
 def test_normalize_conversion_returns_new_record_keeping_coordinates(

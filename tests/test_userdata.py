@@ -432,3 +432,30 @@ def test_no_module_lists_user_data_field_names_of_its_own() -> None:
                     e.value for e in node.elts if isinstance(e, ast.Constant) and e.value in names
                 }
                 assert len(listed) < 4, f"{path.name} lists user_data fields {sorted(listed)}"
+
+
+def test_user_data_values_over_their_bounds_are_left_out_as_too_long() -> None:
+    """Issue 24: a megabyte email or 10,000 phone numbers are not normalized, hashed and
+    cached (the digest cache keys on the raw value); a huge Decimal is not turned into an int."""
+    from decimal import Decimal
+
+    from consumer.conversion.userdata import NormalizeOptions, UserDataHasher
+
+    hasher = UserDataHasher(NormalizeOptions())
+    user_data, dropped = hasher.hash_user_data(
+        {
+            "em": "a" * 20_000 + "@example.com",
+            "ph": ["6505551234"] * 1001,
+            "client_user_agent": "Mozilla/" + "x" * 20_000,
+            "client_ip_address": "10.0.0.1",
+            "external_id": Decimal("1e999999999"),
+            "fn": "Ann",
+        }
+    )
+    assert set(user_data) == {"client_ip_address", "fn"}
+    assert sorted(dropped) == [
+        ("client_user_agent", "too_long"),
+        ("em", "too_long"),
+        ("external_id", "wrong_type"),
+        ("ph", "too_long"),
+    ]

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any, Final
 
+from consumer.conversion.values import OutOfBounds, text
 from consumer.errors import ConfigError, PermanentError
 
 Extractor = Callable[[Mapping[str, Any]], Any]
@@ -117,6 +118,12 @@ def _compile_lookup(spec: Mapping[str, Any], key: str, base: Extractor) -> Extra
     return extract
 
 
+def _whole(value: int | float | Decimal) -> int:
+    if isinstance(value, Decimal) and value.is_finite() and value.adjusted() > 19:
+        raise OverflowError  # int(Decimal("1e999999999")) would be a billion digits
+    return int(value)
+
+
 def compile_value(spec: object, key: str) -> Extractor:
     """A path, or one of {field, map, default}, {const}, {template}, {first}, {count}, {sum}."""
     if isinstance(spec, str):
@@ -154,7 +161,7 @@ def compile_value(spec: object, key: str) -> Extractor:
             if not isinstance(values, list):
                 return None
             try:
-                return sum(int(v) for v in values if isinstance(v, int | float | Decimal))
+                return sum(_whole(v) for v in values if isinstance(v, int | float | Decimal))
             except (OverflowError, ValueError, InvalidOperation):  # inf, nan
                 raise PermanentError("map.bad_number", f"{key}: not a finite number") from None
 
@@ -186,7 +193,14 @@ class Template:
             value = extractor(record)
             if value is None or value == "":
                 raise PermanentError("map.missing_field", f"template field {name} is missing")
-            values[name] = value if type(value) is str else str(value)
+            if type(value) is not str:
+                try:
+                    value = text(value)
+                except OutOfBounds as exc:
+                    raise PermanentError(
+                        f"map.{exc.reason}", f"template field {name} is {exc.reason}"
+                    ) from None
+            values[name] = value
         return "".join(values[p] if i % 2 else p for i, p in enumerate(self.pieces))
 
 

@@ -10,10 +10,12 @@ such an event raises `PermanentError` (dead-letter). Rules are compiled by `rule
 from __future__ import annotations
 
 import datetime as dt
+import math
 from typing import Any, Final
 
 from consumer.conversion.capi import ACTION_SOURCES, EVENT_NAMES, PARTNER_NAME
 from consumer.conversion.rules import TOP_BOOL_FIELDS, MappingRules, Rule, TimeUnit
+from consumer.conversion.values import MAX_EVENT_ID_CHARS, OutOfBounds, text
 from consumer.errors import PermanentError
 from consumer.records import AdAccountId, Conversion, Decoded, EventId, Skip, is_ad_account_id
 
@@ -27,13 +29,15 @@ def event_time_seconds(value: object, unit: TimeUnit) -> int:
             value = value.replace(tzinfo=dt.UTC)
         return int(value.timestamp())
     if isinstance(value, int | float) and not isinstance(value, bool):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise PermanentError("map.bad_event_time", "event_time is not a finite number")
         number = int(value)
         if unit == "auto":
             unit = "micros" if number > 10**14 else "millis" if number > 10**11 else "seconds"
         divisor = _DIVISORS.get(unit)
         if divisor is not None:
             return number // divisor
-    if isinstance(value, str) and unit in ("auto", "iso8601"):
+    if isinstance(value, str) and unit in ("auto", "iso8601") and len(value) <= 64:
         try:
             parsed = dt.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
         except ValueError:
@@ -42,22 +46,30 @@ def event_time_seconds(value: object, unit: TimeUnit) -> int:
     raise PermanentError("map.bad_event_time", f"event_time does not fit unit {unit}")
 
 
-def _required(value: object, name: str) -> str:
+def _required(value: object, name: str, limit: int = 100) -> str:
+    """A required text field (event name, action source, ad account), or `PermanentError`
+    naming it: names and ids are short, so `limit` is too."""
     if value is None or value == "":
         raise PermanentError("map.missing_field", f"{name} is missing")
-    return value if type(value) is str else str(value)
+    if type(value) is str and len(value) <= limit:
+        return value
+    try:
+        return text(value, limit)
+    except OutOfBounds as exc:
+        raise PermanentError(f"map.{exc.reason}", f"{name} is {exc.reason}") from None
 
 
 def _top_field(name: str, value: object) -> object:
-    """A top-level field in the type the API takes (strings, and booleans for opt_out/wifi)."""
+    """A top-level field in the type the API takes (strings, and booleans for opt_out/wifi);
+    `OutOfBounds` when the value does not fit (the field is left out)."""
     if name in TOP_BOOL_FIELDS:
         if type(value) is not bool:
             raise PermanentError("map.wrong_type", f"{name} must be a boolean")
         return value
-    text = value if type(value) is str else str(value)
-    if name == "partner_name" and PARTNER_NAME.fullmatch(text) is None:
+    out = text(value)
+    if name == "partner_name" and PARTNER_NAME.fullmatch(out) is None:
         raise PermanentError("map.bad_partner_name", "partner_name must look like ss-<name>")
-    return text
+    return out
 
 
 class Mapper:
@@ -117,6 +129,10 @@ class Mapper:
         if event_time_s > now_s + mapping.max_future_skew_s:
             raise PermanentError("map.event_in_future", "event_time is in the future")
         event_id = rule.event_id.render(record, {"event_name": event_name})
+        if len(event_id) > MAX_EVENT_ID_CHARS:
+            raise PermanentError(
+                "map.too_long", f"event_id is over {MAX_EVENT_ID_CHARS} characters"
+            )
         event: dict[str, Any] = {
             "event_name": event_name,
             "action_source": action_source,
@@ -129,8 +145,12 @@ class Mapper:
             custom["opt_out_type"] = opt_out_type
         if custom:
             event["custom_data"] = custom
+        left_out: list[tuple[str, str]] = []
         for name, value in rule.fields(record).items():
-            event[name] = _top_field(name, value)
+            try:
+                event[name] = _top_field(name, value)
+            except OutOfBounds as exc:
+                left_out.append((name, exc.reason))
         if is_denied and opt_out_type is None:  # consent action opt_out
             event["opt_out"] = True
         return Conversion(
@@ -141,4 +161,5 @@ class Mapper:
             event_name=event_name,
             event=event,
             envelope=decoded.envelope,
+            dropped=tuple(left_out),
         )

@@ -22,9 +22,9 @@ from typing import Any, Final, Literal, cast
 import phonenumbers
 import pycountry
 
+from consumer.conversion.values import MAX_ITEMS, MAX_TEXT_CHARS, DropReason
+
 DobOrder = Literal["mdy", "dmy"]
-# Why a value was left out of user_data (label of capi_normalize_dropped_total).
-DropReason = Literal["wrong_type", "invalid", "no_value"]
 DIGEST_CACHE_SIZE: Final = 65536
 
 _HEX64_ANY_CASE = re.compile(r"[0-9a-fA-F]{64}")
@@ -362,7 +362,12 @@ def number_text(value: object) -> str | None:
         return str(value)
     if isinstance(value, float) and math.isfinite(value) and value.is_integer():
         return str(int(value))
-    if isinstance(value, Decimal) and value.is_finite() and value == value.to_integral_value():
+    if (
+        isinstance(value, Decimal)
+        and value.is_finite()
+        and value.adjusted() <= 30  # int(Decimal("1e999999999")) is a billion digits
+        and value == value.to_integral_value()
+    ):
         return str(int(value))
     return None
 
@@ -410,7 +415,7 @@ class UserDataHasher:
     def digest(self, field: str, raw: object) -> str:
         """The digest of one raw value, '' when empty, or the `DropReason` it is omitted for."""
         if type(raw) is str:
-            return self._digesters[field](raw)
+            return self._digesters[field](raw) if len(raw) <= MAX_TEXT_CHARS else "too_long"
         if field == "db" and isinstance(raw, dt.date):  # Avro `date` logical type
             return self._date_digest(raw)
         if isinstance(raw, bool) or not FIELDS_BY_NAME[field].accepts_number:
@@ -426,17 +431,22 @@ class UserDataHasher:
         for field, value in raw.items():
             if field in RAW_USER_FIELDS:
                 if type(value) is str:
-                    if value := value.strip():
+                    if len(value) > MAX_TEXT_CHARS:
+                        dropped.append((field, "too_long"))
+                    elif value := value.strip():
                         user_data[field] = value
                 elif value is not None:
                     dropped.append((field, "wrong_type"))
                 continue
-            if type(value) is str:  # the common case: one value, straight to the cache
+            if type(value) is str and len(value) <= MAX_TEXT_CHARS:  # the common case
                 single = digesters[field](value)
                 if len(single) == 64:
                     user_data[field] = [single]
                 elif single:
                     dropped.append((field, cast(DropReason, single)))
+                continue
+            if type(value) is list and len(value) > MAX_ITEMS:
+                dropped.append((field, "too_long"))
                 continue
             digests: list[str] = []
             for item in value if type(value) is list else [value]:
