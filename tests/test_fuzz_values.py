@@ -150,8 +150,12 @@ def test_any_value_in_any_field_builds_a_valid_event_or_a_reason(record: dict[st
 
 # The same through Avro: each field a union of every type a schema may give it.
 def loose_schema() -> dict[str, Any]:
-    kind = {"type": "enum", "name": "Kind", "symbols": ["checkout", "lead", "web", "OTHER"]}
-    fields = []
+    kind: dict[str, Any] = {
+        "type": "enum",
+        "name": "Kind",
+        "symbols": ["checkout", "lead", "web", "OTHER"],
+    }
+    fields: list[dict[str, Any]] = []
     for i, key in enumerate(k for k in RECORD_KEYS if k != "items"):
         fields.append({"name": key, "type": [
             "null", "string", "long", "double", "boolean", "bytes",
@@ -159,7 +163,7 @@ def loose_schema() -> dict[str, Any]:
             {"type": "array", "items": ["null", "string", "long", "double", "bytes"]},
             {"type": "map", "values": ["null", "string", "long", "double"]},
         ]})  # fmt: skip
-    items = {"type": "map", "values": ["null", "string", "long", "double", "bytes"]}
+    items: dict[str, Any] = {"type": "map", "values": ["null", "string", "long", "double", "bytes"]}
     fields.append({"name": "items", "type": {"type": "array", "items": items}})
     return {"type": "record", "name": "Loose", "fields": fields}
 
