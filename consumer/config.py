@@ -83,6 +83,7 @@ class Config:
     lost_unready_s: float = 60.0
     unknown_schema_retry_s: float = 60.0
     dlq_topic: str = "capi.dead-letter"
+    trial_dlq_topic: str = ""  # a dry run's or test mode's dead letters: logged unless set
     dlq_max_run: int = 1000
     health_host: str = "0.0.0.0"
     health_port: int = 8080
@@ -358,6 +359,7 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
     get("lost_unready_s", lambda k, v: _float(k, v, 1.0))
     get("unknown_schema_retry_s", lambda k, v: _float(k, v, 0.0, 86_400.0))
     get("dlq_topic", lambda k, v: v.strip())
+    get("trial_dlq_topic", lambda k, v: v.strip())
     get("dlq_max_run", lambda k, v: _int(k, v, 0))
     get("health_host", lambda k, v: v.strip())
     get("health_port", lambda k, v: _int(k, v, 0, 65535))

@@ -37,6 +37,7 @@ from consumer.stages.deadletter import (
     DeadLetter,
     DeadLetterProducer,
     DeadLetterWriter,
+    LoggedDeadLetters,
     PolledProducer,
     producer_settings,
 )
@@ -121,9 +122,9 @@ class Pipeline:
         kafka = {**config.kafka_client_config(), "logger": logging.getLogger("librdkafka")}
         self.dead_letters = DeadLetterWriter(
             producer_settings(kafka),
-            config.dlq_topic,
+            config.dlq_topic if config.commits_offsets else config.trial_dlq_topic,
             self._on_dead_lettered,
-            producer_factory=edges.dead_letter_producer or PolledProducer,
+            producer_factory=_dead_letter_producer(config, edges),
         )
         self.fates = Fates(
             self.ledger,
@@ -408,6 +409,16 @@ class Pipeline:
         self.admission.forget(set(partitions))
         for tp in partitions:
             self.ledger.lose(tp)
+
+
+def _dead_letter_producer(
+    config: Config, edges: Edges
+) -> Callable[[dict[str, Any]], DeadLetterProducer]:
+    """A trial run (dry run, test mode) writes no dead letters to the production topic, which
+    is replayed from: it logs them, or writes them to `CAPI_TRIAL_DLQ_TOPIC` when that is set."""
+    if not config.commits_offsets and not config.trial_dlq_topic:
+        return lambda _config: LoggedDeadLetters()
+    return edges.dead_letter_producer or PolledProducer
 
 
 __all__ = ["AdAccountId", "Pipeline"]

@@ -129,6 +129,30 @@ class PolledProducer:
         await asyncio.to_thread(self._producer.flush, 5)
 
 
+class LoggedDeadLetters:
+    """A trial run's dead letters (`CAPI_DRY_RUN`, `CAPI_TEST_MODE`): one log line each with
+    the reason and coordinates (never the value), acknowledged at once, and nothing written to
+    the production dead-letter topic, which other tools replay from. `CAPI_TRIAL_DLQ_TOPIC`
+    names a topic to write them to instead."""
+
+    def produce(
+        self,
+        topic: str,
+        value: bytes,
+        key: bytes | None,
+        headers: list[tuple[str, str | bytes | None]],
+        on_delivery: Callable[[KafkaError | None, Message], None],
+    ) -> None:
+        wanted = ("capi.reason", "capi.original.topic", "capi.original.partition",
+                  "capi.original.offset")  # fmt: skip
+        found = {k: v.decode() if isinstance(v, bytes) else v for k, v in headers if k in wanted}
+        logger.warning("trial run: dead letter not written", extra={"dead_letter": found})
+        on_delivery(None, None)  # type: ignore[arg-type]  # the writer never reads the message
+
+    async def close(self) -> None:
+        return None
+
+
 class DeadLetterProducer(Protocol):
     """What the writer needs of a producer: `PolledProducer`, or a model in the simulation."""
 

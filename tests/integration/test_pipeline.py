@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from devenv.kafka import KafkaBroker
+from devenv.redis import RedisServer
 from devenv.registry import SchemaRegistry
 from tests.integration.rig import (
     ConsumerProcess,
@@ -133,3 +134,49 @@ def test_dry_run_and_test_mode_never_move_a_real_groups_offsets(
         trial.stop()
     assert committed_offsets(kafka, "real", topics.all) == before
     assert "are read, never committed" in trial.log
+
+
+@pytest.mark.parametrize("mode", ["CAPI_DRY_RUN", "CAPI_TEST_MODE"])
+def test_a_trial_run_then_production_on_one_redis_and_group_sends_every_event(
+    kafka: KafkaBroker,
+    registry: SchemaRegistry,
+    sandbox: SandboxProcess,
+    topics: Topics,
+    tmp_path: Path,
+    redis_server: RedisServer,
+    mode: str,
+) -> None:
+    """Issue 24 part 5: a trial run started with the deployment's environment (shared Redis,
+    the real group) leaves no dedup keys, offsets or dead letters behind for production."""
+    traffic = produce_traffic(kafka, registry.url, topics, 400, seed=41, poison=POISON)
+    database = 1 + sum(topics.orders.encode()) % 15
+    shared = {
+        "CAPI_DEDUP_BACKEND": "redis",
+        "CAPI_REDIS_URL": redis_server.url.replace("/0", f"/{database}"),
+    }
+    trial = ConsumerProcess(
+        tmp_path, kafka, topics, registry.url, sandbox.url, "prod", **shared, **{mode: "true"}
+    )
+    try:
+        trial.start().wait_for(
+            lambda s: s["consumed"] >= len(traffic.produced) and s["unfinished_offsets"] == 0,
+            what="every record handled by the trial run",
+        )
+        assert trial.terminate() == 0
+    finally:
+        trial.stop()
+    assert "trial run: dead letter not written" in trial.log
+    assert read_all(kafka, topics.dead_letter, 1, timeout_s=3) == []
+    sandbox.reset()  # test mode's requests were validated only; start the count from zero
+    production = ConsumerProcess(
+        tmp_path, kafka, topics, registry.url, sandbox.url, "prod", **shared
+    )
+    try:
+        stats = production.start().wait_final(len(traffic.produced))
+        assert production.terminate() == 0
+    finally:
+        production.stop()
+    accepted = {(e["ad_account_id"], e["event"]["event_id"]) for e in sandbox.events()}
+    assert accepted == traffic.expected_ids  # nothing skipped as a duplicate of the trial
+    assert stats["dead_lettered"] == len(POISON)
+    assert is_fully_committed(kafka, "prod", topics.all)
