@@ -191,11 +191,29 @@ def _choice(key: str, raw: str, choices: tuple[str, ...]) -> str:
     return raw.strip().lower()
 
 
-def _url(key: str, raw: str) -> str:
-    if not re.match(r"^(https?|rediss?)://[^\s/]+", raw.strip()):
-        shown = mask_url_credentials(raw)  # a rejected URL may still carry a password
-        raise ConfigError(key, f"expected an http(s):// or redis:// URL, got {shown!r}")
-    return raw.strip().rstrip("/")
+def _url(key: str, raw: str, schemes: tuple[str, ...] = ("http", "https")) -> str:
+    """A base URL: paths are appended to it, so it has no query or fragment (but a Redis URL
+    may: `?password=`, `?db=`)."""
+    shown = mask_url_credentials(raw)  # a rejected URL may still carry a password
+    text = raw.strip()
+    scheme = text.split("://", 1)[0].lower() if "://" in text else ""
+    if scheme not in schemes or not re.match(r"^[a-z]+://[^\s/?#]+", text, re.IGNORECASE):
+        expected = " or ".join(f"{s}://" for s in schemes)
+        raise ConfigError(key, f"expected a {expected} URL, got {shown!r}")
+    if scheme.startswith("http") and ("?" in text or "#" in text):
+        raise ConfigError(key, f"a base URL takes no query or fragment, got {shown!r}")
+    return text.rstrip("/")
+
+
+def _api_url(key: str, raw: str) -> str:
+    """Pinterest takes the access token as a bearer token: credentials in the URL would be a
+    second Authorization, which the HTTP client refuses on every request."""
+    url = _url(key, raw)
+    if "@" in url.split("://", 1)[1].split("/", 1)[0]:
+        raise ConfigError(
+            key, "takes no user or password: the API reads the token from CAPI_ACCESS_TOKEN"
+        )
+    return url
 
 
 def _secret(env: Mapping[str, str], name: str) -> Secret | None:
@@ -328,7 +346,7 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
     values["schema_registry_auth"] = _secret(env, "schema_registry_auth")
     get("local_schemas", _local_schemas)
     get("reader_schema_dir", lambda k, v: _existing_dir(k, v))
-    get("api_base_url", _url)
+    get("api_base_url", _api_url)
     values["access_token"] = _secret(env, "access_token")
     values["account_tokens"] = _account_tokens(env)
     get("is_test_mode", _bool)
@@ -348,7 +366,7 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
     get("dedup_backend", lambda k, v: _choice(k, v, ("memory", "redis", "off")))
     get("dedup_window_s", lambda k, v: parse_duration_s(v, k))
     get("dedup_max_keys", lambda k, v: _int(k, v, 1000))
-    get("redis_url", _url)
+    get("redis_url", lambda k, v: _url(k, v, ("redis", "rediss")))
     get("backlog_high_watermark", lambda k, v: _int(k, v, 1))
     get("backlog_low_watermark", lambda k, v: _int(k, v, 0))
     get("commit_interval_ms", lambda k, v: _int(k, v, 10))

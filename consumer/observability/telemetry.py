@@ -116,8 +116,8 @@ HELP: Final = {
     M_MATCH_EVENTS: "Events built, by ad account and event name.",
     M_MATCH_IDENTIFIER: "Events carrying each match identifier, by ad account and event name.",
     M_MATCH_COUNT: "Events by how many match identifiers they carry.",
-    M_NORMALIZE_DROPPED: "User data values left out by normalization, by field and reason "
-    "(the event was still sent).",
+    M_NORMALIZE_DROPPED: "Values left out of an event (user_data, custom_data, top-level "
+    "fields), by field and reason (the event was still sent).",
     M_OFFSET_MAP_OVERFLOW: "Commits whose map of final offsets past the prefix did not fit the "
     "metadata limit whole.",
     M_EVENTS_CHECKED: "Built events checked against the API's full event schema (every one in "
