@@ -1,8 +1,12 @@
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import random
 from collections.abc import Callable
+from typing import Any
 
+import orjson
 import pytest
 
 from consumer.errors import backoff_s
@@ -188,6 +192,62 @@ async def test_events_of_a_partition_let_go_are_not_sent_again(
     )
     encoded = tuple(orjson.dumps({"event_id": c.event_id}) for c in (kept, gone))
     client.submit(Batch(AdAccountId("111"), (kept, gone), encoded))
-    await eventually(lambda: results, what="the batch's outcomes")
+    await eventually(lambda: len(results) == 2, what="the batch's outcomes")
     assert session.requests == [[kept.event_id, gone.event_id], [kept.event_id]]
-    assert results[0].outcomes == (EventOutcome("processed"), ABANDONED)
+    assert [(r.batch.conversions, r.outcomes) for r in results] == [
+        ((gone,), (ABANDONED,)),  # answered at once, before the retry
+        ((kept,), (EventOutcome("processed"),)),
+    ]
+    assert client.in_flight_events == 0
+
+
+class _BisectSession:
+    """400 for the pair, then processes the left half; the right half waits for `release`."""
+
+    def __init__(self) -> None:
+        self.requests: list[list[str]] = []
+        self.release = asyncio.Event()
+
+    def post(self, url: str, data: bytes, headers: dict[str, str]) -> Any:
+        ids = [e["event_id"] for e in orjson.loads(data)["data"]]
+        self.requests.append(ids)
+        return self._answer(len(self.requests), ids)
+
+    @contextlib.asynccontextmanager
+    async def _answer(self, number: int, ids: list[str]) -> Any:
+        if number == 1:
+            yield _Answer(400, b'{"code": 4196, "message": "invalid"}')
+            return
+        if number > 2:
+            await self.release.wait()
+        events = [{"status": "processed", "error_message": "", "warning_message": ""}] * len(ids)
+        body = {"num_events_received": len(ids), "num_events_processed": len(ids)}
+        yield _Answer(200, orjson.dumps({**body, "events": events}))
+
+
+async def test_a_bisected_batch_reports_each_half_as_soon_as_it_is_answered(
+    conversion_factory: ConversionFactory,
+) -> None:
+    """Issue 23, no needless re-send: the good half of a 400 used to wait for the other half's
+    retries before its offsets could be committed; a crash meanwhile made it go out again."""
+    from consumer.observability.telemetry import setup_telemetry
+    from consumer.records import AdAccountId, Batch, BatchResult
+    from consumer.stages.delivery import DeliveryClient, DeliverySettings
+
+    left, right = conversion_factory(offset=0), conversion_factory(offset=1)
+    session = _BisectSession()
+    results: list[BatchResult] = []
+    client = DeliveryClient(
+        session,  # type: ignore[arg-type]
+        DeliverySettings(),
+        lambda a: Secret("token"),
+        results.append,
+        setup_telemetry(span_processors=[]),
+    )
+    encoded = tuple(orjson.dumps({"event_id": c.event_id}) for c in (left, right))
+    client.submit(Batch(AdAccountId("111"), (left, right), encoded))
+    await eventually(lambda: results, what="the left half's outcome")
+    assert [r.batch.conversions for r in results] == [(left,)]  # the right half still waits
+    session.release.set()
+    await eventually(lambda: len(results) == 2, what="the right half's outcome")
+    assert results[1].batch.conversions == (right,) and client.in_flight_events == 0

@@ -218,11 +218,27 @@ class DeliveryClient:
             slot = self._slots[batch.ad_account] = asyncio.Semaphore(
                 self.settings.max_in_flight_per_account
             )
-        attempts = [0]
         async with slot:
-            outcomes, request_id = await self._send(batch, list(range(len(batch))), attempts)
-        self.in_flight_events -= len(batch)
-        self._on_result(BatchResult(batch, tuple(outcomes), request_id, attempts[0]))
+            await self._send(batch, list(range(len(batch))), [0])
+
+    def _report(
+        self,
+        batch: Batch,
+        picked: list[int],
+        outcomes: Sequence[EventOutcome],
+        request_id: str,
+        attempts: list[int],
+    ) -> None:
+        """The final outcomes of the events at `picked`, as soon as they are final: the good
+        half of a bisected batch is not held back while the other half is retried (its
+        offsets would wait, and a crash meanwhile would make their next owner send it again)."""
+        part = batch
+        if len(picked) != len(batch):
+            conversions = tuple(batch.conversions[i] for i in picked)
+            encoded = tuple(batch.encoded[i] for i in picked)
+            part = Batch(batch.ad_account, conversions, encoded, batch.created_at_s)
+        self.in_flight_events -= len(picked)
+        self._on_result(BatchResult(part, tuple(outcomes), request_id, attempts[0]))
 
     async def _wait_for_token(self, ad_account: AdAccountId) -> None:
         limiter = self._limiters.get(ad_account)
@@ -235,18 +251,20 @@ class DeliveryClient:
         if delay > 0:
             await asyncio.sleep(delay)
 
-    async def _send(
-        self, batch: Batch, picked: list[int], attempts: list[int]
-    ) -> tuple[list[EventOutcome], str]:
+    async def _send(self, batch: Batch, picked: list[int], attempts: list[int]) -> None:
         """Deliver the events of `batch` at the indexes `picked` until each has a final
-        outcome (retrying as needed); the outcomes are in the order of `picked`."""
+        outcome (retrying as needed), and report them (`_report`)."""
         account = batch.ad_account
         started = self._clock()
         retry = 0
         while True:
             gone = [i for i in picked if not self._is_wanted(batch.conversions[i])]
             if gone:  # their partition was revoked or lost: the new owner sends them
-                return await self._send_without(batch, picked, set(gone), attempts)
+                self._report(batch, gone, [ABANDONED] * len(gone), "", attempts)
+                left_out = set(gone)
+                picked = [i for i in picked if i not in left_out]
+                if not picked:
+                    return
             encoded = [batch.encoded[i] for i in picked]
             token = self._token_for(account)
             if token is None:
@@ -266,13 +284,14 @@ class DeliveryClient:
                     reason = _FAILED_REASON.get(status, "pinterest.event_failed")
                     message = _error_message(answer.payload)
                     outcomes = [EventOutcome("failed", reason, message)] * len(encoded)
-                return outcomes, answer.request_id
+                self._report(batch, picked, outcomes, answer.request_id, attempts)
+                return
             if action is Action.BISECT:
                 self.halted.pop(account, None)
                 middle = len(picked) // 2
-                left, left_rid = await self._send(batch, picked[:middle], attempts)
-                right, right_rid = await self._send(batch, picked[middle:], attempts)
-                return left + right, right_rid or left_rid
+                await self._send(batch, picked[:middle], attempts)
+                await self._send(batch, picked[middle:], attempts)
+                return
             if action is Action.HALT:
                 detail = _error_message(answer.payload)
                 if status == 200:
@@ -287,9 +306,9 @@ class DeliveryClient:
             max_age = self.settings.max_retry_age_s
             if max_age is not None and self._clock() - started > max_age:
                 message = f"gave up after {retry} attempts over {max_age:.0f}s"
-                return [EventOutcome("failed", "pinterest.retry_exhausted", message)] * len(
-                    encoded
-                ), answer.request_id
+                exhausted = EventOutcome("failed", "pinterest.retry_exhausted", message)
+                self._report(batch, picked, [exhausted] * len(picked), answer.request_id, attempts)
+                return
             delay = backoff_s(
                 retry,
                 self.settings.backoff_base_s,
@@ -299,14 +318,6 @@ class DeliveryClient:
             )
             self._log_failure(batch, len(encoded), answer, f"retrying in {delay:.2f}s")
             await asyncio.sleep(delay)
-
-    async def _send_without(
-        self, batch: Batch, picked: list[int], gone: set[int], attempts: list[int]
-    ) -> tuple[list[EventOutcome], str]:
-        kept = [i for i in picked if i not in gone]
-        sent, request_id = await self._send(batch, kept, attempts) if kept else ([], "")
-        answers = dict(zip(kept, sent, strict=True))
-        return [answers.get(i, ABANDONED) for i in picked], request_id
 
     def _halt(self, account: AdAccountId, reason: str) -> None:
         if account not in self.halted:

@@ -313,18 +313,21 @@ class Simulation:
         came too shortly before the owner let go for a commit to carry it, or commits (or
         reading them back) failed meanwhile.
 
-        Also excused: the answer went to a member that no longer held the partition. Events
-        already batched when a partition is lost (not revoked) are still sent; a bounded waste
-        the new owner's copies make up for. Events of repeated orders are left out: a copy in
-        another record is deduplicated only as far as the dedup store's scope reaches."""
+        Also excused: the answer went to, or the copy comes from, a member that no longer
+        holds the partition as far as it knows, or is still letting it go (a revoke drains the
+        requests in flight; an expired member learns of it late). Events of repeated orders are
+        left out: a copy in another record is deduplicated only as far as the dedup store's
+        scope reaches."""
         sent_s, answered_s, answered_to = answered
         records = self.event_records.get(event_id, [])
         if len(records) != 1 or self.group.metadata_limit < 4096:
             return
         tp = records[0][0]
-        if not self.group.owned(tp, answered_to, answered_s):
-            return
         now = asyncio.get_running_loop().time()
+        if not self.group.owned(tp, answered_to, answered_s) or not self.group.owned(
+            tp, client, now
+        ):
+            return
         history = self.group.ownership[tp]
         if any(
             sent_s <= t <= min(answered_s + RESEND_GRACE_S, now)
