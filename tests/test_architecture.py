@@ -17,9 +17,12 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "consumer"
-# A stage's own helper: the decoder's compiled plan, the Redis store, the ledger's map.
+# A stage's own helper: the decoder's compiled plan, the Redis store, the ledger's map, the
+# delivery's status table and rate limiter.
 HELPERS = {
     "consumer.stages.decode": {"consumer.stages.avroplan"},
+    "consumer.stages.delivery": {"consumer.stages.answers", "consumer.stages.ratelimit"},
+    "consumer.stages.dryrun": {"consumer.stages.delivery"},
     "consumer.stages.dedup_redis": {"consumer.stages.dedup"},
     "consumer.stages.offsets": {"consumer.stages.offsetmap"},
 }

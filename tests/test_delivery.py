@@ -11,7 +11,7 @@ import pytest
 
 from consumer.errors import backoff_s
 from consumer.records import EventOutcome, Secret
-from consumer.stages.delivery import RateLimiter, parse_outcomes
+from consumer.stages.ratelimit import RateLimiter
 from tests.conftest import ConversionFactory, eventually
 
 
@@ -35,42 +35,6 @@ def test_rate_limiter_token_bucket_with_fake_clock() -> None:
     assert limiter.delay_s() == pytest.approx(0.1)
     now[0] += 1.0
     assert limiter.delay_s() == 0
-
-
-def test_parse_outcomes_200_and_422_shapes() -> None:
-    ok = {
-        "num_events_received": 2,
-        "num_events_processed": 1,
-        "events": [
-            {"status": "processed", "error_message": None, "warning_message": "w"},
-            {"status": "failed", "error_message": "bad em", "warning_message": None},
-        ],
-    }
-    assert parse_outcomes(ok, 2) == [
-        EventOutcome("processed", message="w"),
-        EventOutcome("failed", "pinterest.event_failed", "bad em"),
-    ]
-    unprocessable = {
-        "code": 953,
-        "message": "x",
-        "details": {
-            **ok,
-            "events": [
-                {"status": "failed", "error_message": "", "warning_message": ""},
-                {"status": "processed", "error_message": "", "warning_message": ""},
-            ],
-        },
-    }
-    outcomes = parse_outcomes(unprocessable, 2)
-    assert outcomes is not None
-    assert [o.status for o in outcomes] == ["failed", "processed"]
-    assert outcomes[1].message == ""
-
-
-def test_parse_outcomes_mismatch_returns_none() -> None:
-    assert parse_outcomes({"events": [{"status": "processed"}]}, 2) is None
-    assert parse_outcomes({"num_events_processed": 2}, 2) == [EventOutcome("processed")] * 2
-    assert parse_outcomes(None, 1) is None
 
 
 def test_secret_never_shows_itself() -> None:
@@ -108,26 +72,6 @@ async def test_delivery_task_that_dies_is_reported_not_swallowed() -> None:
     client.submit(Batch(AdAccountId("1"), (), ()))
     await eventually(lambda: crashes, what="the crash report")
     assert [type(e) for e in crashes] == [OverflowError]
-
-
-@pytest.mark.parametrize(("status", "has_outcomes", "events", "action"), [
-    (200, True, 5, "outcomes"), (422, True, 5, "outcomes"), (422, False, 5, "outcomes"),
-    (200, False, 5, "halt"),  # a 200 that is not the events endpoint's answer
-    (400, False, 5, "bisect"), (400, False, 1, "outcomes"),
-    (413, False, 5, "bisect"), (413, False, 1, "outcomes"),  # one event too big: it fails
-    (401, False, 5, "halt"), (403, False, 5, "halt"), (404, False, 5, "halt"),
-    (405, False, 5, "halt"), (409, False, 5, "halt"), (301, False, 5, "halt"),
-    (204, False, 5, "halt"),
-    (408, False, 5, "retry"), (425, False, 5, "retry"), (429, False, 5, "retry"),
-    (500, False, 5, "retry"), (503, False, 5, "retry"), (599, False, 5, "retry"),
-    (0, False, 5, "retry"),  # no answer: timeout or connection error
-])  # fmt: skip
-def test_classify_every_status_has_one_meaning(
-    status: int, has_outcomes: bool, events: int, action: str
-) -> None:
-    from consumer.stages.delivery import classify
-
-    assert classify(status, has_outcomes, events).value == action
 
 
 class _Answer:

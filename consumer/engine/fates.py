@@ -4,7 +4,7 @@ Each fate moves the offset ledger, the dedup store (confirm on delivery, release
 counters and the dead-letter ceiling together, so no path can forget one of them. Failures are
 handed to the dead-letter writer; its acknowledgement is the fate that lets the offset advance.
 Change what happens after a 422's per-event answer, or when the pipeline halts on dead letters,
-here; what the answer means is `delivery.classify`.
+here; what the answer means is `answers.classify`.
 """
 
 from __future__ import annotations

@@ -44,7 +44,8 @@ from consumer.stages.deadletter import (
 from consumer.stages.decode import Decoder, RegistryClient, load_reader_schemas, load_schema_file
 from consumer.stages.dedup import DedupStore, MemoryDedupStore
 from consumer.stages.dedup_redis import RedisDedupStore
-from consumer.stages.delivery import DeliveryClient, DryRunDelivery
+from consumer.stages.delivery import DeliveryClient
+from consumer.stages.dryrun import DryRunDelivery
 from consumer.stages.offsets import OffsetLedger
 from consumer.stages.source import ClientFactory, KafkaSource
 

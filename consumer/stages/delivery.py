@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import enum
 import logging
 import random
 import time
@@ -40,35 +39,22 @@ from consumer.records import (
     mask_url_credentials,
     request_body,
 )
+from consumer.stages.answers import (
+    NO_ANSWER,
+    Action,
+    Decision,
+    cause,
+    classify,
+    error_message,
+    parse_outcomes,
+    row,
+)
+from consumer.stages.ratelimit import RateLimiter
 
 logger = logging.getLogger(__name__)
 
-# Why a whole request's events failed when the answer carries no per-event list.
-_FAILED_REASON = {400: "pinterest.invalid_event", 413: "pinterest.event_too_large"}
 # Not sent (again): the event's partition was revoked or lost while it waited or was retried.
 ABANDONED = EventOutcome("abandoned", "offset.partition_gone")
-
-
-class Action(enum.Enum):
-    OUTCOMES = "outcomes"  # every event has its final answer (processed or failed)
-    BISECT = "bisect"  # the request as a whole was refused: split it to isolate the bad events
-    HALT = "halt"  # nothing will work for this account until configuration changes
-    RETRY = "retry"  # transient: the same request again after a backoff
-
-
-def classify(status: int, has_outcomes: bool, events: int) -> Action:
-    """What an answer to a request of `events` events means (0: no answer at all)."""
-    if status == 200:
-        # A 200 without per-event answers did not come from the events endpoint (a proxy or a
-        # wrong CAPI_API_BASE_URL): treating it as delivered could lose every event.
-        return Action.OUTCOMES if has_outcomes else Action.HALT
-    if status == 422:
-        return Action.OUTCOMES
-    if status in (400, 413):
-        return Action.OUTCOMES if events == 1 else Action.BISECT
-    if status in (408, 425, 429) or status == 0 or status >= 500:
-        return Action.RETRY
-    return Action.HALT  # 401, 403, 404 and every other 4xx, 3xx or 2xx the API never sends
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,27 +69,6 @@ class DeliverySettings:
     max_retry_age_s: float | None = None
 
 
-class RateLimiter:
-    """Token bucket: `rate_per_s` requests per second with bursts up to `burst`."""
-
-    def __init__(
-        self, rate_per_s: float, burst: float, clock: Callable[[], float] | None = None
-    ) -> None:
-        self.rate_per_s = rate_per_s
-        self.burst = burst
-        self._tokens = burst
-        self._clock = clock = clock or time.monotonic  # read at construction (simulation)
-        self._updated = clock()
-
-    def delay_s(self) -> float:
-        """Take a token; return how long to wait before using it (0 when one was there)."""
-        now = self._clock()
-        self._tokens = min(self.burst, self._tokens + (now - self._updated) * self.rate_per_s)
-        self._updated = now
-        self._tokens -= 1
-        return 0.0 if self._tokens >= 0 else -self._tokens / self.rate_per_s
-
-
 @dataclass(frozen=True, slots=True)
 class _Answer:
     status: int
@@ -111,6 +76,7 @@ class _Answer:
     request_id: str
     retry_after_s: float | None
     outcomes: list[EventOutcome] | None = None  # parsed once, for the span and the caller
+    decision: Decision = NO_ANSWER  # what it means (`answers.classify`)
 
 
 def _retry_after(headers: Any) -> float | None:
@@ -119,30 +85,6 @@ def _retry_after(headers: Any) -> float | None:
         return float(value) if value is not None else None
     except ValueError:
         return None
-
-
-def parse_outcomes(payload: Any, expected: int) -> list[EventOutcome] | None:
-    """Per-event outcomes from a 200 body or a 422 body's `details`; None if they don't line up."""
-    if isinstance(payload, dict) and isinstance(payload.get("details"), dict):
-        payload = payload["details"]
-    if not isinstance(payload, dict):
-        return None
-    events = payload.get("events")
-    if isinstance(events, list) and len(events) == expected:
-        outcomes = []
-        for event in events:
-            status = event.get("status") if isinstance(event, dict) else None
-            if status == "processed":
-                outcomes.append(
-                    EventOutcome("processed", message=event.get("warning_message") or "")
-                )
-            else:
-                message = (event.get("error_message") if isinstance(event, dict) else None) or ""
-                outcomes.append(EventOutcome("failed", "pinterest.event_failed", message))
-        return outcomes
-    if payload.get("num_events_processed") == expected:
-        return [EventOutcome("processed")] * expected
-    return None
 
 
 class DeliveryClient:
@@ -274,47 +216,43 @@ class DeliveryClient:
             await self._wait_for_token(account)
             attempts[0] += 1
             answer = await self._post(batch, encoded, token, retry)
-            status = answer.status
-            action = classify(status, answer.outcomes is not None, len(encoded))
-            if action is Action.OUTCOMES:
+            decision = answer.decision
+            if decision.action is Action.OUTCOMES:
                 self.halted.pop(account, None)
                 self.last_success_s = self._clock()
                 outcomes = answer.outcomes
                 if outcomes is None:
-                    reason = _FAILED_REASON.get(status, "pinterest.event_failed")
-                    message = _error_message(answer.payload)
-                    outcomes = [EventOutcome("failed", reason, message)] * len(encoded)
+                    message = error_message(answer.payload)
+                    outcomes = [EventOutcome("failed", decision.reason, message)] * len(encoded)
                 self._report(batch, picked, outcomes, answer.request_id, attempts)
                 return
-            if action is Action.BISECT:
+            if decision.action is Action.BISECT:
                 self.halted.pop(account, None)
                 middle = len(picked) // 2
                 await self._send(batch, picked[:middle], attempts)
                 await self._send(batch, picked[middle:], attempts)
                 return
-            if action is Action.HALT:
-                detail = _error_message(answer.payload)
-                if status == 200:
-                    detail = "no per-event answers: is CAPI_API_BASE_URL the Pinterest API?"
-                self._halt(account, f"HTTP {status}: {detail}")
+            if decision.action is Action.HALT:
+                detail = decision.detail or error_message(answer.payload)
+                self._halt(account, f"HTTP {answer.status}: {detail}")
                 self._log_failure(batch, len(encoded), answer, "halted; retrying slowly")
                 await asyncio.sleep(self.settings.auth_retry_s)
                 continue
             retry += 1
-            cause = str(status) if status else "connection"
-            self._telemetry.instruments.retries.add(1, {"cause": cause})
+            self._telemetry.instruments.retries.add(1, {"cause": cause(answer.status)})
             max_age = self.settings.max_retry_age_s
             if max_age is not None and self._clock() - started > max_age:
                 message = f"gave up after {retry} attempts over {max_age:.0f}s"
                 exhausted = EventOutcome("failed", "pinterest.retry_exhausted", message)
                 self._report(batch, picked, [exhausted] * len(picked), answer.request_id, attempts)
                 return
+            policy = decision.backoff
             delay = backoff_s(
                 retry,
-                self.settings.backoff_base_s,
-                self.settings.backoff_cap_s,
+                self.settings.backoff_base_s * policy.base_scale,
+                self.settings.backoff_cap_s * policy.cap_scale,
                 self._rng,
-                answer.retry_after_s,
+                answer.retry_after_s if policy.honours_retry_after else None,
             )
             self._log_failure(batch, len(encoded), answer, f"retrying in {delay:.2f}s")
             await asyncio.sleep(delay)
@@ -355,23 +293,24 @@ class DeliveryClient:
             instruments = self._telemetry.instruments
             instruments.requests.add(1, {"status": str(answer.status)})
             http_attributes: dict[str, str | int] = {tm.ATTR_HTTP_METHOD: "POST", **self._server}
-            if answer.status:
-                http_attributes[tm.ATTR_HTTP_STATUS] = answer.status
-            if answer.status >= 400 or answer.status == 0:
-                http_attributes[tm.ATTR_ERROR_TYPE] = str(answer.status or "connection")
-            instruments.http_client_duration_s.record(
-                time.perf_counter() - started_s, http_attributes
-            )
             span.set_attribute(tm.ATTR_HTTP_STATUS, answer.status)
             span.set_attribute(tm.ATTR_REQUEST_ID, answer.request_id)
-            if answer.status in (200, 400, 422):
+            outcomes = None
+            if row(answer.status).reads_outcomes:
                 outcomes = parse_outcomes(answer.payload, len(encoded))
-                answer = dataclasses.replace(answer, outcomes=outcomes)
                 processed = sum(1 for o in outcomes or () if o.status == "processed")
                 span.set_attribute(tm.ATTR_PROCESSED, processed)
                 span.set_attribute(tm.ATTR_FAILED, len(outcomes or ()) - processed)
-            if answer.status >= 400 or answer.status == 0:
-                span.set_attribute(tm.ATTR_ERROR_TYPE, str(answer.status or "connection"))
+            decision = classify(answer.status, outcomes is not None, len(encoded))
+            answer = dataclasses.replace(answer, outcomes=outcomes, decision=decision)
+            if cause(answer.status) != "connection":
+                http_attributes[tm.ATTR_HTTP_STATUS] = answer.status
+            if decision.is_error:
+                http_attributes[tm.ATTR_ERROR_TYPE] = cause(answer.status)
+                span.set_attribute(tm.ATTR_ERROR_TYPE, cause(answer.status))
+            instruments.http_client_duration_s.record(
+                time.perf_counter() - started_s, http_attributes
+            )
             return answer
 
     async def _request(self, url: str, body: bytes, token: Secret) -> _Answer:
@@ -404,45 +343,6 @@ class DeliveryClient:
         )
 
 
-def _error_message(payload: Any) -> str:
-    if isinstance(payload, dict):
-        return str(payload.get("message") or payload.get("code") or "")
-    return ""
-
-
 def _span_context(conversion: Any) -> trace.SpanContext | None:
     context = getattr(conversion, "span_context", None)
     return context if isinstance(context, trace.SpanContext) and context.is_valid else None
-
-
-class DryRunDelivery:
-    """Prints each request body as one JSON line instead of sending it; every event 'processed'."""
-
-    def __init__(
-        self,
-        settings: DeliverySettings,
-        on_result: Callable[[BatchResult], None],
-        write: Callable[[str], None],
-    ) -> None:
-        self.settings = settings
-        self._on_result = on_result
-        self._write = write
-        self.halted: dict[AdAccountId, str] = {}
-        self.in_flight_events = 0
-        self.last_success_s: float | None = None
-
-    def submit(self, batch: Batch) -> None:
-        url = f"{self.settings.base_url}/v5/ad_accounts/{batch.ad_account}/events"
-        line = b'{"url":' + orjson.dumps(url) + b',"body":' + batch.body + b"}"
-        self._write(line.decode())
-        outcomes = (EventOutcome("processed"),) * len(batch)
-        asyncio.get_running_loop().call_soon(
-            self._on_result, BatchResult(batch, outcomes, "dry-run")
-        )
-
-    async def drain(self, deadline_s: float) -> bool:
-        await asyncio.sleep(0)
-        return True
-
-    async def close(self) -> None:
-        return None

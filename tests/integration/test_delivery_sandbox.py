@@ -14,7 +14,8 @@ from aiohttp import web
 
 from consumer.observability.telemetry import setup_telemetry
 from consumer.records import AdAccountId, Batch, BatchResult, Secret
-from consumer.stages.delivery import DeliveryClient, DeliverySettings, DryRunDelivery
+from consumer.stages.delivery import DeliveryClient, DeliverySettings
+from consumer.stages.dryrun import DryRunDelivery
 from consumer.tools.sandbox import Sandbox, serve
 from devenv.procs import free_port
 from tests.conftest import ConversionFactory, eventually, valid_event
