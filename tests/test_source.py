@@ -8,7 +8,7 @@ import pytest
 
 from consumer.records import Commit, Coordinates, Envelope
 from consumer.records import TopicPartition as TP
-from consumer.stages.source import KafkaSource, partition_lag
+from consumer.stages.source import KafkaSource, SourceSettings, partition_lag
 from tests.simulation.world import Group, Log, MemberClient, Message
 
 
@@ -73,7 +73,8 @@ class Client(MemberClient):
 
 
 class Harness:
-    """A `KafkaSource` on the model, with a handler whose acceptance the test decides."""
+    """A `KafkaSource` on the model, owned by this harness (a `SourceOwner` whose acceptance
+    the test decides)."""
 
     def __init__(self) -> None:
         self.models: list[Client] = []
@@ -85,13 +86,8 @@ class Harness:
         self.source = KafkaSource(
             {"group.id": "g"},
             ["orders"],
-            self._handle,
-            self._commit,
-            self._assigned,
-            self._revoked,
-            self._lost,
-            self.committed.update,
-            commit_interval_s=0.0,
+            self,
+            SourceSettings(commit_interval_s=0.0),
             client_factory=self._client,
         )
         self.to_commit: dict[TP, Commit] = {}
@@ -104,25 +100,28 @@ class Harness:
     def model(self) -> Client:
         return self.models[-1]
 
-    async def _handle(self, envelopes: list[Envelope]) -> int:
+    async def handle(self, envelopes: list[Envelope]) -> int:
         count = len(envelopes) if self.accept is None else min(self.accept, len(envelopes))
         self.taken.extend(envelopes[:count])
         if self.accept is not None:
             self.accept -= count
         return count
 
-    async def _commit(self) -> None:
+    async def commit_due(self) -> None:
         if self.to_commit:
             await self.source.commit_soon(self.to_commit)
 
-    async def _assigned(self, partitions: list[tuple[TP, int, Commit | None]]) -> None:
+    def on_committed(self, committed: dict[TP, Commit]) -> None:
+        self.committed.update(committed)
+
+    async def on_assign(self, partitions: list[tuple[TP, int, Commit | None]]) -> None:
         self.events.append(("assign", [tp for tp, _, _ in partitions]))
         self.assigned_commits.update({tp: c for tp, _, c in partitions})
 
-    async def _revoked(self, partitions: list[TP]) -> None:
+    async def on_revoke(self, partitions: list[TP]) -> None:
         self.events.append(("revoke", partitions))
 
-    async def _lost(self, partitions: list[TP]) -> None:
+    async def on_lost(self, partitions: list[TP]) -> None:
         self.events.append(("lost", partitions))
 
     async def turns(self, count: int) -> None:

@@ -11,8 +11,8 @@ releases them when their partitions go away.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from typing import NamedTuple
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 from opentelemetry import trace
 
@@ -22,6 +22,7 @@ from consumer.engine.process import Built, RecordProcessor
 from consumer.errors import PermanentError
 from consumer.observability import telemetry as tm
 from consumer.records import Conversion, Coordinates, Envelope, Skip, TopicPartition
+from consumer.stages.contract import HoldingStage
 from consumer.stages.deadletter import DeadLetter
 from consumer.stages.dedup import DedupKey, DedupStore, key_of
 from consumer.stages.offsets import OffsetLedger
@@ -43,22 +44,22 @@ class Admission:
         ledger: OffsetLedger,
         fates: Fates,
         quality: MatchQuality,
-        is_full: Callable[[], bool],
-        tracer: trace.Tracer,
-        group_id: str,
+        downstream: Sequence[HoldingStage[Any]],
     ) -> None:
+        """`downstream`: the stages records go on to; while any is full, none is accepted."""
         self.processor = processor
         self.dedup = dedup
         self.ledger = ledger
         self.fates = fates
         self.quality = quality
-        self._is_full = is_full
-        self._tracer = tracer
-        self._group_id = group_id
+        self._downstream = tuple(downstream)
+        self._tracer = processor.tracer or trace.NoOpTracer()
         self._unaccepted: dict[Coordinates, _Prepared] = {}
 
     def _is_accepting(self) -> bool:
-        return not (self._is_full() or self.fates.halt_reason is not None)
+        if self.fates.halt_reason is not None:
+            return False
+        return not any(stage.is_full for stage in self._downstream)
 
     async def handle(self, envelopes: list[Envelope]) -> int:
         """Take a consumed chunk; returns how many were accepted (the rest are held and retried).
@@ -74,7 +75,7 @@ class Admission:
                 tm.ATTR_MESSAGING_SYSTEM: "kafka",
                 tm.ATTR_MESSAGING_OPERATION: "process",
                 tm.ATTR_BATCH_COUNT: len(envelopes),
-                tm.ATTR_CONSUMER_GROUP: self._group_id,
+                tm.ATTR_CONSUMER_GROUP: self.processor.group_id,
             },
         ):
             prepared = await self._prepare(envelopes)

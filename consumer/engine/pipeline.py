@@ -29,10 +29,12 @@ from consumer.records import (
     AdAccountId,
     Batch,
     Commit,
+    Envelope,
     TopicPartition,
 )
 from consumer.stages.avroplan import HAS_COMPILED_DECODER
 from consumer.stages.batcher import Batcher
+from consumer.stages.contract import Delivery, HoldingStage
 from consumer.stages.deadletter import (
     DeadLetter,
     DeadLetterProducer,
@@ -47,7 +49,7 @@ from consumer.stages.dedup_redis import RedisDedupStore
 from consumer.stages.delivery import DeliveryClient
 from consumer.stages.dryrun import DryRunDelivery
 from consumer.stages.offsets import OffsetLedger
-from consumer.stages.source import ClientFactory, KafkaSource
+from consumer.stages.source import ClientFactory, KafkaSource, SourceSettings
 
 logger = logging.getLogger(__name__)
 
@@ -143,24 +145,16 @@ class Pipeline:
             self.ledger,
             self.fates,
             self.quality,
-            lambda: self.batcher.is_full or self.dead_letters.is_full,
-            self.telemetry.tracer,
-            config.group_id,
+            [self.batcher, self.dead_letters],
         )
         self.source = KafkaSource(
             {**kafka, "group.id": config.group_id, "auto.offset.reset": config.auto_offset_reset},
             config.topics,
-            self.admission.handle,
-            self._commit_soon,
-            self._on_assign,
-            self._on_revoke,
-            self._on_lost,
-            self._on_committed,
-            batch_size=config.consume_batch_size,
-            commit_interval_s=config.commit_interval_ms / 1000,
+            self,
+            SourceSettings(config.consume_batch_size, config.commit_interval_ms / 1000),
             client_factory=edges.kafka_consumer,
         )
-        self.delivery: DeliveryClient | DryRunDelivery | None = None
+        self.delivery: Delivery | None = None
         self.session: aiohttp.ClientSession | None = None
         self.insight = Insight(
             self.source,
@@ -283,14 +277,20 @@ class Pipeline:
     async def _drain(self, deadline_s: float) -> None:
         assert self.delivery is not None
         self.admission.forget(None)
-        self.batcher.flush()
-        is_drained = await self.delivery.drain(deadline_s)
-        is_drained = await self.dead_letters.drain(deadline_s) and is_drained
+        is_drained = True
+        # In the order work flows: batches to delivery, whose failures go to dead letters.
+        for stage in self._holding_stages():
+            is_drained = await stage.drain(deadline_s) and is_drained
         await self._settle_background(deadline_s)
         await self._commit()
         logger.info(
             "drained", extra={"complete": is_drained, "unfinished": self.ledger.unfinished()}
         )
+
+    def _holding_stages(self) -> list[HoldingStage[Any]]:
+        """The stages holding work whose fate is not final, in the order work flows."""
+        assert self.delivery is not None
+        return [self.batcher, self.delivery, self.dead_letters]
 
     async def _close(self, health: Any) -> None:
         # The dead-letter producer flushes first: acknowledgements that arrive during its flush
@@ -325,7 +325,11 @@ class Pipeline:
     def _on_dead_lettered(self, letter: DeadLetter) -> None:
         self.fates.dead_lettered(letter)
 
-    async def _commit_soon(self) -> None:
+    async def handle(self, envelopes: list[Envelope]) -> int:
+        """The source's envelopes go to admission (`SourceOwner.handle`)."""
+        return await self.admission.handle(envelopes)
+
+    async def commit_due(self) -> None:
         """Between two `consume()` calls: send what changed, never wait for the answer."""
         if not self.config.commits_offsets:
             return
@@ -352,7 +356,7 @@ class Pipeline:
             extra={"max_metadata_bytes": ledger.max_metadata_bytes},
         )
 
-    def _on_committed(self, committed: dict[TopicPartition, Commit]) -> None:
+    def on_committed(self, committed: dict[TopicPartition, Commit]) -> None:
         self.ledger.mark_committed(committed)
         self.metrics.committed.add(len(committed))
 
@@ -364,14 +368,14 @@ class Pipeline:
         if only is not None:
             commits = {tp: c for tp, c in commits.items() if tp in only}
         if commits:
-            self._on_committed(await self.source.commit_now(commits))
+            self.on_committed(await self.source.commit_now(commits))
             self._shorten_map_if_refused()
 
-    async def _on_assign(self, partitions: list[tuple[TopicPartition, int, Commit | None]]) -> None:
+    async def on_assign(self, partitions: list[tuple[TopicPartition, int, Commit | None]]) -> None:
         for tp, generation, committed in partitions:
             self.ledger.assign(tp, generation, committed)
 
-    async def _on_revoke(self, partitions: list[TopicPartition]) -> None:
+    async def on_revoke(self, partitions: list[TopicPartition]) -> None:
         """Flush, wait (one deadline for every step) for their in-flight work, commit, forget."""
         deadline = time.monotonic() + self.config.revoke_timeout_s
         if self._shutdown_deadline_s is not None:  # closing: share the one shutdown budget
@@ -406,7 +410,7 @@ class Pipeline:
         for tp in partitions:
             self.ledger.revoke(tp)
 
-    async def _on_lost(self, partitions: list[TopicPartition]) -> None:
+    async def on_lost(self, partitions: list[TopicPartition]) -> None:
         self.admission.forget(set(partitions))
         for tp in partitions:
             self.ledger.lose(tp)

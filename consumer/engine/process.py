@@ -70,8 +70,8 @@ class RecordProcessor:
         self.mapper = Mapper(mapping)
         self.hasher = hasher or hasher_for(mapping)
         self.decoder = decoder
-        self._tracer = tracer
-        self._group_id = group_id
+        self.tracer = tracer
+        self.group_id = group_id
         self._check_every = max(1, check_every)
         self._until_check = 1  # the first event is always checked
         self.checked: Counter[str] = Counter()  # result → events fully checked
@@ -138,10 +138,10 @@ class RecordProcessor:
         return PermanentError(f"internal.{kind}", f"{kind}: {str(exc)[:300]}")
 
     def _start_span(self, envelope: Envelope) -> trace.Span | None:
-        if self._tracer is None:
+        if self.tracer is None:
             return None
         coords = envelope.coords
-        return self._tracer.start_span(
+        return self.tracer.start_span(
             tm.SPAN_PROCESS.format(topic=coords.topic),
             context=_PROPAGATOR.extract({"traceparent": envelope.traceparent}),
             kind=trace.SpanKind.CONSUMER,
@@ -151,6 +151,6 @@ class RecordProcessor:
                 tm.ATTR_DESTINATION: coords.topic,
                 tm.ATTR_PARTITION: str(coords.partition),
                 tm.ATTR_OFFSET: coords.offset,
-                tm.ATTR_CONSUMER_GROUP: self._group_id,
+                tm.ATTR_CONSUMER_GROUP: self.group_id,
             },
         )

@@ -3,7 +3,7 @@
 Each event is encoded once with orjson on submit; a closed `Batch` carries those bytes, so retry
 buffers hold bytes rather than dicts. `submit` never blocks; `is_full` holds from the moment
 pending events (open + in delivery) reach the high watermark until they fall below the low, and
-the pipeline accepts no more records meanwhile.
+the pipeline accepts no more records meanwhile (a `contract.HoldingStage`).
 """
 
 from __future__ import annotations
@@ -102,6 +102,15 @@ class Batcher:
         """Close every open batch now (revoke, shutdown)."""
         for ad_account in list(self._open):
             self._close(ad_account)
+
+    async def drain(self, deadline_s: float) -> bool:
+        """Hand every open batch to delivery now: the batcher then holds nothing."""
+        self.flush()
+        return True
+
+    async def close(self) -> None:
+        """Nothing to let go of: open batches were flushed by `drain`, or are abandoned."""
+        self._open.clear()
 
     def close_due(self) -> float | None:
         """Close batches whose linger ran out; return the next deadline, if any batch is open."""

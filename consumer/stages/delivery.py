@@ -124,6 +124,11 @@ class DeliveryClient:
             tm.ATTR_SERVER_PORT: base.port or (443 if base.scheme == "https" else 80),
         }
 
+    @property
+    def is_full(self) -> bool:
+        """Never: the batcher's watermark counts the events in delivery too."""
+        return False
+
     def submit(self, batch: Batch) -> None:
         task = asyncio.get_running_loop().create_task(self._deliver(batch))
         self._tasks.add(task)

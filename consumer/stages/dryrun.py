@@ -27,6 +27,11 @@ class DryRunDelivery:
         self.in_flight_events = 0
         self.last_success_s: float | None = None
 
+    @property
+    def is_full(self) -> bool:
+        """Never: the batcher's watermark counts the events in delivery too."""
+        return False
+
     def submit(self, batch: Batch) -> None:
         url = f"{self.settings.base_url}/v5/ad_accounts/{batch.ad_account}/events"
         line = b'{"url":' + orjson.dumps(url) + b',"body":' + batch.body + b"}"

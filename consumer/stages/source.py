@@ -13,8 +13,9 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import orjson
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
@@ -26,16 +27,47 @@ from consumer.records import TopicPartition as TP
 
 logger = logging.getLogger(__name__)
 
-Handler = Callable[[list[Envelope]], Awaitable[int]]
-Committer = Callable[[], Awaitable[None]]
-CommittedCallback = Callable[[dict[TP, Commit]], None]
 ClientFactory = Callable[[dict[str, Any]], Any]
 # An asynchronous commit unanswered this long is given up on and may be sent again (librdkafka
 # answers a commit it cannot deliver after socket.timeout.ms, 60 s by default).
 COMMIT_GIVE_UP_S = 90.0
-# (partition, generation, the group's last commit there if any)
-AssignCallback = Callable[[list[tuple[TP, int, Commit | None]]], Awaitable[None]]
-RevokeCallback = Callable[[list[TP]], Awaitable[None]]
+
+
+class SourceOwner(Protocol):
+    """What the source calls on its owner (the pipeline): always from the source's own loop,
+    between two `consume()` calls or inside one (rebalances and commit answers arrive there)."""
+
+    async def handle(self, envelopes: list[Envelope]) -> int:
+        """Take the leading envelopes it can and return how many; the source holds the rest,
+        in order, pauses every partition, and offers them again on its next turn."""
+        ...
+
+    async def commit_due(self) -> None:
+        """A commit interval passed: commit what became final (`commit_soon`, never blocks)."""
+        ...
+
+    async def on_assign(self, partitions: list[tuple[TP, int, Commit | None]]) -> None:
+        """New partitions: (partition, its generation, the group's last commit there)."""
+        ...
+
+    async def on_revoke(self, partitions: list[TP]) -> None:
+        """Drain and commit these (`commit_now`): they are ours until this returns."""
+        ...
+
+    async def on_lost(self, partitions: list[TP]) -> None:
+        """Gone already (a session expired): forget them; nothing of theirs may be committed."""
+        ...
+
+    def on_committed(self, committed: dict[TP, Commit]) -> None:
+        """Kafka accepted these commits."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class SourceSettings:
+    batch_size: int = 1000  # messages per consume()
+    commit_interval_s: float = 0.1  # how often `commit_due` is called
+    poll_timeout_s: float = 0.1  # how long consume() waits when nothing is there
 
 
 # librdkafka's codes for "no broker answers" (statistics report when one is UP again).
@@ -70,15 +102,8 @@ class KafkaSource:
         self,
         config: dict[str, Any],
         topics: Sequence[str],
-        handler: Handler,
-        committer: Committer,
-        on_assign: AssignCallback,
-        on_revoke: RevokeCallback,
-        on_lost: RevokeCallback,
-        on_committed: CommittedCallback,
-        batch_size: int = 1000,
-        commit_interval_s: float = 0.1,
-        poll_timeout_s: float = 0.1,
+        owner: SourceOwner,
+        settings: SourceSettings = SourceSettings(),
         clock: Callable[[], float] | None = None,
         client_factory: ClientFactory | None = None,
     ) -> None:
@@ -91,19 +116,14 @@ class KafkaSource:
         }
         self._config.setdefault("statistics.interval.ms", 5000)
         self._topics = list(topics)
-        self._handler = handler
-        self._committer = committer
-        self.commit_interval_s = commit_interval_s
-        self._next_commit_s = clock() + commit_interval_s
-        self._on_assign = on_assign
-        self._on_revoke = on_revoke
-        self._on_lost = on_lost
-        self._on_committed = on_committed
+        self._owner = owner
+        self.commit_interval_s = settings.commit_interval_s
+        self._next_commit_s = clock() + settings.commit_interval_s
         self._client_factory = client_factory or (lambda c: AIOConsumer(c, max_workers=4))
         # Asynchronous commits Kafka has not answered yet: (what was sent, when).
         self._commits_in_flight: dict[TP, tuple[Commit, float]] = {}
-        self.batch_size = batch_size
-        self.poll_timeout_s = poll_timeout_s
+        self.batch_size = settings.batch_size
+        self.poll_timeout_s = settings.poll_timeout_s
         self._clock = clock
         self._consumer: AIOConsumer | None = None
         self._held: list[Envelope] = []
@@ -159,7 +179,7 @@ class KafkaSource:
             self.last_turn_s = self._clock()
             if self.last_turn_s >= self._next_commit_s:
                 self._next_commit_s = self.last_turn_s + self.commit_interval_s
-                await self._committer()
+                await self._owner.commit_due()
             if self._held and self._clock() >= self._retry_at_s:
                 held, self._held = self._held, []
                 await self._offer(held)
@@ -180,7 +200,7 @@ class KafkaSource:
 
     async def _offer(self, envelopes: list[Envelope]) -> None:
         try:
-            accepted = await self._handler(envelopes)
+            accepted = await self._owner.handle(envelopes)
             self._transient_failures = 0
             self.transient_since = None
         except TransientError as exc:
@@ -298,7 +318,7 @@ class KafkaSource:
             else:
                 self._commit_failed(tp, tp.error or error)
         if committed:
-            self._on_committed(committed)
+            self._owner.on_committed(committed)
 
     async def commit_now(self, commits: dict[TP, Commit]) -> dict[TP, Commit]:
         """Store then commit and wait for Kafka's answer; return what Kafka took.
@@ -371,7 +391,7 @@ class KafkaSource:
             self.generations[key] = self.generations.get(key, 0) + 1
             self.assigned.add(key)
             assigned.append((key, self.generations[key], committed.get(key)))
-        await self._on_assign(assigned)
+        await self._owner.on_assign(assigned)
         await self.client.incremental_assign(partitions)
         if self._held:
             # Cooperative-sticky does not carry our pause to new partitions: assign, then pause.
@@ -397,7 +417,7 @@ class KafkaSource:
 
     async def _revoked(self, _consumer: Any, partitions: list[TopicPartition]) -> None:
         keys = [(tp.topic, tp.partition) for tp in partitions]
-        await self._on_revoke(keys)  # drains and commits while we still own them
+        await self._owner.on_revoke(keys)  # drains and commits while we still own them
         self._forget(partitions)
         logger.info("partitions revoked", extra={"partitions": [f"{t}/{p}" for t, p in keys]})
 
@@ -405,7 +425,7 @@ class KafkaSource:
         keys = self._forget(partitions)
         if not self.assigned and self.lost_since is None:
             self.lost_since = self._clock()
-        await self._on_lost(keys)
+        await self._owner.on_lost(keys)
         logger.warning("partitions lost", extra={"partitions": [f"{t}/{p}" for t, p in keys]})
 
     async def _on_stats(self, stats_json: str) -> None:
