@@ -15,11 +15,11 @@ import yaml
 
 from bench.floor import floor_us_per_event
 from consumer.conversion.capi import validate_event
+from consumer.conversion.hashing import UserDataHasher
 from consumer.conversion.mapping import Mapper
 from consumer.conversion.normalize import normalize_conversion
 from consumer.conversion.quality import MatchQuality
 from consumer.conversion.rules import compile_mapping
-from consumer.conversion.userdata import UserDataHasher
 from consumer.engine.process import CHECK_EVERY_IN_RUN, RecordProcessor, hasher_for
 from consumer.records import Conversion, Coordinates, Decoded, Envelope
 from consumer.stages.batcher import Batcher, BatchSettings

@@ -258,30 +258,6 @@ def _kafka_settings(env: Mapping[str, str]) -> dict[str, str | Secret]:
     return settings
 
 
-def check_kafka_settings(config: Config) -> None:
-    """Build a librdkafka client from the settings, as `run` will, and close it at once.
-
-    Raises `ConfigError` naming the CAPI_KAFKA_* variable of an unknown property or a bad value
-    (librdkafka checks both, and the TLS files, when a client is created).
-    """
-    from confluent_kafka import Consumer, KafkaException
-
-    settings = {
-        **config.kafka_client_config(),
-        "group.id": config.group_id,
-        "log_level": 0,  # a check, not a run: no connection chatter on stderr
-    }
-    try:
-        Consumer(settings).close()
-    except KafkaException as exc:
-        message = str(exc.args[0].str() if exc.args else exc)
-        for name in settings:
-            if f'"{name}"' in message:
-                key = PREFIX + "KAFKA_" + name.replace(".", "_").upper()
-                raise ConfigError(key, message) from None
-        raise ConfigError(PREFIX + "KAFKA_*", message) from None
-
-
 def _account_tokens(env: Mapping[str, str]) -> dict[str, Secret]:
     tokens: dict[str, Secret] = {}
     for key, raw in env.items():

@@ -5,12 +5,13 @@ from decimal import Decimal
 
 import pytest
 
+from consumer.conversion.hashing import UserDataHasher
 from consumer.conversion.normalize import (
     normalize_conversion,
     normalize_currency,
     normalize_custom_data,
 )
-from consumer.conversion.userdata import NormalizeOptions, UserDataHasher
+from consumer.conversion.userdata import NormalizeOptions
 from consumer.conversion.values import OutOfBounds
 from tests.conftest import ConversionFactory
 

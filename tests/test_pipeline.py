@@ -36,7 +36,7 @@ async def test_pipeline_halves_the_map_on_each_refusal_down_to_plain_commits() -
     pipeline = Pipeline(load_config({**ENV, "CAPI_DEDUP_BACKEND": "memory"}))
     sizes = []
     for refusals in range(1, 9):
-        pipeline.source.metadata_refusals = refusals
+        pipeline.source.commits.metadata_refusals = refusals
         pipeline._shorten_map_if_refused()
         sizes.append(pipeline.ledger.max_metadata_bytes)
     assert sizes == [2000, 1000, 500, 250, 125, 62, 0, 0]

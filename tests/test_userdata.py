@@ -13,6 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from consumer.conversion import capi, quality
+from consumer.conversion.hashing import UserDataHasher
 from consumer.conversion.userdata import (
     FIELDS_BY_NAME,
     HASHED_USER_FIELDS,
@@ -20,7 +21,6 @@ from consumer.conversion.userdata import (
     USER_DATA_FIELDS,
     NormalizeOptions,
     Omitted,
-    UserDataHasher,
     is_hex_digest,
     normalize_city,
     normalize_email,
@@ -439,7 +439,8 @@ def test_user_data_values_over_their_bounds_are_left_out_as_too_long() -> None:
     cached (the digest cache keys on the raw value); a huge Decimal is not turned into an int."""
     from decimal import Decimal
 
-    from consumer.conversion.userdata import NormalizeOptions, UserDataHasher
+    from consumer.conversion.hashing import UserDataHasher
+    from consumer.conversion.userdata import NormalizeOptions
 
     hasher = UserDataHasher(NormalizeOptions())
     user_data, dropped = hasher.hash_user_data(

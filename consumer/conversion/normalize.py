@@ -18,7 +18,8 @@ from consumer.conversion.capi import (
     MISSING_IDENTIFIER,
     has_required_identifier,
 )
-from consumer.conversion.userdata import NormalizeOptions, UserDataHasher
+from consumer.conversion.hashing import UserDataHasher
+from consumer.conversion.userdata import NormalizeOptions
 from consumer.conversion.values import OutOfBounds, decimal_text, integer, items, text
 from consumer.errors import PermanentError
 from consumer.records import Conversion

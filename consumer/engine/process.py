@@ -20,10 +20,11 @@ from opentelemetry import trace
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from consumer.conversion.capi import InvalidEvent, validate_event
+from consumer.conversion.hashing import UserDataHasher
 from consumer.conversion.mapping import Mapper
 from consumer.conversion.normalize import normalize_conversion
 from consumer.conversion.rules import MappingRules
-from consumer.conversion.userdata import NormalizeOptions, UserDataHasher
+from consumer.conversion.userdata import NormalizeOptions
 from consumer.errors import PermanentError, TransientError
 from consumer.observability import telemetry as tm
 from consumer.records import Conversion, Decoded, Envelope, Skip

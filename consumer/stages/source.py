@@ -24,13 +24,11 @@ from confluent_kafka.aio import AIOConsumer
 from consumer.errors import TransientError, backoff_s
 from consumer.records import Commit, Coordinates, Envelope
 from consumer.records import TopicPartition as TP
+from consumer.stages.commits import Commits
 
 logger = logging.getLogger(__name__)
 
 ClientFactory = Callable[[dict[str, Any]], Any]
-# An asynchronous commit unanswered this long is given up on and may be sent again (librdkafka
-# answers a commit it cannot deliver after socket.timeout.ms, 60 s by default).
-COMMIT_GIVE_UP_S = 90.0
 
 
 class SourceOwner(Protocol):
@@ -120,8 +118,7 @@ class KafkaSource:
         self.commit_interval_s = settings.commit_interval_s
         self._next_commit_s = clock() + settings.commit_interval_s
         self._client_factory = client_factory or (lambda c: AIOConsumer(c, max_workers=4))
-        # Asynchronous commits Kafka has not answered yet: (what was sent, when).
-        self._commits_in_flight: dict[TP, tuple[Commit, float]] = {}
+        self.commits = Commits(clock)
         self.batch_size = settings.batch_size
         self.poll_timeout_s = settings.poll_timeout_s
         self._clock = clock
@@ -146,10 +143,6 @@ class KafkaSource:
         self.all_paused_since: float | None = None
         # Since when partitions were lost with nothing assigned back: no rebalance took them.
         self.lost_since: float | None = None
-        self.commit_failures = 0
-        # Commits the broker refused because their metadata (the map of final offsets) was
-        # longer than its offset.metadata.max.bytes: the pipeline shortens the map.
-        self.metadata_refusals = 0
 
     @property
     def client(self) -> AIOConsumer:
@@ -273,90 +266,32 @@ class KafkaSource:
 
     @property
     def commits_in_flight(self) -> set[TP]:
-        """Partitions with an asynchronous commit Kafka has not answered (never sent again
-        meanwhile: the ledger's view of what is committed must follow the answers in order)."""
-        now = self._clock()
-        return {
-            tp
-            for tp, (_, sent_s) in self._commits_in_flight.items()
-            if now - sent_s < COMMIT_GIVE_UP_S
-        }
+        return self.commits.in_flight
+
+    @property
+    def commit_failures(self) -> int:
+        return self.commits.failures
+
+    @property
+    def metadata_refusals(self) -> int:
+        return self.commits.metadata_refusals
 
     async def commit_soon(self, commits: dict[TP, Commit]) -> None:
-        """Store and commit without waiting: Kafka's answer arrives through `on_committed`.
-
-        Used between two `consume()` calls. A synchronous commit there blocked the whole loop
-        for as long as the group had no coordinator (45 s and more on each try during a broker
-        restart): no `consume()`, so no rebalance callbacks, logs or heartbeats of the app.
-        """
-        owned = {tp: c for tp, c in commits.items() if tp in self.assigned}
-        if not owned:
-            return
-        partitions = [TopicPartition(t, p, c.offset, c.metadata) for (t, p), c in owned.items()]
-        try:
-            await self.client.store_offsets(offsets=partitions)
-            await self.client.commit(offsets=partitions, asynchronous=True)
-        except KafkaException as exc:
-            self.commit_failures += 1
-            logger.warning("commit failed, will retry", extra={"error": str(exc)})
-            return
-        now = self._clock()
-        for tp, commit in owned.items():
-            self._commits_in_flight[tp] = (commit, now)
+        """Commit without waiting, between two `consume()` calls (`Commits.send_soon`)."""
+        await self.commits.send_soon(self.client, self._owned(commits))
 
     async def _on_commit(self, error: KafkaError | None, partitions: list[TopicPartition]) -> None:
         """Kafka's answer to an asynchronous commit (served by `consume()`, on the loop)."""
-        committed: dict[TP, Commit] = {}
-        for tp in partitions or []:
-            key = (tp.topic, tp.partition)
-            sent = self._commits_in_flight.get(key)
-            if sent is None or sent[0].offset != tp.offset:
-                continue  # answered after a revoke, or for a commit sent since
-            del self._commits_in_flight[key]
-            if error is None and tp.error is None:
-                committed[key] = sent[0]
-            else:
-                self._commit_failed(tp, tp.error or error)
+        committed = self.commits.answered(error, partitions)
         if committed:
             self._owner.on_committed(committed)
 
     async def commit_now(self, commits: dict[TP, Commit]) -> dict[TP, Commit]:
-        """Store then commit and wait for Kafka's answer; return what Kafka took.
+        """Commit and wait: inside a revoke and at shutdown only (`Commits.send_now`)."""
+        return await self.commits.send_now(self.client, self._owned(commits))
 
-        Only inside a revoke (librdkafka waits for the callback anyway, and the next owner must
-        see this commit) and at shutdown. A synchronous commit reports failures per partition
-        without raising, so each partition's error is checked: the caller retries the rest.
-        """
-        owned = {tp: c for tp, c in commits.items() if tp in self.assigned}
-        if not owned:
-            return {}
-        for tp in owned:
-            self._commits_in_flight.pop(tp, None)  # this answer supersedes an earlier one
-        partitions = [TopicPartition(t, p, c.offset, c.metadata) for (t, p), c in owned.items()]
-        try:
-            await self.client.store_offsets(offsets=partitions)
-            answered = await self.client.commit(offsets=partitions, asynchronous=False)
-        except KafkaException as exc:
-            self.commit_failures += 1
-            logger.warning("commit failed, will retry", extra={"error": str(exc)})
-            return {}
-        committed = {}
-        for tp in answered or []:
-            key = (tp.topic, tp.partition)
-            if tp.error is None and key in owned:
-                committed[key] = owned[key]
-            elif tp.error is not None:
-                self._commit_failed(tp, tp.error)
-        return committed
-
-    def _commit_failed(self, tp: Any, error: KafkaError | None) -> None:
-        self.commit_failures += 1
-        if error is not None and error.code() == KafkaError.OFFSET_METADATA_TOO_LARGE:
-            self.metadata_refusals += 1
-        logger.warning(
-            "commit failed for a partition, will retry",
-            extra={"partition": f"{tp.topic}/{tp.partition}", "error": str(error)},
-        )
+    def _owned(self, commits: dict[TP, Commit]) -> dict[TP, Commit]:
+        return {tp: c for tp, c in commits.items() if tp in self.assigned}
 
     async def _committed(self, partitions: list[TopicPartition]) -> dict[TP, Commit]:
         """The group's last commit per partition, with its metadata; {} when it cannot be read
@@ -412,7 +347,7 @@ class KafkaSource:
         self.paused -= gone
         for key in keys:
             self.lag.pop(key, None)
-            self._commits_in_flight.pop(key, None)
+            self.commits.forget(key)
         return keys
 
     async def _revoked(self, _consumer: Any, partitions: list[TopicPartition]) -> None:

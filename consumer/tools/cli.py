@@ -22,9 +22,10 @@ _DIST = "capi-consumer"
 
 
 def _run(args: argparse.Namespace) -> int:
-    from consumer.config import check_kafka_settings, load_config
+    from consumer.config import load_config
     from consumer.engine.pipeline import Pipeline
     from consumer.observability.logs import setup_logging
+    from consumer.tools.kafka_probe import check_kafka_settings
 
     env = dict(__import__("os").environ)
     if args.dry_run:
@@ -52,7 +53,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _check_config(args: argparse.Namespace) -> int:
-    from consumer.config import check_kafka_settings, load_config
+    from consumer.config import load_config
+    from consumer.tools.kafka_probe import check_kafka_settings
 
     config = load_config()
     check_kafka_settings(config)
@@ -120,9 +122,10 @@ def _require_topics(kafka: dict[str, Any], topics: list[str]) -> None:
 
 
 def _replay(args: argparse.Namespace) -> int:
-    from consumer.config import check_kafka_settings, load_config
-    from consumer.stages.deadletter import ReplayStats, replay_dead_letters
+    from consumer.config import load_config
+    from consumer.tools.kafka_probe import check_kafka_settings
     from consumer.tools.progress import Progress
+    from consumer.tools.replay import ReplayStats, replay_dead_letters
 
     config = load_config()
     check_kafka_settings(config)

@@ -36,7 +36,7 @@ from typing import Any
 import fastavro
 
 from consumer.config import Config, load_config
-from consumer.conversion.userdata import UserDataHasher
+from consumer.conversion.hashing import UserDataHasher
 from consumer.engine.pipeline import Edges, Pipeline
 from consumer.engine.process import RecordProcessor, hasher_for
 from consumer.errors import PermanentError
