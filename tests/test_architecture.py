@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -107,3 +108,18 @@ def test_architecture_no_import_circle() -> None:
 def test_architecture_every_module_sits_in_a_role_package() -> None:
     top = {p.name for p in PACKAGE.glob("*.py")}
     assert top == {"__init__.py", "__main__.py", "config.py", "errors.py", "records.py"}
+
+
+def test_architecture_readme_folder_list_names_every_module() -> None:
+    """README's folder list is the architecture diagram: each module is named under its
+    package, so a new module cannot hide from it."""
+    readme = (ROOT / "README.md").read_text()
+    block = readme[readme.index("consumer/\n  records.py") :]
+    block = block[: block.index("```")]
+    sections = re.split(r"\n  (?=\w+/)", block)
+    for package in ("stages", "conversion", "engine", "observability", "tools"):
+        (section,) = [s for s in sections if s.startswith(f"{package}/")]
+        words = set(re.findall(r"[a-z_]+", section))
+        for path in sorted((PACKAGE / package).glob("*.py")):
+            if path.stem != "__init__":
+                assert path.stem in words, f"README's folder list misses {package}/{path.name}"

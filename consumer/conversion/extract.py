@@ -3,8 +3,10 @@
 Each `compile_*` checks one piece of the mapping YAML (raising `ConfigError` naming its key) and
 returns a closure that reads a decoded record (a plain dict) at run time. Closures never raise
 except `PermanentError` for data a rule cannot use (an unmapped lookup value, a template field
-that is missing). Change how a value is read from a record here; which values a rule reads is
-`rules.py`, what the event is made of is `mapping.py`.
+that is missing). Change how a value is read from a record here: a new value operator (beside
+`first`, `count`, `sum`) is one branch of `compile_value` and its test in `tests/test_extract.py`
+(and its shape in `mapping_schema.py`). Which values a rule reads is `rules.py`, what the event
+is made of is `mapping.py`, whether a value fits its field is `values.py`.
 """
 
 from __future__ import annotations

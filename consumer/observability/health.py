@@ -1,7 +1,8 @@
 """Health endpoints: /healthz (loop and source alive), /readyz (the state below, with its reason),
 /metrics (Prometheus text), /stats (JSON counters for `consumer status` and the demo).
 
-`assess` turns plain facts into one readiness state; adding a readiness condition is one row here.
+`assess` turns plain facts into one readiness state; adding a readiness condition is one row here
+and its alert rule in `deploy/prometheus/alerts.yaml` (with its test in `tests/test_health.py`).
 """
 
 from __future__ import annotations
