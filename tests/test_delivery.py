@@ -90,6 +90,13 @@ class _Answer:
         return None
 
 
+def _processed(ids: list[str]) -> _Answer:
+    """A 200 that says every event of the request was processed."""
+    events = [{"status": "processed", "error_message": "", "warning_message": ""}] * len(ids)
+    body = {"num_events_received": len(ids), "num_events_processed": len(ids)}
+    return _Answer(200, orjson.dumps({**body, "events": events}))
+
+
 class _ScriptedSession:
     """Answers 503 first, then processes every event; keeps each request's event ids."""
 
@@ -105,9 +112,7 @@ class _ScriptedSession:
         if len(self.requests) == 1:
             self._on_first()
             return _Answer(503, b'{"code": 1, "message": "busy"}')
-        events = [{"status": "processed", "error_message": "", "warning_message": ""}] * len(ids)
-        body = {"num_events_received": len(ids), "num_events_processed": len(ids)}
-        return _Answer(200, orjson.dumps({**body, "events": events}))
+        return _processed(ids)
 
 
 async def test_events_of_a_partition_let_go_are_not_sent_again(
@@ -164,9 +169,7 @@ class _BisectSession:
             return
         if number > 2:
             await self.release.wait()
-        events = [{"status": "processed", "error_message": "", "warning_message": ""}] * len(ids)
-        body = {"num_events_received": len(ids), "num_events_processed": len(ids)}
-        yield _Answer(200, orjson.dumps({**body, "events": events}))
+        yield _processed(ids)
 
 
 async def test_a_bisected_batch_reports_each_half_as_soon_as_it_is_answered(
