@@ -37,7 +37,8 @@ def test_validate_accepts_a_complete_event() -> None:
 
 
 @pytest.mark.parametrize(("change", "field", "is_structural"), [
-    ({"event_name": "purchase"}, "event_name", False),
+    ({"event_name": "buy now!"}, "event_name", False),
+    ({"event_name": "x" * 101}, "event_name", False),
     ({"action_source": "email"}, "action_source", False),
     ({"event_time": 1_700_000_000_000}, "event_time", False),
     ({"event_time": "1700000000"}, "event_time", True),
@@ -76,3 +77,9 @@ def test_is_hex_digest_only_lowercase_64_hex() -> None:
     assert is_hex_digest(DIGEST)
     assert not is_hex_digest(DIGEST.upper())
     assert not is_hex_digest(DIGEST[:-1])
+
+
+def test_validate_accepts_custom_event_names_within_pinterests_rule() -> None:
+    """Issue 25 part 1: advertiser-defined names; the sandbox validates with this check."""
+    validate_event(valid_event(event_name="first_purchase"), NOW)
+    validate_event(valid_event(event_name="Repeat-Buyer-2"), NOW)

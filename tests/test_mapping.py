@@ -197,7 +197,7 @@ def test_event_time_seconds_units(value: object, unit: Any, expected: int) -> No
 @pytest.mark.parametrize(("document", "key"), [
     ({}, "mapping.topics"),
     ({"topics": [{"topic": "t"}]}, "mapping.topics[0].event_name"),
-    ({"topics": [{"topic": "t", "event_name": "purchase", "action_source": "web",
+    ({"topics": [{"topic": "t", "event_name": "buy now!", "action_source": "web",
                   "ad_account": "1", "event_id": "{a}", "event_time": "t"}]},
      "mapping.topics[0].event_name"),
     ({"topics": [{"topic": "t", "event_name": "lead", "action_source": "tv",
@@ -450,3 +450,44 @@ def test_map_top_level_text_too_long_is_left_out_with_its_reason() -> None:
     assert isinstance(result, Conversion)
     assert "event_source_url" not in result.event and result.event["language"] == "en"
     assert result.dropped == (("event_source_url", "too_long"),)
+
+
+@pytest.mark.parametrize("name", ["first_purchase", "Repeat-Buyer", "x" * 100, "purchase"])
+def test_custom_event_names_that_fit_pinterests_rule_are_accepted_and_listed(name: str) -> None:
+    """Issue 25 part 1: advertiser-defined names (letters, digits, _ and -, up to 100)."""
+    rules = compile_mapping({"topics": [{**RULE, "event_name": name}]})
+    assert rules.custom_event_names() == [name]  # said at start-up: must exist in Ads Manager
+    result = map_record(decoded("t", {"a": "1", "t": NOW_S}), rules, NOW_S)
+    assert isinstance(result, Conversion) and result.event["event_name"] == name
+
+
+@pytest.mark.parametrize("name", ["buy now!", "x" * 101, "café", ""])
+def test_names_outside_the_rule_are_refused_with_the_rule(name: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        compile_mapping({"topics": [{**RULE, "event_name": name}]})
+    assert "event_name" in str(info.value)
+    rules = compile_mapping({"topics": [{**RULE, "event_name": {"field": "n"}}]})
+    if name:
+        with pytest.raises(PermanentError) as error:
+            map_record(decoded("t", {"a": "1", "t": NOW_S, "n": name}), rules, NOW_S)
+        assert error.value.reason == "map.bad_event_name" and "100 letters" in error.value.detail
+
+
+def test_custom_names_from_records_are_bounded() -> None:
+    """A field full of free text must not become a flood of event names (and metric series)."""
+    from consumer.conversion.mapping import MAX_CUSTOM_EVENT_NAMES
+
+    rules = compile_mapping({"topics": [{**RULE, "event_name": {"field": "n"}}]})
+    mapper = Mapper(rules)
+    for i in range(MAX_CUSTOM_EVENT_NAMES):
+        assert isinstance(
+            mapper.map(decoded("t", {"a": "1", "t": NOW_S, "n": f"e{i}"}), NOW_S), Conversion
+        )
+    again = mapper.map(decoded("t", {"a": "1", "t": NOW_S, "n": "E0"}), NOW_S)  # case-insensitive
+    assert isinstance(again, Conversion)
+    with pytest.raises(PermanentError) as info:
+        mapper.map(decoded("t", {"a": "1", "t": NOW_S, "n": "one_too_many"}), NOW_S)
+    assert info.value.reason == "map.too_many_event_names"
+    assert isinstance(
+        mapper.map(decoded("t", {"a": "1", "t": NOW_S, "n": "lead"}), NOW_S), Conversion
+    )

@@ -20,6 +20,13 @@ EventName = Literal[
 ActionSource = Literal["web", "app_android", "app_ios", "offline"]
 
 EVENT_NAMES: Final = frozenset(EventName.__args__)  # type: ignore[attr-defined]
+# Advertiser-defined ("custom") event names: up to 100 letters, digits, `_` and `-`, compared
+# case-insensitively by Pinterest, up to 15 per advertiser, each mapped to a standard event in
+# Ads Manager (which is where they must exist first).
+CUSTOM_EVENT_NAME: Final = re.compile(r"[A-Za-z0-9_-]{1,100}")
+EVENT_NAME_RULE: Final = (
+    "a standard event name or a custom one of up to 100 letters, digits, _ or -"
+)
 ACTION_SOURCES: Final = frozenset(ActionSource.__args__)  # type: ignore[attr-defined]
 MAX_EVENTS_PER_REQUEST: Final = 1000
 MAX_EVENT_AGE_S: Final = 7 * 86400  # the API refuses events older than 7 days
@@ -47,6 +54,15 @@ TOP_FIELDS: Final = (
 
 _DECIMAL = re.compile(r"-?\d+(\.\d+)?")
 PARTNER_NAME = re.compile(r"ss-[a-z0-9_.-]+")
+
+
+def is_event_name(name: str) -> bool:
+    """A standard event name, or one an advertiser may define (`CUSTOM_EVENT_NAME`)."""
+    return name in EVENT_NAMES or CUSTOM_EVENT_NAME.fullmatch(name) is not None
+
+
+def is_custom_event_name(name: str) -> bool:
+    return name not in EVENT_NAMES and CUSTOM_EVENT_NAME.fullmatch(name) is not None
 
 
 class InvalidEvent(ValueError):
@@ -167,8 +183,8 @@ def validate_event(event: object, now_s: int, future_skew_s: int = 60) -> None:
     for key in event:
         if key not in TOP_FIELDS:
             raise InvalidEvent(f"{key} is not a known field", True)
-    if event["event_name"] not in EVENT_NAMES:
-        raise InvalidEvent(f"event_name {event['event_name']!r} is not an allowed value")
+    if not isinstance(event["event_name"], str) or not is_event_name(event["event_name"]):
+        raise InvalidEvent(f"event_name {event['event_name']!r} is not {EVENT_NAME_RULE}")
     if event["action_source"] not in ACTION_SOURCES:
         raise InvalidEvent(f"action_source {event['action_source']!r} is not an allowed value")
     event_time = event["event_time"]

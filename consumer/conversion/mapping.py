@@ -13,13 +13,22 @@ import datetime as dt
 import math
 from typing import Any, Final
 
-from consumer.conversion.capi import ACTION_SOURCES, EVENT_NAMES, PARTNER_NAME
+from consumer.conversion.capi import (
+    ACTION_SOURCES,
+    EVENT_NAME_RULE,
+    EVENT_NAMES,
+    PARTNER_NAME,
+    is_custom_event_name,
+)
 from consumer.conversion.rules import TOP_BOOL_FIELDS, MappingRules, Rule, TimeUnit
 from consumer.conversion.values import MAX_EVENT_ID_CHARS, OutOfBounds, text
 from consumer.errors import PermanentError
 from consumer.records import AdAccountId, Conversion, Decoded, EventId, Skip, is_ad_account_id
 
 _DIVISORS: Final = {"seconds": 1, "millis": 1000, "micros": 1_000_000}
+# Distinct custom event names one process takes from records (Pinterest allows 15 per
+# advertiser; several advertisers per process are common).
+MAX_CUSTOM_EVENT_NAMES: Final = 100
 
 
 def event_time_seconds(value: object, unit: TimeUnit) -> int:
@@ -46,9 +55,9 @@ def event_time_seconds(value: object, unit: TimeUnit) -> int:
     raise PermanentError("map.bad_event_time", f"event_time does not fit unit {unit}")
 
 
-def _required(value: object, name: str, limit: int = 100) -> str:
+def _required(value: object, name: str, limit: int = 1000) -> str:
     """A required text field (event name, action source, ad account), or `PermanentError`
-    naming it: names and ids are short, so `limit` is too."""
+    naming it; its own rule (a name, a source, an account id) is checked after."""
     if value is None or value == "":
         raise PermanentError("map.missing_field", f"{name} is missing")
     if type(value) is str and len(value) <= limit:
@@ -78,6 +87,26 @@ class Mapper:
     def __init__(self, mapping: MappingRules) -> None:
         self.mapping = mapping
         self._rules_by_key: dict[tuple[str, str], tuple[Rule, ...]] = {}
+        # Custom event names met in records (lowercased, as Pinterest compares them).
+        self.custom_names_seen: set[str] = set()
+
+    def _is_custom_name_taken(self, name: str) -> bool:
+        """A custom name from a record: valid, and within `MAX_CUSTOM_EVENT_NAMES` distinct
+        ones. Pinterest takes 15 per advertiser; a field full of free text would otherwise
+        send junk names and give every metric labelled by event name a series per value."""
+        if not is_custom_event_name(name):
+            return False
+        folded = name.lower()
+        if folded in self.custom_names_seen:
+            return True
+        if len(self.custom_names_seen) >= MAX_CUSTOM_EVENT_NAMES:
+            raise PermanentError(
+                "map.too_many_event_names",
+                f"more than {MAX_CUSTOM_EVENT_NAMES} custom event names; is event_name mapped "
+                "from the right field?",
+            )
+        self.custom_names_seen.add(folded)
+        return True
 
     def rules_for(self, topic: str, record_name: str) -> tuple[Rule, ...]:
         key = (topic, record_name)
@@ -110,8 +139,8 @@ class Mapper:
             if rule.consent.action == "limited_data_processing":
                 opt_out_type = "LDP"
         event_name = _required(rule.event_name(record), "event_name")
-        if event_name not in EVENT_NAMES:
-            raise PermanentError("map.bad_event_name", "event_name is not one Pinterest accepts")
+        if event_name not in EVENT_NAMES and not self._is_custom_name_taken(event_name):
+            raise PermanentError("map.bad_event_name", f"event_name is not {EVENT_NAME_RULE}")
         action_source = _required(rule.action_source(record), "action_source")
         if action_source not in ACTION_SOURCES:
             raise PermanentError(

@@ -19,7 +19,9 @@ import orjson
 from consumer.conversion.capi import (
     ACTION_SOURCES,
     CONTENT_FIELDS,
+    CUSTOM_EVENT_NAME,
     CUSTOM_FIELDS,
+    EVENT_NAME_RULE,
     EVENT_NAMES,
     TOP_STRING_FIELDS,
 )
@@ -124,7 +126,17 @@ def mapping_json_schema() -> dict[str, Any]:
             "topic_pattern": {"type": "string", "minLength": 1},
             "record": {"type": "string"},
             "when": condition,
-            "event_name": _constant_or_value(EVENT_NAMES),
+            "event_name": {
+                "anyOf": [
+                    {
+                        "type": "string",
+                        "pattern": f"^{CUSTOM_EVENT_NAME.pattern}$",
+                        "examples": sorted(EVENT_NAMES),
+                        "description": EVENT_NAME_RULE,
+                    },
+                    value,
+                ]
+            },
             "action_source": _constant_or_value(ACTION_SOURCES),
             "ad_account": _constant_or_value(None),
             "event_id": {"type": "string", "minLength": 1},

@@ -8,7 +8,7 @@ decided here; reading values out of records is `extract.py`, applying a rule is 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Literal
@@ -19,9 +19,11 @@ from consumer.conversion.capi import (
     ACTION_SOURCES,
     CONTENT_FIELDS,
     CUSTOM_FIELDS,
-    EVENT_NAMES,
+    EVENT_NAME_RULE,
     MAX_EVENT_AGE_S,
     TOP_STRING_FIELDS,
+    is_custom_event_name,
+    is_event_name,
 )
 from consumer.conversion.extract import (
     Extractor,
@@ -77,6 +79,7 @@ class Rule:
     user_data: Table
     custom_data: Table
     fields: Table
+    custom_event_names: tuple[str, ...] = ()  # constants that are not standard names
 
     def applies_to(self, topic: str, record_name: str) -> bool:
         if self.topic is not None and self.topic != topic:
@@ -96,6 +99,10 @@ class MappingRules:
 
     def topics(self) -> list[str]:
         return [r.topic for r in self.rules if r.topic is not None]
+
+    def custom_event_names(self) -> list[str]:
+        """Advertiser-defined names the rules send: each must exist in Ads Manager."""
+        return sorted({n for r in self.rules for n in r.custom_event_names})
 
 
 def parse_duration_s(value: object, key: str) -> int:
@@ -119,21 +126,33 @@ def load_mapping(path: Path, key: str) -> MappingRules:
 
 
 def _compile_constant_or_value(
-    spec: object, key: str, allowed: frozenset[str] | None = None
+    spec: object, key: str, accepts: Callable[[str], bool] | None = None, rule: str = ""
 ) -> Extractor:
-    if isinstance(spec, str | int) and not isinstance(spec, bool) and allowed is not None:
-        if str(spec) not in allowed:
-            raise ConfigError(key, f"{spec!r} is not one of {sorted(allowed)}")
-        constant = str(spec)
-        return lambda record: constant
+    """A constant, or a value read from the record; constants and lookup-table values must
+    pass `accepts` (`rule` says what it wants), checked here once rather than per event."""
     if isinstance(spec, str | int) and not isinstance(spec, bool):
         constant = str(spec)
+        if accepts is not None and not accepts(constant):
+            raise ConfigError(key, f"{spec!r} is not {rule}")
         return lambda record: constant
-    if isinstance(spec, Mapping) and allowed is not None and isinstance(spec.get("map"), Mapping):
-        for value in [*spec["map"].values(), spec.get("default", next(iter(allowed)))]:
-            if str(value) not in allowed:
-                raise ConfigError(f"{key}.map", f"{value!r} is not one of {sorted(allowed)}")
+    if isinstance(spec, Mapping) and accepts is not None and isinstance(spec.get("map"), Mapping):
+        values = [*spec["map"].values(), *([spec["default"]] if "default" in spec else [])]
+        for value in values:
+            if not accepts(str(value)):
+                raise ConfigError(f"{key}.map", f"{value!r} is not {rule}")
     return compile_value(spec, key)
+
+
+def constants_of(spec: object) -> list[str]:
+    """The values a value spec can give without reading them from a record."""
+    if isinstance(spec, str | int) and not isinstance(spec, bool):
+        return [str(spec)]
+    if isinstance(spec, Mapping) and isinstance(spec.get("map"), Mapping):
+        return [
+            str(v)
+            for v in [*spec["map"].values(), *([spec["default"]] if "default" in spec else [])]
+        ]
+    return []
 
 
 def _compile_ad_account(spec: object, key: str) -> Extractor:
@@ -249,9 +268,17 @@ def _compile_rule(spec: object, key: str) -> Rule:
         topic_pattern=pattern,
         record=spec.get("record"),
         when=compile_condition(spec["when"], f"{key}.when") if "when" in spec else None,
-        event_name=_compile_constant_or_value(spec["event_name"], f"{key}.event_name", EVENT_NAMES),
+        event_name=_compile_constant_or_value(
+            spec["event_name"], f"{key}.event_name", is_event_name, EVENT_NAME_RULE
+        ),
+        custom_event_names=tuple(
+            sorted({n for n in constants_of(spec["event_name"]) if is_custom_event_name(n)})
+        ),
         action_source=_compile_constant_or_value(
-            spec["action_source"], f"{key}.action_source", ACTION_SOURCES
+            spec["action_source"],
+            f"{key}.action_source",
+            ACTION_SOURCES.__contains__,
+            f"one of {sorted(ACTION_SOURCES)}",
         ),
         ad_account=_compile_ad_account(spec["ad_account"], f"{key}.ad_account"),
         event_id=event_id,

@@ -234,6 +234,12 @@ class Pipeline:
                 "avro_decoder": "compiled" if HAS_COMPILED_DECODER else "fastavro",
             },
         )
+        if custom := config.mapping.custom_event_names():
+            logger.info(
+                "custom event names configured: each must exist in Ads Manager, mapped to a "
+                "standard event, or Pinterest refuses its events",
+                extra={"custom_event_names": custom},
+            )
         if not config.commits_offsets:
             mode = "dry run" if config.is_dry_run else "test mode"
             print(
