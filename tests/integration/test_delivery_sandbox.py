@@ -128,11 +128,17 @@ async def test_delivery_400_bisects_to_isolate_bad_event(
     client = rig.client()
     client.submit(Batch(batch.ad_account, batch.conversions, tuple(bad)))
     await settle(client)
-    [result] = rig.results
-    statuses = [o.status for o in result.outcomes]
-    assert statuses.count("failed") == 1 and statuses[5] == "failed"
-    assert result.outcomes[5].reason == "pinterest.invalid_event"
-    assert "colour" in result.outcomes[5].message
+    # Each half is reported as soon as it is answered: one result per part of the split.
+    outcomes = {
+        c.coords.offset: o
+        for r in rig.results
+        for c, o in zip(r.batch.conversions, r.outcomes, strict=True)
+    }
+    assert sorted(outcomes) == [c.coords.offset for c in batch.conversions]
+    failed = [offset for offset, o in outcomes.items() if o.status == "failed"]
+    assert failed == [batch.conversions[5].coords.offset]
+    assert outcomes[failed[0]].reason == "pinterest.invalid_event"
+    assert "colour" in outcomes[failed[0]].message
     assert rig.sandbox.stats.events_processed == 15
     assert rig.sandbox.stats.requests <= 1 + 2 * 4  # log2(16) levels, two halves each
 
