@@ -63,6 +63,7 @@ class Config:
     linger_ms: int = round(_BATCH.linger_s * 1000)
     max_in_flight_per_account: int = _DELIVERY.max_in_flight_per_account
     rate_limit_per_minute: int = _DELIVERY.rate_per_minute
+    test_mode_rate_per_s: float = _DELIVERY.test_rate_per_s
     http_timeout_s: float = 30.0
     http_connect_timeout_s: float = 10.0
     http_pool_size: int = 64
@@ -107,6 +108,7 @@ class Config:
             is_test=self.is_test_mode,
             max_in_flight_per_account=self.max_in_flight_per_account,
             rate_per_minute=self.rate_limit_per_minute,
+            test_rate_per_s=self.test_mode_rate_per_s,
             backoff_base_s=self.retry_backoff_base_ms / 1000,
             backoff_cap_s=self.retry_backoff_cap_ms / 1000,
             auth_retry_s=self.auth_retry_s,
@@ -332,6 +334,7 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
     get("linger_ms", lambda k, v: _int(k, v, 0, 60_000))
     get("max_in_flight_per_account", lambda k, v: _int(k, v, 1, 256))
     get("rate_limit_per_minute", lambda k, v: _int(k, v, 1))
+    get("test_mode_rate_per_s", lambda k, v: _float(k, v, 0.1, 10_000.0))
     get("http_timeout_s", lambda k, v: _float(k, v, 0.1, 600.0))
     get("http_connect_timeout_s", lambda k, v: _float(k, v, 0.1, 120.0))
     get("http_pool_size", lambda k, v: _int(k, v, 1, 1024))

@@ -198,3 +198,42 @@ async def test_a_bisected_batch_reports_each_half_as_soon_as_it_is_answered(
     session.release.set()
     await eventually(lambda: len(results) == 2, what="the right half's outcome")
     assert results[1].batch.conversions == (right,) and client.in_flight_events == 0
+
+
+class _Instant:
+    """Processes every request at once, counting them."""
+
+    def __init__(self) -> None:
+        self.requests = 0
+
+    def post(self, url: str, data: bytes, headers: dict[str, str]) -> _Answer:
+        self.requests += 1
+        assert url.endswith("?test=true")
+        return _processed([e["event_id"] for e in orjson.loads(data)["data"]])
+
+
+async def test_test_mode_holds_every_account_to_the_apps_test_rate(
+    conversion_factory: ConversionFactory,
+) -> None:
+    """Issue 25 part 5: test requests are limited per app (10/s by default), not per account."""
+    import time
+
+    from consumer.observability.telemetry import setup_telemetry
+    from consumer.records import AdAccountId, Batch, BatchResult
+    from consumer.stages.delivery import DeliveryClient, DeliverySettings
+
+    results: list[BatchResult] = []
+    session = _Instant()
+    client = DeliveryClient(
+        session,  # type: ignore[arg-type]
+        DeliverySettings(is_test=True, test_rate_per_s=50.0),
+        lambda a: Secret("token"),
+        results.append,
+        setup_telemetry(span_processors=[]),
+    )
+    started = time.monotonic()
+    for account in range(11):  # eleven accounts, one request each: 10 waits of 1/50 s
+        conversion = conversion_factory(ad_account=str(100 + account))
+        client.submit(Batch(AdAccountId(str(100 + account)), (conversion,), (b'{"event_id":"e"}',)))
+    await eventually(lambda: len(results) == 11, what="every request answered")
+    assert time.monotonic() - started >= 0.19 and session.requests == 11

@@ -63,6 +63,8 @@ class DeliverySettings:
     is_test: bool = False
     max_in_flight_per_account: int = 4
     rate_per_minute: int = 5000
+    # Test requests (?test=true) are limited to 10 per second per app, whatever the account.
+    test_rate_per_s: float = 10.0
     backoff_base_s: float = 0.5
     backoff_cap_s: float = 60.0
     auth_retry_s: float = 60.0
@@ -113,6 +115,9 @@ class DeliveryClient:
         self._rng = rng or random.Random()
         self._slots: dict[AdAccountId, asyncio.Semaphore] = {}
         self._limiters: dict[AdAccountId, RateLimiter] = {}
+        self._test_limiter = (
+            RateLimiter(settings.test_rate_per_s, 1.0, self._clock) if settings.is_test else None
+        )
         self._tasks: set[asyncio.Task[None]] = set()
         self.halted: dict[AdAccountId, str] = {}
         self.in_flight_events = 0
@@ -195,6 +200,8 @@ class DeliveryClient:
                 rate_per_s, max(1.0, rate_per_s), self._clock
             )
         delay = limiter.delay_s()
+        if self._test_limiter is not None:  # one bucket for the whole app, every account
+            delay = max(delay, self._test_limiter.delay_s())
         if delay > 0:
             await asyncio.sleep(delay)
 
