@@ -114,3 +114,26 @@ async def test_a_rows_backoff_is_what_delivery_waits(
     (line,) = [r for r in caplog.records if getattr(r, "action", "").startswith("retrying")]
     delay_s = float(line.action.split()[-1].rstrip("s"))  # type: ignore[attr-defined]
     assert delay_s > 1.0  # past the configured cap of 1 s: the row's scale of 100 applies
+
+
+def test_a_status_other_than_processed_or_failed_is_its_own_failure() -> None:
+    """Issue 25 part 2: from 5.28 the status is a shared type that may grow; an unknown one
+    is not a delivery: dead-lettered under its own reason, never a crash."""
+    body = {
+        "num_events_received": 3,
+        "num_events_processed": 1,
+        "events": [
+            {"status": "processed", "error_message": "", "warning_message": ""},
+            {"status": "deduplicated", "error_message": "seen", "warning_message": ""},
+            {"status": None},
+        ],
+    }
+    outcomes = parse_outcomes(body, 3)
+    assert outcomes is not None
+    assert [(o.status, o.reason) for o in outcomes] == [
+        ("processed", ""),
+        ("failed", "pinterest.unknown_status"),
+        ("failed", "pinterest.unknown_status"),
+    ]
+    assert outcomes[1].message == "status 'deduplicated': seen"
+    assert outcomes[2].message == "status 'missing'"

@@ -83,3 +83,19 @@ def test_validate_accepts_custom_event_names_within_pinterests_rule() -> None:
     """Issue 25 part 1: advertiser-defined names; the sandbox validates with this check."""
     validate_event(valid_event(event_name="first_purchase"), NOW)
     validate_event(valid_event(event_name="Repeat-Buyer-2"), NOW)
+
+
+def test_validate_accepts_the_5_28_custom_data_fields() -> None:
+    """Issue 25 part 2: np, the measurement vendor fields and contents[].item_brand_id."""
+    event = valid_event(
+        custom_data={
+            "np": "ss-capi-consumer",
+            "external_measurement_id": "m-1",
+            "external_measurement_vendor_id": 7,
+            "contents": [{"id": "sku-1", "item_brand_id": "b-9"}],
+        }
+    )
+    validate_event(event, NOW)
+    event["custom_data"]["external_measurement_vendor_id"] = "7"
+    with pytest.raises(InvalidEvent):
+        validate_event(event, NOW)

@@ -108,3 +108,21 @@ def test_normalize_conversion_omits_bad_identifier_keeps_event_and_says_why(
     normalized = normalize_conversion(conversion, UserDataHasher(NormalizeOptions()))
     assert normalized.event["user_data"] == {"em": [sha("x@y.z")]}
     assert normalized.dropped == (("ph", "invalid"), ("ge", "no_value"))
+
+
+def test_the_5_28_custom_data_fields_in_their_types() -> None:
+    custom, dropped = normalize_custom_data(
+        {
+            "np": "ss-shop",
+            "external_measurement_id": 12,
+            "external_measurement_vendor_id": "7",
+            "contents": [{"id": "a", "item_brand_id": 99}],
+        }
+    )
+    assert custom == {
+        "np": "ss-shop",
+        "external_measurement_id": "12",
+        "external_measurement_vendor_id": 7,
+        "contents": [{"id": "a", "item_brand_id": "99"}],
+    }
+    assert dropped == []

@@ -34,11 +34,14 @@ MAX_EVENT_AGE_S: Final = 7 * 86400  # the API refuses events older than 7 days
 
 CUSTOM_STRING_FIELDS: Final = frozenset(
     {"value", "currency", "order_id", "search_string", "content_name", "content_category",
-     "content_brand", "predicted_ltv", "opt_out_type"}
+     "content_brand", "predicted_ltv", "opt_out_type",
+     # for partners and measurement vendors (np: a partner tag, `ss-<name>` for integrations)
+     "np", "external_measurement_id"}
 )  # fmt: skip
-CUSTOM_FIELDS: Final = CUSTOM_STRING_FIELDS | {"content_ids", "contents", "num_items"}
+CUSTOM_INTEGER_FIELDS: Final = frozenset({"num_items", "external_measurement_vendor_id"})
+CUSTOM_FIELDS: Final = CUSTOM_STRING_FIELDS | CUSTOM_INTEGER_FIELDS | {"content_ids", "contents"}
 CONTENT_STRING_FIELDS: Final = frozenset(
-    {"id", "item_price", "item_name", "item_category", "item_brand"}
+    {"id", "item_price", "item_name", "item_category", "item_brand", "item_brand_id"}  # 5.28
 )
 CONTENT_FIELDS: Final = CONTENT_STRING_FIELDS | {"quantity"}
 
@@ -163,7 +166,7 @@ def _check_custom_data(custom_data: object) -> None:
                 raise InvalidEvent(f"{name} must be an ISO-4217 code such as USD")
         elif key in CUSTOM_STRING_FIELDS:
             _check_string(value, name)
-        elif key == "num_items":
+        elif key in CUSTOM_INTEGER_FIELDS:
             if not _is_int(value):
                 raise InvalidEvent(f"{name} must be an integer", True)
         elif key == "content_ids":

@@ -15,6 +15,7 @@ import pycountry
 from consumer.conversion.capi import (
     CONTENT_FIELDS,
     CUSTOM_FIELDS,
+    CUSTOM_INTEGER_FIELDS,
     MISSING_IDENTIFIER,
     has_required_identifier,
 )
@@ -77,7 +78,7 @@ def normalize_custom_data(raw: dict[str, Any]) -> tuple[dict[str, Any], list[tup
                 custom[key] = decimal_text(value)
             elif key == "currency":
                 custom[key] = normalize_currency(text(value, 16))
-            elif key == "num_items":
+            elif key in CUSTOM_INTEGER_FIELDS:
                 custom[key] = integer(value)
             elif key == "content_ids":
                 ids = []

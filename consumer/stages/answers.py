@@ -101,6 +101,9 @@ def cause(status: int) -> str:
     return str(status) if status else "connection"
 
 
+UNKNOWN_STATUS: Final = "pinterest.unknown_status"
+
+
 def parse_outcomes(payload: Any, expected: int) -> list[EventOutcome] | None:
     """Per-event outcomes from a 200 body or a 422 body's `details`; None if they don't line up."""
     if isinstance(payload, dict) and isinstance(payload.get("details"), dict):
@@ -116,9 +119,21 @@ def parse_outcomes(payload: Any, expected: int) -> list[EventOutcome] | None:
                 outcomes.append(
                     EventOutcome("processed", message=event.get("warning_message") or "")
                 )
-            else:
-                message = (event.get("error_message") if isinstance(event, dict) else None) or ""
+                continue
+            message = (event.get("error_message") if isinstance(event, dict) else None) or ""
+            if status == "failed":
                 outcomes.append(EventOutcome("failed", "pinterest.event_failed", message))
+            else:
+                # From API 5.28 the status is a shared type that may grow. Anything but
+                # "processed" is not a confirmed delivery: the event is dead-lettered (kept
+                # for a replay, its offset free to move on) under its own reason, so a new
+                # status shows in capi_events_failed_total{reason} at once.
+                shown = str(status)[:40] if status is not None else "missing"
+                outcomes.append(
+                    EventOutcome(
+                        "failed", UNKNOWN_STATUS, f"status {shown!r}: {message}".rstrip(": ")
+                    )
+                )
         return outcomes
     if payload.get("num_events_processed") == expected:
         return [EventOutcome("processed")] * expected

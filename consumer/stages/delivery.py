@@ -41,6 +41,7 @@ from consumer.records import (
 )
 from consumer.stages.answers import (
     NO_ANSWER,
+    UNKNOWN_STATUS,
     Action,
     Decision,
     cause,
@@ -115,6 +116,7 @@ class DeliveryClient:
         self._rng = rng or random.Random()
         self._slots: dict[AdAccountId, asyncio.Semaphore] = {}
         self._limiters: dict[AdAccountId, RateLimiter] = {}
+        self._unknown_logged: set[str] = set()
         self._test_limiter = (
             RateLimiter(settings.test_rate_per_s, 1.0, self._clock) if settings.is_test else None
         )
@@ -313,6 +315,7 @@ class DeliveryClient:
                 processed = sum(1 for o in outcomes or () if o.status == "processed")
                 span.set_attribute(tm.ATTR_PROCESSED, processed)
                 span.set_attribute(tm.ATTR_FAILED, len(outcomes or ()) - processed)
+            self._log_unknown_statuses(outcomes, answer.request_id)
             decision = classify(answer.status, outcomes is not None, len(encoded))
             answer = dataclasses.replace(answer, outcomes=outcomes, decision=decision)
             if cause(answer.status) != "connection":
@@ -338,6 +341,18 @@ class DeliveryClient:
                 return _Answer(response.status, payload, request_id, _retry_after(response.headers))
         except (aiohttp.ClientError, TimeoutError) as exc:
             return _Answer(0, {"message": type(exc).__name__}, "", None)
+
+    def _log_unknown_statuses(self, outcomes: list[EventOutcome] | None, request_id: str) -> None:
+        """A per-event status other than processed/failed: logged once per status."""
+        for outcome in outcomes or ():
+            status = outcome.message.split(":", 1)[0]  # "status 'x'", never Pinterest's text
+            if outcome.reason == UNKNOWN_STATUS and status not in self._unknown_logged:
+                self._unknown_logged.add(status)
+                logger.warning(
+                    "Pinterest answered an event status this version does not know: "
+                    "dead-lettered as not delivered (logged once per status)",
+                    extra={"status": status, "request_id": request_id},
+                )
 
     def _log_failure(self, batch: Batch, size: int, answer: _Answer, action: str) -> None:
         payload = answer.payload if isinstance(answer.payload, dict) else {}
