@@ -135,10 +135,12 @@ def bench_dedup(size: int, spread_s: int = 3600) -> dict[str, float]:
     now = int(time.time())
     started = time.process_time()
     for i in range(size):
-        store.confirm(DedupKey(fingerprint("549755885175", f"ord-{i}"), now - (i % spread_s)))
+        store.confirm(
+            DedupKey(fingerprint("549755885175", "checkout", f"ord-{i}"), now - (i % spread_s))
+        )
     fill_s = time.process_time() - started
     probes = [
-        DedupKey(fingerprint("549755885175", f"ord-{i}"), now)
+        DedupKey(fingerprint("549755885175", "checkout", f"ord-{i}"), now)
         for i in random.Random(1).sample(range(size * 2), 200_000)
     ]
     started = time.process_time()

@@ -73,6 +73,7 @@ class Config:
     max_retry_age_s: float | None = _DELIVERY.max_retry_age_s
     dedup_backend: Literal["memory", "redis", "off"] = "memory"
     dedup_window_s: int = 48 * 3600
+    dedup_read_legacy_keys: bool = True  # Redis keys written before event names counted
     dedup_max_keys: int = 10_000_000
     redis_url: str | None = None
     backlog_high_watermark: int = _BATCH.high_watermark
@@ -344,6 +345,7 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
     get("max_retry_age_s", lambda k, v: _float(k, v, 1.0, 30 * 86_400.0))
     get("dedup_backend", lambda k, v: _choice(k, v, ("memory", "redis", "off")))
     get("dedup_window_s", lambda k, v: parse_duration_s(v, k))
+    get("dedup_read_legacy_keys", _bool)
     get("dedup_max_keys", lambda k, v: _int(k, v, 1000))
     get("redis_url", lambda k, v: _url(k, v, ("redis", "rediss")))
     get("backlog_high_watermark", lambda k, v: _int(k, v, 1))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator, Callable
 
 import pytest
@@ -30,8 +31,6 @@ async def store(request: pytest.FixtureRequest) -> AsyncIterator[DedupStore]:
         made = MemoryDedupStore(window_s=48 * 3600)
     else:
         server: RedisServer = request.getfixturevalue("redis_server")
-        import uuid
-
         made = RedisDedupStore(
             server.url, 48 * 3600, prefix=f"t{uuid.uuid4().hex[:6]}:", wall_clock=lambda: NOW
         )
@@ -39,8 +38,10 @@ async def store(request: pytest.FixtureRequest) -> AsyncIterator[DedupStore]:
     await made.close()
 
 
-def key(event_id: str, account: str = "1", event_time: int = NOW) -> DedupKey:
-    return DedupKey(fingerprint(account, event_id), event_time)
+def key(
+    event_id: str, account: str = "1", event_time: int = NOW, event_name: str = "checkout"
+) -> DedupKey:
+    return DedupKey(fingerprint(account, event_name, event_id), event_time, account, event_id)
 
 
 async def test_dedup_new_key_is_claimed_once_while_in_flight(store: DedupStore) -> None:
@@ -99,18 +100,52 @@ def test_memory_dedup_size_cap_evicts_oldest_bucket() -> None:
 
 def test_fingerprint_table_grows_and_stays_compact() -> None:
     table = FingerprintTable()
-    values = [fingerprint("1", str(i)) for i in range(100_000)]
+    values = [fingerprint("1", "checkout", str(i)) for i in range(100_000)]
     for value in values:
         table.add(value)
     assert all(value in table for value in values[::97])
-    assert fingerprint("1", "absent") not in table
+    assert fingerprint("1", "checkout", "absent") not in table
     assert table.count == 100_000
     assert table.nbytes / table.count <= 24
 
 
 def test_fingerprint_is_stable_and_nonzero() -> None:
-    assert fingerprint("1", "a") == fingerprint("1", "a") != fingerprint("2", "a")
-    assert fingerprint("1", "a") != 0
+    assert fingerprint("1", "lead", "a") == fingerprint("1", "lead", "a")
+    assert fingerprint("1", "lead", "a") != fingerprint("2", "lead", "a")
+    assert fingerprint("1", "lead", "a") != 0
+
+
+def test_fingerprint_keys_on_the_event_name_as_pinterest_does() -> None:
+    """Issue 25 part 3: a checkout and a custom first_purchase sharing an order's id are two
+    events; custom names are compared case-insensitively."""
+    assert fingerprint("1", "checkout", "o-1") != fingerprint("1", "first_purchase", "o-1")
+    assert fingerprint("1", "First_Purchase", "o-1") == fingerprint("1", "first_purchase", "o-1")
+
+
+async def test_dedup_two_events_of_one_order_are_both_sent(store: DedupStore) -> None:
+    checkout, custom = key("o-1"), key("o-1", event_name="first_purchase")
+    assert await store.claim_many([checkout, custom]) == [True, True]
+    await store.confirm_many([checkout, custom])
+    assert await store.claim_many([checkout, custom]) == [False, False]
+
+
+async def test_redis_reads_the_keys_earlier_versions_wrote(redis_server: RedisServer) -> None:
+    """A rolling upgrade re-sends nothing delivered before it: a key written by a version that
+    keyed on account and event_id only still marks the event seen, for one window."""
+    import redis.asyncio as aioredis
+
+    from consumer.stages.dedup import legacy_fingerprint
+
+    prefix = f"t{uuid.uuid4().hex[:6]}:"
+    old = aioredis.Redis.from_url(redis_server.url)
+    await old.set(f"{prefix}{legacy_fingerprint('1', 'o-9'):016x}", b"1", ex=600)
+    await old.aclose()
+    for reads_legacy, expected in ((True, [False, True]), (False, [True, True])):
+        store = RedisDedupStore(
+            redis_server.url, 3600, prefix=prefix, reads_legacy_keys=reads_legacy
+        )
+        assert await store.claim_many([key("o-9"), key("o-10")]) == expected
+        await store.close()
 
 
 StoreFactory = Callable[[], DedupStore]
@@ -121,8 +156,9 @@ def test_key_of_computes_the_fingerprint_once_and_keeps_it(
 ) -> None:
     conversion = conversion_factory(ad_account="42", event_id="order-7")
     first = key_of(conversion)
-    assert conversion.fingerprint == first.fingerprint == fingerprint("42", "order-7")
-    assert key_of(conversion) == DedupKey(first.fingerprint, conversion.event_time_s)
+    expected = fingerprint("42", conversion.event_name, "order-7")
+    assert conversion.fingerprint == first.fingerprint == expected
+    assert key_of(conversion) == DedupKey(expected, conversion.event_time_s, "42", "order-7")
 
 
 @settings(max_examples=200)

@@ -55,14 +55,18 @@ logger = logging.getLogger(__name__)
 
 
 def dedup_store(
-    backend: str, window_s: int, max_keys: int, redis_url: str | None
+    backend: str,
+    window_s: int,
+    max_keys: int,
+    redis_url: str | None,
+    reads_legacy_keys: bool = True,
 ) -> DedupStore | None:
     """The store CAPI_DEDUP_BACKEND names: memory, redis, or none at all (off)."""
     if backend == "off":
         return None
     if backend == "redis":
         assert redis_url is not None, "config checks CAPI_REDIS_URL"
-        return RedisDedupStore(redis_url, window_s)
+        return RedisDedupStore(redis_url, window_s, reads_legacy_keys=reads_legacy_keys)
     return MemoryDedupStore(window_s, max_keys)
 
 
@@ -107,7 +111,11 @@ class Pipeline:
             edges.dedup_store()
             if edges.dedup_store is not None and config.commits_offsets
             else dedup_store(
-                backend, config.dedup_window_s, config.dedup_max_keys, config.redis_url
+                backend,
+                config.dedup_window_s,
+                config.dedup_max_keys,
+                config.redis_url,
+                config.dedup_read_legacy_keys,
             )
         )
         self.quality = MatchQuality()

@@ -21,8 +21,18 @@ _MAX_LOAD = 0.7
 _MIN_SLOTS = 1024
 
 
-def fingerprint(ad_account: str, event_id: str) -> Fingerprint:
-    """64-bit fingerprint; a collision (~1 in 10^19 per pair) would drop one event as duplicate."""
+def fingerprint(ad_account: str, event_name: str, event_id: str) -> Fingerprint:
+    """64-bit fingerprint of what Pinterest takes as one event: its `event_id` together with
+    its `event_name` (custom names compared case-insensitively), per ad account. A `checkout`
+    and a custom `first_purchase` sharing an order's id are two events. A collision (~1 in
+    10^19 per pair) would drop one event as a duplicate."""
+    text = f"{ad_account}\x00{event_name.lower()}\x00{event_id}"
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little") or 1
+
+
+def legacy_fingerprint(ad_account: str, event_id: str) -> Fingerprint:
+    """The key of versions before event names counted (account and event_id only): what Redis
+    still holds for up to one window after an upgrade (`RedisDedupStore.reads_legacy_keys`)."""
     digest = hashlib.blake2b(f"{ad_account}\x00{event_id}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little") or 1
 
@@ -31,13 +41,17 @@ def fingerprint(ad_account: str, event_id: str) -> Fingerprint:
 class DedupKey:
     fingerprint: Fingerprint
     event_time_s: int
+    ad_account: str = ""  # for the legacy key, which only the Redis store reads
+    event_id: str = ""
 
 
 def key_of(conversion: Conversion) -> DedupKey:
     fp = conversion.fingerprint
     if not fp:
-        fp = conversion.fingerprint = fingerprint(conversion.ad_account, conversion.event_id)
-    return DedupKey(fp, conversion.event_time_s)
+        fp = conversion.fingerprint = fingerprint(
+            conversion.ad_account, conversion.event_name, conversion.event_id
+        )
+    return DedupKey(fp, conversion.event_time_s, conversion.ad_account, conversion.event_id)
 
 
 class DedupStore(Protocol):

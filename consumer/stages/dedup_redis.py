@@ -3,6 +3,11 @@
 Only delivered keys live in Redis (SET with a TTL equal to what is left of the window); in-flight
 claims stay in the process that owns the partition. A process that dies mid-delivery therefore
 leaves no claim behind that would make its replacement drop the redelivered event.
+
+Keys name the account, event name and event id (`dedup.fingerprint`); versions before wrote
+account and event id only. Until one dedup window has passed since the upgrade, a claim also
+reads that legacy key (`reads_legacy_keys`, CAPI_DEDUP_READ_LEGACY_KEYS), so nothing delivered
+before the upgrade is sent again; only new keys are written.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from consumer.errors import TransientError
-from consumer.stages.dedup import DedupKey, Fingerprint
+from consumer.stages.dedup import DedupKey, Fingerprint, legacy_fingerprint
 
 
 class RedisDedupStore:
@@ -24,7 +29,9 @@ class RedisDedupStore:
         window_s: int = 48 * 3600,
         prefix: str = "capi:dedup:",
         wall_clock: Callable[[], float] = time.time,
+        reads_legacy_keys: bool = True,
     ) -> None:
+        self.reads_legacy_keys = reads_legacy_keys
         self._redis = aioredis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
         self.window_s = window_s
         self.prefix = prefix
@@ -37,10 +44,16 @@ class RedisDedupStore:
     async def claim_many(self, keys: Sequence[DedupKey]) -> list[bool]:
         if not keys:
             return []
+        names = [self._key(k.fingerprint) for k in keys]
+        if self.reads_legacy_keys:
+            names += [self._key(legacy_fingerprint(k.ad_account, k.event_id)) for k in keys]
         try:
-            seen = await self._redis.mget([self._key(k.fingerprint) for k in keys])
+            found = await self._redis.mget(names)
         except RedisError as exc:
             raise TransientError(f"redis unavailable: {type(exc).__name__}") from None
+        seen = found[: len(keys)]
+        if self.reads_legacy_keys:
+            seen = [new or old for new, old in zip(seen, found[len(keys) :], strict=True)]
         results = []
         for key, value in zip(keys, seen, strict=True):
             is_new = value is None and key.fingerprint not in self._in_flight
