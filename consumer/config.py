@@ -17,6 +17,7 @@ from typing import Any, Literal, TypeVar
 from consumer.conversion.rules import MappingRules, load_mapping, parse_duration_s
 from consumer.errors import ConfigError
 from consumer.records import Secret, is_ad_account_id, mask_url_credentials
+from consumer.stages.avroplan import DECODER_MODES, HAS_COMPILED_DECODER
 from consumer.stages.batcher import BatchSettings
 from consumer.stages.delivery import DeliverySettings
 
@@ -73,6 +74,7 @@ class Config:
     max_retry_age_s: float | None = _DELIVERY.max_retry_age_s
     dedup_backend: Literal["memory", "redis", "off"] = "memory"
     dedup_window_s: int = 48 * 3600
+    avro_decoder: str = "auto"  # auto, native (the compiled decoder, required) or fastavro
     dedup_read_legacy_keys: bool = True  # Redis keys written before event names counted
     dedup_max_keys: int = 10_000_000
     redis_url: str | None = None
@@ -346,6 +348,7 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
     get("dedup_backend", lambda k, v: _choice(k, v, ("memory", "redis", "off")))
     get("dedup_window_s", lambda k, v: parse_duration_s(v, k))
     get("dedup_read_legacy_keys", _bool)
+    get("avro_decoder", lambda k, v: _choice(k, v, DECODER_MODES))
     get("dedup_max_keys", lambda k, v: _int(k, v, 1000))
     get("redis_url", lambda k, v: _url(k, v, ("redis", "rediss")))
     get("backlog_high_watermark", lambda k, v: _int(k, v, 1))
@@ -394,6 +397,12 @@ def _existing_dir(key: str, raw: str) -> Path:
 def _check_relations(config: Config) -> None:
     if config.backlog_low_watermark >= config.backlog_high_watermark:
         raise ConfigError(_env_name("backlog_low_watermark"), "must be below the high watermark")
+    if config.avro_decoder == "native" and not HAS_COMPILED_DECODER:
+        raise ConfigError(
+            _env_name("avro_decoder"),
+            "native asks for the compiled decoder, which is not installed "
+            "(pip install ./native needs Rust; auto or fastavro decode without it)",
+        )
     if config.dedup_backend == "redis" and not config.redis_url:
         raise ConfigError(_env_name("redis_url"), "is required when CAPI_DEDUP_BACKEND=redis")
     if not config.is_dry_run and config.access_token is None and not config.account_tokens:

@@ -11,6 +11,7 @@ import pytest
 
 from consumer.errors import PermanentError, TransientError
 from consumer.records import Coordinates, Envelope
+from consumer.stages.avroplan import decoder_in_use
 from consumer.stages.decode import Decoder, _Schema, load_reader_schemas
 
 SCHEMAS = Path(__file__).resolve().parent.parent / "schemas"
@@ -132,6 +133,7 @@ async def test_decode_local_avsc_plain_avro_without_header() -> None:
     assert decoder.decode(envelope(avro(RECORD))).record["event_uuid"] == "u1"
 
 
+@pytest.mark.skipif(decoder_in_use() != "compiled", reason="the compiled decoder is off")
 def test_a_reader_schema_equal_to_the_writer_keeps_the_compiled_decoder() -> None:
     name = "com.example.shop.engagement.EngagementEvent"
     v2 = load_reader_schemas(SCHEMAS)[name]
@@ -158,3 +160,14 @@ def test_bad_bytes_get_fastavros_own_verdict(payload: bytes) -> None:
         fastavro.schemaless_reader(BytesIO(payload), V1, None)
     assert info.value.reason == "decode.bad_avro"
     assert info.value.detail == type(fastavro_error.value).__name__
+
+
+@pytest.mark.parametrize("mode", ["fastavro", "auto"])
+def test_capi_avro_decoder_chooses_who_decodes(mode: str) -> None:
+    """Issue 26: CAPI_AVRO_DECODER=fastavro turns the compiled decoder off, in production too."""
+    schema = _Schema.of(V1, {}, mode)
+    assert (schema.compiled is not None) == (decoder_in_use(mode) == "compiled")
+    if mode == "fastavro":
+        assert schema.compiled is None
+    decoder = Decoder(None, {"shop.engagement": V1}, {}, mode=mode)
+    assert decoder.decode(envelope(avro(RECORD))).record["event_uuid"] == "u1"

@@ -32,7 +32,7 @@ from consumer.records import (
     Envelope,
     TopicPartition,
 )
-from consumer.stages.avroplan import HAS_COMPILED_DECODER
+from consumer.stages.avroplan import decoder_in_use
 from consumer.stages.batcher import Batcher
 from consumer.stages.contract import Delivery, HoldingStage
 from consumer.stages.deadletter import (
@@ -221,6 +221,7 @@ class Pipeline:
             {t: load_schema_file(p) for t, p in config.local_schemas.items()},
             load_reader_schemas(config.reader_schema_dir),
             unknown_schema_grace_s=config.unknown_schema_retry_s,
+            mode=config.avro_decoder,
         )
         health = None
         if config.health_port:
@@ -239,7 +240,7 @@ class Pipeline:
                 "group_id": config.group_id,
                 "commits_offsets": config.commits_offsets,
                 # fastavro alone decodes about 6x slower: say so when the extension is missing
-                "avro_decoder": "compiled" if HAS_COMPILED_DECODER else "fastavro",
+                "avro_decoder": decoder_in_use(config.avro_decoder),
             },
         )
         if custom := config.mapping.custom_event_names():

@@ -8,6 +8,7 @@ decodes it. Without the `capi_avro` extension every schema is decoded by fastavr
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -18,8 +19,27 @@ try:
 except ImportError:  # the extension is optional: fastavro reads everything without it
     Plan = None  # type: ignore[assignment, misc]
 
-__all__ = ["HAS_COMPILED_DECODER", "Plan", "compiled_decoder", "plan_for"]
+__all__ = [
+    "DECODER_MODES",
+    "HAS_COMPILED_DECODER",
+    "Plan",
+    "compiled_decoder",
+    "decoder_in_use",
+    "plan_for",
+]
 HAS_COMPILED_DECODER = Plan is not None
+# CAPI_AVRO_DECODER: `auto` uses the compiled decoder when it is installed; `fastavro` never
+# does (a way out should the compiled path ever misbehave); `native` requires it.
+DECODER_MODES = ("auto", "native", "fastavro")
+
+
+def decoder_in_use(mode: str | None = None) -> str:
+    """ "compiled" or "fastavro" for a mode; None: CAPI_AVRO_DECODER as `config` reads it, so
+    what is built without a configuration (transform, the benchmark, tests) follows it too."""
+    if mode is None:
+        mode = os.environ.get("CAPI_AVRO_DECODER", "auto").strip().lower()
+    return "compiled" if HAS_COMPILED_DECODER and mode != "fastavro" else "fastavro"
+
 
 NULL, BOOLEAN, LONG, FLOAT, DOUBLE, BYTES, STRING = range(7)
 RECORD, ENUM, ARRAY, MAP, UNION, FIXED, DECIMAL, TIMESTAMP, DATE = range(7, 16)
@@ -49,9 +69,10 @@ class _NoPlan(Exception):
     pass
 
 
-def compiled_decoder(schema: Any) -> Plan | None:
-    """The compiled decoder for a parsed writer schema, or None where fastavro must read it."""
-    if Plan is None:
+def compiled_decoder(schema: Any, mode: str | None = None) -> Plan | None:
+    """The compiled decoder for a parsed writer schema, or None where fastavro must read it
+    (the schema has no plan, or `mode` says fastavro)."""
+    if Plan is None or decoder_in_use(mode) != "compiled":
         return None
     plan = plan_for(schema)
     return Plan(plan) if plan is not None else None

@@ -50,12 +50,13 @@ class _Schema:
     compiled: Plan | None  # None: fastavro reads these (schema resolution, or no plan)
 
     @classmethod
-    def of(cls, writer: Any, readers: Mapping[str, Any]) -> _Schema:
+    def of(cls, writer: Any, readers: Mapping[str, Any], mode: str | None = None) -> _Schema:
         name = str(writer.get("name", "")) if isinstance(writer, dict) else ""
         reader = readers.get(name) if name else None
         if reader == writer:  # nothing to resolve (fastavro skips it too): the image ships both
             reader = None
-        return cls(writer, reader, name, None if reader is not None else compiled_decoder(writer))
+        compiled = None if reader is not None else compiled_decoder(writer, mode)
+        return cls(writer, reader, name, compiled)
 
 
 def load_schema_file(path: Path) -> Any:
@@ -120,20 +121,23 @@ class Decoder:
         reader_schemas: Mapping[str, Any],
         clock: Callable[[], float] | None = None,
         unknown_schema_grace_s: float = 0.0,
+        mode: str | None = None,
     ) -> None:
+        """`mode`: CAPI_AVRO_DECODER (`avroplan.decoder_in_use`)."""
         self._registry = registry
+        self._mode = mode
         # A registry that answers 404 may only lag behind a schema registered a moment ago (a
         # follower, a replica not caught up): its records are held this long before an id is
         # taken for unknown and they are dead-lettered.
         self._unknown_schema_grace_s = unknown_schema_grace_s
         self._missing_since: dict[int, float] = {}
-        self._topic_schemas = {t: _Schema.of(s, reader_schemas) for t, s in topic_schemas.items()}
+        self._topic_schemas = {
+            t: _Schema.of(s, reader_schemas, mode) for t, s in topic_schemas.items()
+        }
         self._readers = reader_schemas
         self._by_id: dict[int, _Schema] = {}
         self._unknown_ids: dict[int, float] = {}
-        self._clock = clock = (
-            clock or time.monotonic
-        )  # read at construction (the simulation patches it)
+        self._clock = clock or time.monotonic  # read at construction (the simulation patches it)
 
     def _missing_ids(self, envelopes: Iterable[Envelope]) -> set[int]:
         missing = set()
@@ -173,7 +177,7 @@ class Decoder:
 
     def add_writer_schema(self, schema_id: int, writer: Any) -> None:
         """Cache a parsed writer schema under its registry id (tests, pre-seeding)."""
-        self._by_id[schema_id] = _Schema.of(writer, self._readers)
+        self._by_id[schema_id] = _Schema.of(writer, self._readers, self._mode)
 
     def decode(self, envelope: Envelope) -> Decoded:
         """Decode one prepared envelope. Raises `PermanentError` for bytes we cannot read."""

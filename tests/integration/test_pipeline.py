@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from consumer.stages.avroplan import decoder_in_use
 from devenv.kafka import KafkaBroker
 from devenv.redis import RedisServer
 from devenv.registry import SchemaRegistry
@@ -39,6 +40,8 @@ def test_pipeline_end_to_end_delivers_exactly_what_mapping_says(
         assert consumer.terminate() == 0
     finally:
         consumer.stop()
+    # `make test` runs this test twice: with the compiled decoder, and with fastavro alone.
+    assert f'"avro_decoder":"{decoder_in_use()}"' in consumer.log
     accepted = {(e["ad_account_id"], e["event"]["event_id"]): e["event"] for e in sandbox.events()}
     assert set(accepted) == traffic.expected_ids
     for key, event in traffic.events.items():
