@@ -20,7 +20,7 @@ from typing import Any
 
 import aiohttp
 import fastavro
-from fastavro._read_common import SchemaResolutionError
+from fastavro.read import SchemaResolutionError
 
 from consumer.errors import ConfigError, PermanentError, TransientError
 from consumer.records import Decoded, Envelope
