@@ -14,10 +14,11 @@ help:
 	@echo "make simulate [SEEDS=100000] [SEED=n] - the deterministic simulation of the core"
 	@echo "make soak   - the broker restarted mid-stream RESTARTS times (default 20), real Kafka"
 
-$(STAMP): pyproject.toml
+# constraints.txt is the one lock: development, CI and the image install exactly its versions.
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q --constraint constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
 # The compiled Avro decoder (native/, Rust via maturin; cargo fetches its crates once) is an
@@ -104,10 +105,12 @@ audit: $(STAMP)
 	$(BIN)/pip-audit --strict --progress-spinner off -r requirements.lock
 
 # The image's exact versions (constraints.txt), from a fresh venv with only what the image installs.
+# Rebuild the lock from a fresh venv (runtime, dev tools and the zipkin extra), newest versions
+# allowed by pyproject.toml; review the diff, then `make test`.
 constraints:
 	rm -rf .cache/constraints-venv && $(PYTHON) -m venv .cache/constraints-venv
-	.cache/constraints-venv/bin/pip install -q ".[zipkin]"
-	{ head -2 constraints.txt; .cache/constraints-venv/bin/pip freeze --exclude-editable | \
+	.cache/constraints-venv/bin/pip install -q ".[dev,zipkin]"
+	{ head -3 constraints.txt; .cache/constraints-venv/bin/pip freeze --exclude-editable | \
 	  grep -v '^capi-consumer'; } > constraints.txt.new && mv constraints.txt.new constraints.txt
 
 sandbox: $(STAMP)

@@ -460,3 +460,29 @@ def test_user_data_values_over_their_bounds_are_left_out_as_too_long() -> None:
         ("external_id", "wrong_type"),
         ("ph", "too_long"),
     ]
+
+
+PHONE_DIGEST_INPUTS = [
+    ("+44 20 7946 0958", "US"), ("020 7946 0958", "GB"), ("06 6982 1234", "IT"),
+    ("+49 30 901820", "US"), ("030 901820", "DE"), ("+33 1 42 68 53 00", "US"),
+    ("+81 3-3224-5000", "US"), ("+61 2 9374 4000", "US"), ("(650) 555-1234", "US"),
+    ("+55 11 3003-0000", "US"), ("8 (495) 123-45-67", "RU"), ("+91 22 2778 0000", "US"),
+    ("011 52 55 5080 2000", "US"), ("+86 10 6552 9988", "US"),
+]  # fmt: skip
+
+
+def test_phone_digests_are_fixed_for_the_pinned_metadata() -> None:
+    """Issue 26: phonenumberslite is pinned because its metadata decides how numbers are
+    formatted, so a release can change `ph` digests. These fourteen numbers in eleven countries
+    hash to these digests with the pinned version; a bump that changes one is a conscious
+    change (check what changed, then update the digest here and say so in the changelog)."""
+    from consumer.conversion.hashing import UserDataHasher
+
+    digests = []
+    for raw, region in PHONE_DIGEST_INPUTS:
+        hasher = UserDataHasher(NormalizeOptions(default_phone_country=region), cache_size=0)
+        user_data, dropped = hasher.hash_user_data({"ph": raw})
+        assert dropped == (), raw
+        digests.append(user_data["ph"][0])
+    combined = hashlib.sha256("".join(digests).encode()).hexdigest()
+    assert combined == "14d875f23c3fab2c8cf5efe44d815320c25c57b2c907d8caca8f066641e6e8bf"
