@@ -518,3 +518,14 @@ def read_all(
 
 def wire_header(schema_id: int) -> bytes:
     return struct.pack(">bI", 0, schema_id)
+
+
+def redis_database(topics: Topics, redis_url: str) -> str:
+    """A Redis database of its own for this test, emptied first: fifteen databases for many
+    tests, whose sample streams share event ids, so a database may have been used before."""
+    import redis
+
+    url = redis_url.replace("/0", f"/{1 + sum(topics.orders.encode()) % 15}")
+    with redis.Redis.from_url(url) as client:
+        client.flushdb()
+    return url

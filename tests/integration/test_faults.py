@@ -24,16 +24,12 @@ from tests.integration.rig import (
     committed_offsets,
     is_fully_committed,
     produce_traffic,
+    redis_database,
     wait_fully_committed,
 )
 from tests.integration.test_readiness import assert_state
 
 IS_FULL = os.environ.get("CHAOS_FULL") == "1"
-
-
-def rng_db(topics: Topics) -> int:
-    """A Redis database number of its own per test, so runs never share dedup state."""
-    return 1 + sum(topics.orders.encode()) % 15
 
 
 def rss_mb(pid: int) -> float:
@@ -142,7 +138,7 @@ def test_crash_kill9_at_random_points_loses_nothing(
     settings = {"CAPI_DEDUP_BACKEND": dedup}
     if dedup == "redis":  # "seen" marks outlive the process, so restarts re-send less
         redis_url = request.getfixturevalue("redis_server").url
-        settings.update(CAPI_REDIS_URL=redis_url.replace("/0", f"/{rng_db(topics)}"))
+        settings.update(CAPI_REDIS_URL=redis_database(topics, redis_url))
     consumer = ConsumerProcess(
         tmp_path, kafka, topics, registry.url, sandbox.url, "crash", **settings
     )
