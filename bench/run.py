@@ -2,7 +2,8 @@
 
 Prints a table and writes bench/results/<timestamp>.json. Environment: BENCH_EVENTS (default
 500000), BENCH_TRACE_EVENTS (traced stream for the tracing-cost runs, default 200000),
-BENCH_DEDUP_SIZES (default "1000000,10000000"), BENCH_SKIP_E2E=1 for micro only.
+BENCH_DEDUP_SIZES (default "1000000,10000000"), BENCH_SKIP_E2E=1 for micro only,
+BENCH_REPEAT_SHARE (repeat customers in the new-customer stream, default 0).
 """
 
 from __future__ import annotations
@@ -25,15 +26,26 @@ from consumer.tools.progress import Progress
 from devenv.kafka import KafkaBroker
 from devenv.procs import ROOT, Server, free_port, get_json, port_open, wait_until
 from devenv.registry import SchemaRegistry
-from devenv.samples import load_schema, order_record, register, wire_encode
+from devenv.samples import load_schema, new_customer, order_record, register, wire_encode
 
 RESULTS = ROOT / "bench" / "results"
 TOPIC = "bench.orders"
 TRACED_TOPIC = "bench.orders.traced"  # every message carries a sampled W3C traceparent
+# Orders of customers never seen before, all but BENCH_REPEAT_SHARE of them (default 0): the
+# digest cache cannot answer for their user data, as on a real stream.
+UNIQUE_TOPIC = "bench.orders.unique"
 PARTITIONS = 16
 
 
-def produce_orders(kafka: KafkaBroker, registry_url: str, count: int, topic: str = TOPIC) -> None:
+def produce_orders(
+    kafka: KafkaBroker,
+    registry_url: str,
+    count: int,
+    topic: str = TOPIC,
+    repeat_share: float = 1.0,
+) -> None:
+    """`count` orders; `repeat_share` of them from 2,000 templates whose customers repeat (the
+    sample's short lists), the rest from customers never seen before (`new_customer`)."""
     schema_id = register(registry_url, f"{topic}-value", "order_event.v1.avsc")
     schema = load_schema("order_event.v1.avsc")
     rng = random.Random(1)
@@ -56,6 +68,8 @@ def produce_orders(kafka: KafkaBroker, registry_url: str, count: int, topic: str
     progress = Progress("produce", count)
     for n in range(count):
         record = dict(templates[n % len(templates)])
+        if repeat_share < 1.0 and rng.random() >= repeat_share:
+            record = new_customer(record, rng, n)
         record["order_id"] = f"ord-{n:09d}"  # unique, so nothing is a duplicate
         headers = None
         if topic == TRACED_TOPIC:
@@ -342,7 +356,8 @@ def table(results: dict[str, Any]) -> str:
             f"  {'run':<28}{'events/s':>10}{'req/s':>8}{'CPU us/ev':>11}{'/floor':>8}"
             f"{'p50 ms':>9}{'p99 ms':>9}{'RSS MB':>8}",
         ]
-        for run in results["e2e"]:
+        runs = [results["unique"], *results["e2e"]] if "unique" in results else results["e2e"]
+        for run in runs:  # new customers first: what a real stream looks like
             rows.append(
                 f"  {run['label']:<28}{run['events_per_s']:>10,}{run['requests_per_s']:>8}"
                 f"{run['cpu_us_per_event']:>11}{run['floor_ratio']:>7.2f}x"
@@ -408,6 +423,15 @@ def main() -> int:
             kafka.create_topic("capi.dead-letter", 1)
             produce_orders(kafka, registry.url, count)
             produce_orders(kafka, registry.url, traced, TRACED_TOPIC)
+            repeat_share = float(os.environ.get("BENCH_REPEAT_SHARE", "0"))
+            produce_orders(kafka, registry.url, count, UNIQUE_TOPIC, repeat_share)
+            unique = run_consumers(
+                kafka, registry.url, workdir, count, 1, 0, "1 consumer, new customers",
+                topic=UNIQUE_TOPIC,
+            )  # fmt: skip
+            unique["floor_ratio"] = round(unique["cpu_us_per_event"] / floor_us, 2)
+            unique["repeat_share"] = repeat_share
+            results["unique"] = unique
             results["e2e"] = [
                 run_consumers(kafka, registry.url, workdir, count, 1, 0, "1 consumer"),
                 run_consumers(kafka, registry.url, workdir, count, 1, 50, "1 consumer, 50 ms sink"),

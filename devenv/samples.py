@@ -142,6 +142,50 @@ def order_record(rng: random.Random, n: int, now_ms: int, version: int = 1) -> d
     return record
 
 
+# Numbers that are valid in each sample country, with enough free digits that every order can
+# carry one of its own (the phone formats above repeat every 10,000).
+UNIQUE_PHONES = [
+    ("US", "San Francisco", "CA", "+1 (415) {a:03d}-{b:04d}"),
+    ("US", "New York", "NY", "(212) {a:03d}-{b:04d}"),
+    ("United Kingdom", "London", None, "+44 20 7{a:03d} {b:04d}"),
+    ("DE", "München", None, "0049 89 {a:03d}{b:04d}"),
+    ("France", "Saint-Étienne", None, "+33 4 77 {a2:02d} {b2:02d} {c2:02d}"),
+]
+_SYLLABLES = ["ka", "lo", "mi", "ren", "sa", "to", "vi", "el", "an", "jo", "ri", "us", "ne",
+              "da", "fe", "go", "hi", "ul", "ze", "bo", "ça", "ñe", "ö", "wy"]  # fmt: skip
+
+
+def _made_up_name(rng: random.Random, syllables: int) -> str:
+    return "".join(rng.choice(_SYLLABLES) for _ in range(syllables)).capitalize()
+
+
+def new_customer(record: dict[str, Any], rng: random.Random, n: int) -> dict[str, Any]:
+    """The order as placed by a customer never seen before: their own email, phone, names,
+    city spelling, postal code and date of birth (so no digest cache answers for them), across
+    the same countries as `order_record`. Real order streams are mostly new customers."""
+    country, city, state, phone = rng.choice(UNIQUE_PHONES)
+    first, last = _made_up_name(rng, 3), _made_up_name(rng, 4)
+    digits = {"a": rng.randint(200, 999), "b": rng.randint(0, 9999), "a2": rng.randint(10, 99),
+              "b2": rng.randint(10, 99), "c2": rng.randint(10, 99)}  # fmt: skip
+    customer = dict(record["customer"])
+    customer.update(
+        customer_id=f"cust-new-{n}",
+        email=f"{first.lower()}.{last.lower()}.{n}@example-{n % 50}.com",
+        phone=phone.format(**digits),
+        first_name=first,
+        last_name=last,
+        date_of_birth=_dob(rng),
+        address={
+            "line1": f"{rng.randint(1, 999)} {_made_up_name(rng, 2)} St",
+            "city": f"{city} {_made_up_name(rng, 2)}",  # a district: a city spelling of its own
+            "state": state,
+            "postal_code": f"{rng.randint(10000, 99999)}",
+            "country": country,
+        },
+    )
+    return {**record, "customer": customer}
+
+
 def engagement_record(rng: random.Random, n: int, now_ms: int, version: int = 1) -> dict[str, Any]:
     kind = rng.choice(["PAGE_VIEW", "ADD_TO_CART", "SEARCH", "VIEW_CATEGORY", "SIGN_UP", "LEAD"])
     email = f"visitor{rng.randint(1, 3000)}@example.org" if rng.random() < 0.6 else None
