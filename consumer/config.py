@@ -221,6 +221,12 @@ def _api_url(key: str, raw: str) -> str:
     return url
 
 
+def _at_most(key: str, value: int, maximum: int, shown: str) -> int:
+    if value > maximum:
+        raise ConfigError(key, f"at most {shown}, got {value}")
+    return value
+
+
 def _secret(env: Mapping[str, str], name: str) -> Secret | None:
     """`CAPI_<NAME>` or the file named by `CAPI_<NAME>_FILE` (a mounted Kubernetes Secret)."""
     key = _env_name(name)
@@ -333,27 +339,27 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
     get("is_test_mode", _bool)
     get("is_dry_run", _bool)
     get("batch_max_events", lambda k, v: _int(k, v, 1, 1000))
-    get("batch_max_bytes", lambda k, v: _int(k, v, 1024))
+    get("batch_max_bytes", lambda k, v: _int(k, v, 1024, 16 * 1024 * 1024))
     get("linger_ms", lambda k, v: _int(k, v, 0, 60_000))
     get("max_in_flight_per_account", lambda k, v: _int(k, v, 1, 256))
-    get("rate_limit_per_minute", lambda k, v: _int(k, v, 1))
+    get("rate_limit_per_minute", lambda k, v: _int(k, v, 1, 10_000_000))
     get("test_mode_rate_per_s", lambda k, v: _float(k, v, 0.1, 10_000.0))
     get("http_timeout_s", lambda k, v: _float(k, v, 0.1, 600.0))
     get("http_connect_timeout_s", lambda k, v: _float(k, v, 0.1, 120.0))
     get("http_pool_size", lambda k, v: _int(k, v, 1, 1024))
-    get("retry_backoff_base_ms", lambda k, v: _int(k, v, 1))
-    get("retry_backoff_cap_ms", lambda k, v: _int(k, v, 1))
+    get("retry_backoff_base_ms", lambda k, v: _int(k, v, 1, 600_000))
+    get("retry_backoff_cap_ms", lambda k, v: _int(k, v, 1, 3_600_000))
     get("auth_retry_s", lambda k, v: _float(k, v, 0.01, 3600.0))
     get("max_retry_age_s", lambda k, v: _float(k, v, 1.0, 30 * 86_400.0))
     get("dedup_backend", lambda k, v: _choice(k, v, ("memory", "redis", "off")))
-    get("dedup_window_s", lambda k, v: parse_duration_s(v, k))
+    get("dedup_window_s", lambda k, v: _at_most(k, parse_duration_s(v, k), 30 * 86_400, "30d"))
     get("dedup_read_legacy_keys", _bool)
     get("avro_decoder", lambda k, v: _choice(k, v, DECODER_MODES))
     get("dedup_max_keys", lambda k, v: _int(k, v, 1000))
     get("redis_url", lambda k, v: _url(k, v, ("redis", "rediss")))
     get("backlog_high_watermark", lambda k, v: _int(k, v, 1))
     get("backlog_low_watermark", lambda k, v: _int(k, v, 0))
-    get("commit_interval_ms", lambda k, v: _int(k, v, 10))
+    get("commit_interval_ms", lambda k, v: _int(k, v, 10, 60_000))
     # Kubernetes kills the pod at terminationGracePeriodSeconds whatever these say.
     get("shutdown_grace_s", lambda k, v: _float(k, v, 0.0, 3600.0))
     get("revoke_timeout_s", lambda k, v: _float(k, v, 0.0, 600.0))

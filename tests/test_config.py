@@ -153,3 +153,20 @@ def test_config_a_rejected_url_is_not_echoed_with_its_password() -> None:
     with pytest.raises(ConfigError) as info:
         load_config({**BASE, "CAPI_REDIS_URL": "ftp://:marker-secret-2@redis.internal/0"})
     assert "marker-secret-2" not in str(info.value)
+
+
+@pytest.mark.parametrize(("key", "value"), [
+    ("CAPI_COMMIT_INTERVAL_MS", "600000000"), ("CAPI_RETRY_BACKOFF_BASE_MS", "99999999999"),
+    ("CAPI_RETRY_BACKOFF_CAP_MS", "99999999999"), ("CAPI_DEDUP_WINDOW_S", "365d"),
+    ("CAPI_LINGER_MS", "86400000"), ("CAPI_SHUTDOWN_GRACE_S", "86400"),
+    ("CAPI_REVOKE_TIMEOUT_S", "7200"), ("CAPI_HTTP_TIMEOUT_S", "86400"),
+    ("CAPI_AUTH_RETRY_S", "86400"), ("CAPI_PAUSED_UNREADY_S", "1e9"),
+    ("CAPI_LOST_UNREADY_S", "1e9"), ("CAPI_UNKNOWN_SCHEMA_RETRY_S", "1e9"),
+    ("CAPI_MAX_RETRY_AGE_S", "1e12"), ("CAPI_BATCH_MAX_BYTES", "999999999999"),
+])  # fmt: skip
+def test_every_duration_and_size_has_an_upper_bound_naming_its_key(key: str, value: str) -> None:
+    """Issue 24 part 4: a mistyped unit (ms for s) must stop start-up, not quietly make the
+    consumer commit once a week or never give up."""
+    with pytest.raises(ConfigError) as info:
+        load_config({**BASE, key: value})
+    assert str(info.value).startswith(key) and "\n" not in str(info.value)
