@@ -18,7 +18,7 @@ ENV CARGO_HOME=/usr/local/cargo RUSTUP_HOME=/usr/local/rustup PATH=/usr/local/ca
     PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /native
 COPY native ./
-RUN pip install "maturin>=1.7,<2" && maturin build --release --locked --out /wheels
+RUN pip install "maturin==1.16.0" && maturin build --release --locked --out /wheels
 
 FROM ${PYTHON_IMAGE} AS build
 WORKDIR /src

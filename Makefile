@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 NATIVE := $(VENV)/.native
 
-.PHONY: help install services-deps test-deps lint typecheck test demo bench chaos simulate soak audit constraints sandbox clean
+.PHONY: help install services-deps test-deps lint typecheck test demo bench chaos simulate soak audit constraints dist sandbox clean
 
 help:
 	@echo "make demo   - start Kafka, registry and sandbox; produce sample events; run the consumer"
@@ -13,6 +13,7 @@ help:
 	@echo "make bench  - benchmarks (not part of make test)"
 	@echo "make simulate [SEEDS=100000] [SEED=n] - the deterministic simulation of the core"
 	@echo "make soak   - the broker restarted mid-stream RESTARTS times (default 20), real Kafka"
+	@echo "make dist   - sdist and wheels (the decoder as an abi3 wheel), checked and smoke-installed"
 
 # constraints.txt is the one lock: development, CI and the image install exactly its versions.
 $(STAMP): pyproject.toml constraints.txt
@@ -105,6 +106,27 @@ audit: $(STAMP)
 	$(BIN)/pip-audit --strict --progress-spinner off -r requirements.lock
 
 # The image's exact versions (constraints.txt), from a fresh venv with only what the image installs.
+# Distributions: the consumer (sdist and a pure wheel) and, with cargo, the compiled decoder as
+# one abi3 wheel for this platform; checked, then installed into a fresh venv and smoke-tested.
+DIST_VENV := .cache/dist-venv
+dist: install
+	rm -rf dist $(DIST_VENV)
+	$(BIN)/python -m build --sdist --wheel --outdir dist .
+ifeq ($(HAS_CARGO),yes)
+	$(BIN)/maturin build --release --locked --quiet --manifest-path native/Cargo.toml --out dist
+endif
+	$(BIN)/twine check --strict dist/*
+	$(PYTHON) -m venv $(DIST_VENV)
+	$(DIST_VENV)/bin/pip install -q --constraint constraints.txt --find-links dist \
+	  "capi-consumer$(if $(filter yes,$(HAS_CARGO)),[fast])"
+	$(DIST_VENV)/bin/consumer --version
+	$(DIST_VENV)/bin/python -c "import capi_avro" 2>/dev/null && echo "compiled decoder: installed" \
+	  || echo "compiled decoder: not installed (fastavro decodes)"
+	$(DIST_VENV)/bin/consumer transform --mapping schemas/mapping.example.yaml \
+	  --input schemas/records.sample.jsonl --summary --now 1800000000 2>&1 >/dev/null \
+	  | grep "^built [1-9]"
+	@ls -1 dist
+
 # Rebuild the lock from a fresh venv (runtime, dev tools and the zipkin extra), newest versions
 # allowed by pyproject.toml; review the diff, then `make test`.
 constraints:
