@@ -56,6 +56,10 @@ class Config:
     reader_schema_dir: Path | None = None
     api_base_url: str = _DELIVERY.base_url
     access_token: Secret | None = None
+    # An OAuth token with ads:read for Pinterest's event quality score; none: not polled.
+    eqs_token: Secret | None = None
+    eqs_interval_s: float = 3600.0
+    eqs_lookback: str = "14d"
     account_tokens: Mapping[str, Secret] = field(default_factory=dict)
     is_test_mode: bool = False
     is_dry_run: bool = False
@@ -335,6 +339,7 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
     get("reader_schema_dir", lambda k, v: _existing_dir(k, v))
     get("api_base_url", _api_url)
     values["access_token"] = _secret(env, "access_token")
+    values["eqs_token"] = _secret(env, "eqs_token")
     values["account_tokens"] = _account_tokens(env)
     get("is_test_mode", _bool)
     get("is_dry_run", _bool)
@@ -344,6 +349,8 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
     get("max_in_flight_per_account", lambda k, v: _int(k, v, 1, 256))
     get("rate_limit_per_minute", lambda k, v: _int(k, v, 1, 10_000_000))
     get("test_mode_rate_per_s", lambda k, v: _float(k, v, 0.1, 10_000.0))
+    get("eqs_interval_s", lambda k, v: _float(k, v, 60.0, 86_400.0))
+    get("eqs_lookback", lambda k, v: _choice(k, v, ("1d", "14d")))
     get("http_timeout_s", lambda k, v: _float(k, v, 0.1, 600.0))
     get("http_connect_timeout_s", lambda k, v: _float(k, v, 0.1, 120.0))
     get("http_pool_size", lambda k, v: _int(k, v, 1, 1024))
@@ -388,6 +395,7 @@ def _is_recognized(key: str, known: set[str]) -> bool:
     secrets_as_files = {
         PREFIX + "ACCESS_TOKEN_FILE",
         PREFIX + "SCHEMA_REGISTRY_AUTH_FILE",
+        PREFIX + "EQS_TOKEN_FILE",
         PREFIX + "MAPPING_FILE",
     }
     return key in known or key in secrets_as_files or key.startswith(prefixes)

@@ -7,7 +7,7 @@ import faulthandler
 import gc
 import random
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -158,3 +158,23 @@ def placed_order(now_s: int, **changes: Any) -> dict[str, Any]:
     record["occurred_at"] = dt.datetime.fromtimestamp(now_s - 60, dt.UTC)
     record.update(changes)
     return record
+
+
+SANDBOX_TOKEN = "tok"
+
+
+@pytest.fixture
+async def api() -> AsyncIterator[tuple[Any, str, Any]]:
+    """The sandbox over loopback (token `SANDBOX_TOKEN` for account 123): it, its URL and a
+    client session."""
+    import aiohttp
+
+    from consumer.tools.sandbox import Sandbox, serve
+    from devenv.procs import free_port
+
+    sandbox = Sandbox({SANDBOX_TOKEN: {"123"}})
+    port = free_port()
+    runner = await serve(sandbox, "127.0.0.1", port)
+    async with aiohttp.ClientSession() as session:
+        yield sandbox, f"http://127.0.0.1:{port}", session
+    await runner.cleanup()

@@ -170,3 +170,17 @@ def test_every_duration_and_size_has_an_upper_bound_naming_its_key(key: str, val
     with pytest.raises(ConfigError) as info:
         load_config({**BASE, key: value})
     assert str(info.value).startswith(key) and "\n" not in str(info.value)
+
+
+def test_eqs_token_is_a_secret_read_from_a_file_and_masked(tmp_path: Path) -> None:
+    token_file = tmp_path / "eqs-token"
+    token_file.write_text("pina_READ_marker\n")
+    config = load_config(
+        {**BASE, "CAPI_EQS_TOKEN_FILE": str(token_file), "CAPI_EQS_LOOKBACK": "1d"}
+    )
+    assert config.eqs_token is not None and config.eqs_token.reveal() == "pina_READ_marker"
+    assert config.eqs_lookback == "1d" and config.eqs_interval_s == 3600.0
+    assert "pina_READ_marker" not in str(config.masked()) + repr(config)
+    with pytest.raises(ConfigError) as info:
+        load_config({**BASE, "CAPI_EQS_LOOKBACK": "7d"})
+    assert str(info.value).startswith("CAPI_EQS_LOOKBACK")

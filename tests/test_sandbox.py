@@ -3,29 +3,17 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import orjson
 import pytest
 
-from consumer.tools.sandbox import Sandbox, serve
-from devenv.procs import free_port
-from tests.conftest import valid_event
+from consumer.tools.sandbox import Sandbox
+from tests.conftest import SANDBOX_TOKEN, valid_event
 
-TOKEN = "tok"
+TOKEN = SANDBOX_TOKEN
 AUTH = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
-
-
-@pytest.fixture
-async def api() -> AsyncIterator[tuple[Sandbox, str, aiohttp.ClientSession]]:
-    sandbox = Sandbox({TOKEN: {"123"}})
-    port = free_port()
-    runner = await serve(sandbox, "127.0.0.1", port)
-    async with aiohttp.ClientSession() as session:
-        yield sandbox, f"http://127.0.0.1:{port}", session
-    await runner.cleanup()
 
 
 async def post(

@@ -52,6 +52,8 @@ class Insight:
         self._dead_letters = dead_letters
         self._commits_offsets = commits_offsets
         self._started_s = time.monotonic()
+        # Pinterest's event quality score per account (worst status), when it is polled.
+        self.event_quality: Callable[[], dict[str, str]] = dict
 
     def liveness(self) -> tuple[bool, dict[str, Any]]:
         stalled_s = time.monotonic() - self._source.last_turn_s
@@ -107,6 +109,7 @@ class Insight:
             "halted_accounts": dict(self._halted_accounts()),
             "halted": self._fates.halt_reason,
             "match_coverage": {k: round(v, 4) for k, v in quality.coverage().items()},
+            "pinterest_eqs": self.event_quality(),
             "normalize_dropped": {f"{f}/{r}": n for (f, r), n in quality.dropped.items()},
             "events_checked": dict(self._processor.checked),
             "uptime_s": round(time.monotonic() - self._started_s, 1),

@@ -48,6 +48,7 @@ from consumer.stages.dedup import DedupStore, MemoryDedupStore
 from consumer.stages.dedup_redis import RedisDedupStore
 from consumer.stages.delivery import DeliveryClient
 from consumer.stages.dryrun import DryRunDelivery
+from consumer.stages.eqs import EqsPoller, EqsSettings
 from consumer.stages.offsets import OffsetLedger
 from consumer.stages.source import ClientFactory, KafkaSource, SourceSettings
 
@@ -260,17 +261,34 @@ class Pipeline:
             async with asyncio.TaskGroup() as group:
                 source = group.create_task(self.source.run(self.stop))
                 linger = group.create_task(self.batcher.run())
+                quality_score = self._event_quality_score(group)
                 await self.stop.wait()
                 await source
                 self._shutdown_deadline_s = time.monotonic() + config.shutdown_grace_s
                 await self._drain(self._shutdown_deadline_s)
                 linger.cancel()
+                if quality_score is not None:
+                    quality_score.cancel()
         finally:
             await self._close(health)
         if self.crash is not None:
             raise RuntimeError(
                 "a delivery task failed; exiting so the pod restarts"
             ) from self.crash
+
+    def _event_quality_score(self, group: asyncio.TaskGroup) -> asyncio.Task[None] | None:
+        """Pinterest's event quality score, polled for the accounts we build events for, when
+        a read token is configured (`stages/eqs.py`)."""
+        config = self.config
+        if config.eqs_token is None or config.is_dry_run or self.session is None:
+            return None
+        settings = EqsSettings(
+            config.api_base_url, config.eqs_token, config.eqs_interval_s, config.eqs_lookback
+        )
+        poller = EqsPoller(self.session, settings, lambda: (a for a, _ in self.quality.events))
+        self.telemetry.add_gauges(poller.gauges)
+        self.insight.event_quality = poller.worst
+        return group.create_task(poller.run())
 
     def _registry(self, session: aiohttp.ClientSession) -> RegistryClient | None:
         config = self.config

@@ -83,6 +83,8 @@ M_OFFSET_MAP_REFUSED: Final = "capi.offset_map.refused"
 M_MATCH_EVENTS: Final = "capi.match.events"
 M_MATCH_IDENTIFIER: Final = "capi.match.identifier.events"
 M_MATCH_COUNT: Final = "capi.match.events_by_identifier_count"
+M_EQS_STATUS: Final = "capi.pinterest.eqs.status"
+M_EQS_COVERAGE: Final = "capi.pinterest.eqs.coverage"
 M_NORMALIZE_DROPPED: Final = "capi.normalize.dropped"
 M_OFFSET_MAP_OVERFLOW: Final = "capi.offset_map.overflow"
 M_EVENTS_CHECKED: Final = "capi.events.checked"
@@ -116,6 +118,10 @@ HELP: Final = {
     M_MATCH_EVENTS: "Events built, by ad account and event name.",
     M_MATCH_IDENTIFIER: "Events carrying each match identifier, by ad account and event name.",
     M_MATCH_COUNT: "Events by how many match identifiers they carry.",
+    M_EQS_STATUS: "Pinterest's event quality score per ad account, source platform and "
+    "ingestion source: 1 for the current overall status (NEEDS_IMPROVEMENT, FAIR, GOOD).",
+    M_EQS_COVERAGE: "Pinterest's coverage of each quality component (identifier) per event "
+    "type, as a ratio, from the event quality score.",
     M_NORMALIZE_DROPPED: "Values left out of an event (user_data, custom_data, top-level "
     "fields), by field and reason (the event was still sent).",
     M_OFFSET_MAP_OVERFLOW: "Commits whose map of final offsets past the prefix did not fit the "
@@ -227,7 +233,9 @@ class Telemetry:
             self.instruments.skipped,
         ):
             counter.add(0)
-        for name in (M_IN_FLIGHT, M_PAUSED, M_LAG, M_HALTED, M_READY, M_STATE):
+        for name in (
+            M_IN_FLIGHT, M_PAUSED, M_LAG, M_HALTED, M_READY, M_STATE, M_EQS_STATUS, M_EQS_COVERAGE
+        ):  # fmt: skip
             meter.create_observable_gauge(
                 name, callbacks=[self._observe(name)], description=HELP[name]
             )

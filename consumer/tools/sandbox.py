@@ -14,7 +14,7 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 import orjson
 from aiohttp import web
@@ -62,6 +62,9 @@ class Stats:
     # events accepted again: (ad account, event id, first answered at, accepted again at)
     resends: list[tuple[str, str, float, float]] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)
+    # (ad account, event name) → events processed, and → each EQS component they carried
+    per_event_name: Counter[tuple[str, str]] = field(default_factory=Counter)
+    components: Counter[tuple[str, str, str]] = field(default_factory=Counter)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -86,6 +89,32 @@ def _drop_unknown_user_fields(event: Any) -> str | None:
     for key in unknown:
         del user_data[key]
     return f"Unknown user_data fields ignored: {', '.join(unknown)}" if unknown else None
+
+
+# Which EQS quality component an event carries, from its fields.
+_EQS_USER_DATA: Final = {
+    "em": "hashed_email", "hashed_maids": "hashed_maid", "client_ip_address": "ip_address",
+    "client_user_agent": "user_agent", "external_id": "advertiser_external_id",
+    "click_id": "click_id_epik",
+}  # fmt: skip
+
+
+def _eqs_components(event: dict[str, Any]) -> list[str]:
+    user_data = event.get("user_data")
+    user_data = user_data if isinstance(user_data, dict) else {}
+    custom = event.get("custom_data")
+    custom = custom if isinstance(custom, dict) else {}
+    found = [c for field_, c in _EQS_USER_DATA.items() if field_ in user_data]
+    found.append("external_event_id")
+    if "order_id" in custom:
+        found.append("order_id")
+    if "value" in custom:
+        found.append("order_value")
+    if "content_ids" in custom or "contents" in custom:
+        found.append("product_id")
+    if "event_source_url" in event:
+        found.append("source_url")
+    return found
 
 
 def _error(status: int, code: int, message: str) -> web.Response:
@@ -121,6 +150,7 @@ class Sandbox:
     def app(self) -> web.Application:
         app = web.Application(client_max_size=32 * 1024 * 1024)
         app.router.add_post("/v5/ad_accounts/{ad_account_id}/events", self.events)
+        app.router.add_get("/v5/ad_accounts/{ad_account_id}/conversion_eqs", self.quality_score)
         app.router.add_get("/_sandbox/stats", self.get_stats)
         app.router.add_get("/_sandbox/events", self.get_events)
         app.router.add_get("/_sandbox/event_ids", self.get_event_ids)
@@ -240,6 +270,10 @@ class Sandbox:
 
     def _record(self, ad_account: str, event: dict[str, Any], answered_s: float) -> None:
         self.stats.events_processed += 1
+        name = str(event.get("event_name"))
+        self.stats.per_event_name[(ad_account, name)] += 1
+        for component in _eqs_components(event):
+            self.stats.components[(ad_account, name, component)] += 1
         ids = self.stats.event_ids.setdefault(ad_account, {})
         event_id = str(event.get("event_id"))
         if event_id in ids:
@@ -250,6 +284,40 @@ class Sandbox:
             ids[event_id] = answered_s
         if len(self.stats.events) < self.keep_events:
             self.stats.events.append({"ad_account_id": ad_account, "event": event})
+
+    async def quality_score(self, request: web.Request) -> web.Response:
+        """GET conversion_eqs: the event quality score of what this sandbox processed, by
+        its own rule (Pinterest does not publish one): GOOD when at least 80 % of the events
+        carry an email, FAIR from 50 %, else NEEDS_IMPROVEMENT."""
+        ad_account = request.match_info["ad_account_id"]
+        if (denied := self._authorize(request, ad_account)) is not None:
+            return denied
+        lookback = request.query.get("lookback_period")
+        if lookback not in ("1d", "14d"):
+            return _error(400, 1, "lookback_period must be 1d or 14d")
+        if self.faults.error_rate and self._rng.random() < self.faults.error_rate:
+            return _error(self.faults.error_status, 8, "Rate limit exceeded.")
+        events = {n: c for (a, n), c in self.stats.per_event_name.items() if a == ad_account}
+        if not events:
+            return _json(200, [])
+        components: dict[str, dict[str, dict[str, float]]] = {}
+        for (account, name, component), count in self.stats.components.items():
+            if account == ad_account:
+                share = round(100 * count / events[name], 1)
+                components.setdefault(component, {})[name] = {"coverage": share}
+        total = sum(events.values())
+        with_email = sum(by.get("coverage", 0) * events[n] / 100
+                         for n, by in components.get("hashed_email", {}).items())  # fmt: skip
+        share = with_email / total
+        status = "GOOD" if share >= 0.8 else "FAIR" if share >= 0.5 else "NEEDS_IMPROVEMENT"
+        score = {
+            "ingestion_source": "CONVERSIONS_API",
+            "lookback_period": lookback,
+            "overall_status": status,
+            "quality_components": components,
+            "source_platform": "WEB",
+        }
+        return _json(200, [score])
 
     async def get_stats(self, request: web.Request) -> web.Response:
         return _json(200, self.stats.as_json())

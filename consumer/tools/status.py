@@ -59,6 +59,7 @@ def collect(base_url: str, interval_s: float = 1.0) -> dict[str, Any]:
         "halted": second["halted"],
         "match_coverage": second["match_coverage"],
         "normalize_dropped": second.get("normalize_dropped", {}),
+        "pinterest_eqs": second.get("pinterest_eqs", {}),
     }
 
 
@@ -91,10 +92,17 @@ def render(status: dict[str, Any]) -> str:
         f"retries      {pairs(status['retries_by_cause'])}",
         f"dead letters {pairs(status['dead_letters_by_reason'])}",
         f"halted       {halted}",
-        f"left out     {pairs(status['normalize_dropped'])} (user_data fields normalization "
-        "could not use; the events were still sent)",
+        f"left out     {pairs(status['normalize_dropped'])} (values normalization could not "
+        "use; the events were still sent)",
         "match coverage (share of delivered-bound events carrying each identifier)",
     ]
     coverage = status["match_coverage"]
     lines += [f"  {name:<14}{share * 100:6.1f}%" for name, share in coverage.items() if share]
+    eqs = status["pinterest_eqs"]
+    shown = ", ".join(f"{account} {worst}" for account, worst in eqs.items())
+    lines.append(
+        f"Pinterest's event quality score (worst per account): {shown}"
+        if eqs
+        else "Pinterest's event quality score: not read (set CAPI_EQS_TOKEN, an ads:read token)"
+    )
     return "\n".join(lines)
