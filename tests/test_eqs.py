@@ -66,12 +66,12 @@ async def test_poller_keeps_the_last_score_and_backs_off_on_429(api: Any) -> Non
         random.Random(1),
     )  # fmt: skip
     assert await poller.poll("123") == 200 and poller.worst() == {"123": "GOOD"}
-    sandbox.faults.update({"error_rate": 1.0, "error_status": 429})
+    sandbox.faults.update({"eqs_status": 429})
     assert await poller.poll("123") == 429
     assert poller.worst() == {"123": "GOOD"}  # the last answer stays
     with pytest.raises(TimeoutError):
         async with asyncio.timeout(0.3):
-            await poller.run(first_delay_s=0)
+            await poller.run(idle_s=0)
     assert poller.interval_s > 0.01  # doubled on each throttled round
 
 

@@ -6,7 +6,8 @@ identifier ("quality component") and event type, its coverage, per source platfo
 source. It needs an OAuth token with `ads:read` (a conversion access token is not enough), read
 from `CAPI_EQS_TOKEN` (or `_FILE`); without one nothing here runs. Every account the consumer
 has built events for is polled once per `CAPI_EQS_INTERVAL_S` (hourly by default, jittered by
-±10 % so replicas spread out), the interval doubling on a 429 up to six hours. The last answer
+±10 % so replicas spread out), the interval doubling on a 429 up to six hours, a minute after a
+read that got no answer or a 5xx. The last answer
 per account is exported as gauges next to our own `capi_match_*` series, and `consumer status`
 shows each account's worst status.
 """
@@ -30,7 +31,8 @@ logger = logging.getLogger(__name__)
 STATUSES: Final = ("NEEDS_IMPROVEMENT", "FAIR", "GOOD")  # worst first
 LOOKBACKS: Final = ("1d", "14d")
 MAX_BACKOFF_S: Final = 6 * 3600.0
-FIRST_POLL_S: Final = 30.0  # after start: events have been built by then, and health is up
+IDLE_POLL_S: Final = 5.0  # how soon an account is first read once events are built for it
+RETRY_S: Final = 60.0  # after a read that got no answer or a 5xx
 Gauge = tuple[str, float, dict[str, str]]
 
 
@@ -86,19 +88,26 @@ class EqsPoller:
         self.interval_s = settings.interval_s
         self.last_error = ""
 
-    async def run(self, first_delay_s: float = FIRST_POLL_S) -> None:
-        await asyncio.sleep(first_delay_s)
+    async def run(self, idle_s: float = IDLE_POLL_S) -> None:
         while True:
-            throttled = False
-            for account in sorted(set(self._accounts())):
-                throttled = await self.poll(account) == 429 or throttled
-                if throttled:
+            accounts = sorted(set(self._accounts()))
+            if not accounts:  # nothing built yet: read as soon as there is an account
+                await asyncio.sleep(idle_s)
+                continue
+            statuses = []
+            for account in accounts:
+                statuses.append(await self.poll(account))
+                if statuses[-1] == 429:
                     break
-            if throttled:  # back off for the whole app: the limit is per token, not account
+            if 429 in statuses:  # back off for the whole app: the limit is per token
                 self.interval_s = min(MAX_BACKOFF_S, self.interval_s * 2)
+                wait_s = self.interval_s
             else:
                 self.interval_s = self.settings.interval_s
-            await asyncio.sleep(self.interval_s * self._rng.uniform(0.9, 1.1))
+                # No answer or a 5xx: try again in a minute rather than in an hour.
+                transient = any(s == 0 or s >= 500 for s in statuses)
+                wait_s = min(RETRY_S, self.interval_s) if transient else self.interval_s
+            await asyncio.sleep(wait_s * self._rng.uniform(0.9, 1.1))
 
     async def poll(self, account: str) -> int:
         """Read one account's EQS; the HTTP status (0: no answer). Keeps the last good one."""

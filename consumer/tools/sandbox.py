@@ -38,6 +38,7 @@ class Faults:
     outage: bool = False  # every request gets 503
     auth_failure: bool = False  # every request gets 401
     retry_after_s: float | None = None
+    eqs_status: int = 0  # when set, GET conversion_eqs answers this status
 
     def update(self, changes: dict[str, Any]) -> None:
         for key, value in changes.items():
@@ -295,8 +296,8 @@ class Sandbox:
         lookback = request.query.get("lookback_period")
         if lookback not in ("1d", "14d"):
             return _error(400, 1, "lookback_period must be 1d or 14d")
-        if self.faults.error_rate and self._rng.random() < self.faults.error_rate:
-            return _error(self.faults.error_status, 8, "Rate limit exceeded.")
+        if self.faults.eqs_status:
+            return _error(self.faults.eqs_status, 8, "Injected fault.")
         events = {n: c for (a, n), c in self.stats.per_event_name.items() if a == ad_account}
         if not events:
             return _json(200, [])

@@ -14,7 +14,7 @@ import orjson
 from devenv.kafka import KafkaBroker
 from devenv.procs import ROOT
 from devenv.registry import SchemaRegistry
-from tests.integration.rig import ConsumerProcess, SandboxProcess, Topics, produce_traffic
+from tests.integration.rig import TOKEN, ConsumerProcess, SandboxProcess, Topics, produce_traffic
 
 POISON = [b"\x00\x00\x00\x00\x01"]
 
@@ -45,10 +45,12 @@ def test_dashboard_alerts_and_status_match_a_running_instance(
         "status",
         CAPI_KAFKA_STATISTICS_INTERVAL_MS="500",
         CAPI_BATCH_MAX_EVENTS="50",
+        CAPI_EQS_TOKEN=TOKEN,  # Pinterest's event quality score, read from the sandbox
     ).start()
     try:
         consumer.wait_final(len(traffic.produced))
         consumer.wait_for(lambda s: bool(s["lag"]), 30, "lag statistics")
+        consumer.wait_for(lambda s: bool(s["pinterest_eqs"]), 30, "the event quality score")
         status, metrics = consumer.get("/metrics")
         assert status == 200
         exported = set(re.findall(r"^(capi_[a-z_]+)", metrics, re.M))
@@ -78,6 +80,7 @@ def test_dashboard_alerts_and_status_match_a_running_instance(
             "decode.",
             "match coverage",
             "em",
+            "Pinterest's event quality score (worst per account): 54975588517",
         ):
             assert text in human.stdout, (text, human.stdout)
         as_json = subprocess.run(
