@@ -130,8 +130,9 @@ class Fates:
         delivered: list[DedupKey] = []
         failed: list[DedupKey] = []
         per_event_name = Counter[str]()
-        oldest_event_s = min(c.event_time_s for c in batch.conversions)
-        self._metrics.event_to_ack_s.record(max(0.0, now_wall - oldest_event_s))
+        if any(o.status != "abandoned" for o in result.outcomes):  # Pinterest answered these
+            oldest_event_s = min(c.event_time_s for c in batch.conversions)
+            self._metrics.event_to_ack_s.record(max(0.0, now_wall - oldest_event_s))
         warnings = 0
         oldest_consumed_s = now_mono
         for conversion, outcome in zip(batch.conversions, result.outcomes, strict=True):
