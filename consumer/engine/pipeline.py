@@ -288,7 +288,15 @@ class Pipeline:
         poller = EqsPoller(self.session, settings, lambda: (a for a, _ in self.quality.events))
         self.telemetry.add_gauges(poller.gauges)
         self.insight.event_quality = poller.worst
-        return group.create_task(poller.run())
+
+        async def poll() -> None:
+            # A side reading: a bug in it stops the reading, never the consumer.
+            try:
+                await poller.run()
+            except Exception:
+                logger.exception("reading Pinterest's event quality score stopped")
+
+        return group.create_task(poll())
 
     def _registry(self, session: aiohttp.ClientSession) -> RegistryClient | None:
         config = self.config
