@@ -21,7 +21,7 @@ from consumer.conversion.capi import (
     is_custom_event_name,
 )
 from consumer.conversion.rules import TOP_BOOL_FIELDS, MappingRules, Rule, TimeUnit
-from consumer.conversion.values import MAX_EVENT_ID_CHARS, OutOfBounds, text
+from consumer.conversion.values import MAX_EVENT_ID_CHARS, MAX_TEXT_CHARS, OutOfBounds, text
 from consumer.errors import PermanentError
 from consumer.records import AdAccountId, Conversion, Decoded, EventId, Skip, is_ad_account_id
 
@@ -75,7 +75,7 @@ def _top_field(name: str, value: object) -> object:
         if type(value) is not bool:
             raise PermanentError("map.wrong_type", f"{name} must be a boolean")
         return value
-    out = text(value)
+    out = value if type(value) is str and len(value) <= MAX_TEXT_CHARS else text(value)
     if name == "partner_name" and PARTNER_NAME.fullmatch(out) is None:
         raise PermanentError("map.bad_partner_name", "partner_name must look like ss-<name>")
     return out

@@ -21,7 +21,14 @@ from consumer.conversion.capi import (
 )
 from consumer.conversion.hashing import UserDataHasher
 from consumer.conversion.userdata import NormalizeOptions
-from consumer.conversion.values import OutOfBounds, decimal_text, integer, items, text
+from consumer.conversion.values import (
+    MAX_TEXT_CHARS,
+    OutOfBounds,
+    decimal_text,
+    integer,
+    items,
+    text,
+)
 from consumer.errors import PermanentError
 from consumer.records import Conversion
 
@@ -52,6 +59,8 @@ def _normalize_contents(contents: list[object], dropped: list[tuple[str, str]]) 
                     item[key] = decimal_text(value)
                 elif key == "quantity":
                     item[key] = integer(value)
+                elif type(value) is str and len(value) <= MAX_TEXT_CHARS:  # most item fields
+                    item[key] = value
                 else:
                     item[key] = text(value)
             except OutOfBounds as exc:
@@ -84,7 +93,9 @@ def normalize_custom_data(raw: dict[str, Any]) -> tuple[dict[str, Any], list[tup
                 ids = []
                 for item in items(value):
                     try:
-                        if item is not None:
+                        if type(item) is str and len(item) <= MAX_TEXT_CHARS:
+                            ids.append(item)
+                        elif item is not None:
                             ids.append(text(item))
                     except OutOfBounds as exc:
                         dropped.append(("custom_data.content_ids", exc.reason))
@@ -93,6 +104,8 @@ def normalize_custom_data(raw: dict[str, Any]) -> tuple[dict[str, Any], list[tup
             elif key == "contents":
                 if contents := _normalize_contents(items(value), dropped):
                     custom[key] = contents
+            elif type(value) is str and len(value) <= MAX_TEXT_CHARS:
+                custom[key] = value
             else:
                 custom[key] = text(value)
         except OutOfBounds as exc:
@@ -104,7 +117,9 @@ def normalize_conversion(conversion: Conversion, hasher: UserDataHasher) -> Conv
     """Hash user_data and format custom_data. Raises `PermanentError` naming the field."""
     event = dict(conversion.event)
     event["user_data"], hashed_dropped = hasher.hash_user_data(event.get("user_data", {}))
-    dropped: tuple[tuple[str, str], ...] = (*conversion.dropped, *hashed_dropped)
+    dropped: tuple[tuple[str, str], ...] = hashed_dropped
+    if conversion.dropped:  # top-level fields the mapping left out
+        dropped = (*conversion.dropped, *hashed_dropped)
     if not has_required_identifier(event["user_data"]):
         raise PermanentError("validate.invalid_event", MISSING_IDENTIFIER)
     if "custom_data" in event:

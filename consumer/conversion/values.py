@@ -100,9 +100,21 @@ def integer(value: object) -> int:
 def decimal_text(value: object) -> str:
     """A money-like value as a plain decimal string ("72.39"): no float artefacts, no
     exponent, within `MAX_DECIMAL_EXPONENT` digits each side of the point."""
-    if isinstance(value, bool):
+    limit = MAX_DECIMAL_EXPONENT
+    if (
+        type(value) is Decimal
+        and value.is_finite()
+        and (not value or -limit <= value.adjusted() < limit)
+    ):
+        out = format(value, "f")  # Avro decimals, the common case: exact and in range
+        if "." in out and len(out) - out.index(".") <= MAX_DECIMAL_EXPONENT + 1:
+            out = out.rstrip("0").rstrip(".")
+            return "0" if out in ("-0", "") else out
+    if type(value) is Decimal:
+        number = value
+    elif isinstance(value, bool):
         raise OutOfBounds("wrong_type")
-    if isinstance(value, float):
+    elif isinstance(value, float):
         if not math.isfinite(value):
             raise OutOfBounds("invalid")
         number = Decimal(repr(value))  # the shortest round-trip form: 72.39, not 72.38999…
@@ -124,11 +136,11 @@ def decimal_text(value: object) -> str:
         raise OutOfBounds("invalid")
     if number and not -MAX_DECIMAL_EXPONENT <= number.adjusted() < MAX_DECIMAL_EXPONENT:
         raise OutOfBounds("invalid")  # checked before formatting: "1e999999999" is 1 GB of "0"
-    exponent = number.as_tuple().exponent
-    if isinstance(exponent, int) and exponent < -MAX_DECIMAL_EXPONENT:
-        number = number.quantize(_PLACES, context=_WIDE)
     out = format(number, "f")
-    if "." in out:
+    point = out.find(".")
+    if point >= 0:
+        if len(out) - point - 1 > MAX_DECIMAL_EXPONENT:  # rare: round to 18 places
+            out = format(number.quantize(_PLACES, context=_WIDE), "f")
         out = out.rstrip("0").rstrip(".")
     return "0" if out in ("-0", "") else out
 
