@@ -20,6 +20,7 @@ from consumer.conversion.values import (
     (72.39, "72.39"), (Decimal("72.390"), "72.39"), ("72.39", "72.39"), (100, "100"),
     (0.1 + 0.2, "0.30000000000000004"), (1e-7, "0.0000001"), (Decimal("1E+3"), "1000"),
     ("-0.00", "0"), (" 5 ", "5"), ("1e17", "100000000000000000"),
+    (Decimal("0E-999999999"), "0"), ("0e-999999999", "0"), (Decimal("-0E+50"), "0"),
     (Decimal("1.0000000000000000000001"), "1"),  # past 18 places: rounded, not refused
 ])  # fmt: skip
 def test_decimal_text_plain_strings_without_float_artefacts(value: object, expected: str) -> None:

@@ -103,8 +103,9 @@ def decimal_text(value: object) -> str:
     limit = MAX_DECIMAL_EXPONENT
     if (
         type(value) is Decimal
+        and value
         and value.is_finite()
-        and (not value or -limit <= value.adjusted() < limit)
+        and -limit <= value.adjusted() < limit
     ):
         out = format(value, "f")  # Avro decimals, the common case: exact and in range
         if "." in out and len(out) - out.index(".") <= MAX_DECIMAL_EXPONENT + 1:
@@ -134,7 +135,9 @@ def decimal_text(value: object) -> str:
         raise OutOfBounds("wrong_type")
     if not number.is_finite():
         raise OutOfBounds("invalid")
-    if number and not -MAX_DECIMAL_EXPONENT <= number.adjusted() < MAX_DECIMAL_EXPONENT:
+    if not number:  # a zero's exponent may be anything: "0e-999999999" would print 1 GB
+        return "0"
+    if not -MAX_DECIMAL_EXPONENT <= number.adjusted() < MAX_DECIMAL_EXPONENT:
         raise OutOfBounds("invalid")  # checked before formatting: "1e999999999" is 1 GB of "0"
     out = format(number, "f")
     point = out.find(".")
