@@ -135,38 +135,34 @@ def _compile_constant_or_value(
         if accepts is not None and not accepts(constant):
             raise ConfigError(key, f"{spec!r} is not {rule}")
         return lambda record: constant
-    if isinstance(spec, Mapping) and accepts is not None and isinstance(spec.get("map"), Mapping):
-        values = [*spec["map"].values(), *([spec["default"]] if "default" in spec else [])]
-        for value in values:
+    if accepts is not None:
+        for value in _table_values(spec):
             if not accepts(str(value)):
                 raise ConfigError(f"{key}.map", f"{value!r} is not {rule}")
     return compile_value(spec, key)
+
+
+def _table_values(spec: object) -> list[object]:
+    """The values of a `{field, map, default}` spec's lookup table, default included."""
+    if isinstance(spec, Mapping) and isinstance(spec.get("map"), Mapping):
+        return [*spec["map"].values(), *([spec["default"]] if "default" in spec else [])]
+    return []
 
 
 def constants_of(spec: object) -> list[str]:
     """The values a value spec can give without reading them from a record."""
     if isinstance(spec, str | int) and not isinstance(spec, bool):
         return [str(spec)]
-    if isinstance(spec, Mapping) and isinstance(spec.get("map"), Mapping):
-        return [
-            str(v)
-            for v in [*spec["map"].values(), *([spec["default"]] if "default" in spec else [])]
-        ]
-    return []
+    return [str(v) for v in _table_values(spec)]
 
 
 def _compile_ad_account(spec: object, key: str) -> Extractor:
     """An ad account id is a number (the API answers 404 to anything else): check constants
     and lookup tables here, once, rather than dead-lettering every event later."""
-    values: list[object] = []
-    if isinstance(spec, str | int) and not isinstance(spec, bool):
-        values = [spec]
-    elif isinstance(spec, Mapping) and isinstance(spec.get("map"), Mapping):
-        values = [*spec["map"].values(), *([spec["default"]] if "default" in spec else [])]
-    for value in values:
-        if not is_ad_account_id(str(value)):
+    for value in constants_of(spec):
+        if not is_ad_account_id(value):
             raise ConfigError(
-                key, f"ad account ids are numbers such as 549755885175, got {str(value)!r}"
+                key, f"ad account ids are numbers such as 549755885175, got {value!r}"
             )
     return _compile_constant_or_value(spec, key)
 
