@@ -12,8 +12,10 @@ from typing import Any
 import pytest
 import yaml
 
-from consumer.config import load_config
+from consumer.config import Config, load_config
 from consumer.conversion.rules import compile_mapping
+from consumer.engine.pipeline import CLOSE_MARGIN_S
+from consumer.observability.telemetry import SHUTDOWN_TIMEOUT_S
 
 ROOT = Path(__file__).resolve().parent.parent
 K8S = ROOT / "deploy" / "kubernetes"
@@ -61,6 +63,15 @@ def test_docker_compose_config_is_valid() -> None:
     assert {"kafka", "registry", "jaeger", "sandbox", "producer", "consumer"} <= set(services)
 
 
+def test_docker_compose_waits_for_the_drain_before_killing() -> None:
+    consumer = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]["consumer"]
+    grace = consumer["stop_grace_period"]
+    assert grace.endswith("s")
+    default_drain_s = Config.__dataclass_fields__["shutdown_grace_s"].default
+    assert isinstance(default_drain_s, float)
+    assert float(grace[:-1]) >= default_drain_s + CLOSE_MARGIN_S + SHUTDOWN_TIMEOUT_S
+
+
 def test_dockerfile_non_root_multi_stage_with_healthcheck() -> None:
     text = (ROOT / "Dockerfile").read_text()
     assert text.count("FROM ") >= 2
@@ -88,7 +99,8 @@ def test_kubernetes_deployment_probes_security_and_grace() -> None:
     assert container["securityContext"]["allowPrivilegeEscalation"] is False
     assert container["resources"]["requests"] and container["resources"]["limits"]
     grace_s = float(found["ConfigMap"]["data"]["CAPI_SHUTDOWN_GRACE_S"])
-    assert pod["terminationGracePeriodSeconds"] >= grace_s + 5
+    closing_s = CLOSE_MARGIN_S + SHUTDOWN_TIMEOUT_S  # the clients' close, the exporters' flush
+    assert pod["terminationGracePeriodSeconds"] >= grace_s + closing_s
 
 
 @pytest.mark.parametrize(

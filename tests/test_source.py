@@ -71,6 +71,10 @@ class Client(MemberClient):
         self.calls.append("commit_async" if asynchronous else "commit_sync")
         return await super().commit(offsets, asynchronous)
 
+    async def committed(self, partitions: list[Any], timeout: float = 10) -> Any:  # noqa: ASYNC109
+        self.calls.append("committed")
+        return await super().committed(partitions, timeout)
+
 
 class Harness:
     """A `KafkaSource` on the model, owned by this harness (a `SourceOwner` whose acceptance
@@ -292,3 +296,34 @@ async def test_source_counts_commits_refused_for_the_size_of_their_metadata() ->
     await harness.source.commit_soon({A0: Commit(3)})
     await harness.turns(1)
     assert harness.committed == {A0: Commit(3)}
+
+
+async def test_source_an_empty_assignment_reads_no_committed_offsets() -> None:
+    harness = await started()
+    harness.model.rebalance("assign", [])
+    await harness.turns(1)
+    assert "committed" not in harness.model.calls
+    assert harness.events and all(e == ("assign", []) for e in harness.events)
+
+
+async def test_source_an_assignment_served_by_close_is_not_taken_and_close_is_prompt() -> None:
+    """A rebalance that finished while close() left the group: librdkafka answers no offset
+    fetch by then, and three 10-s reads outlived the pod's grace period (seen in CI)."""
+    harness = await started()
+    harness.model.rebalance("assign", [A0])
+    await harness.turns(1)
+    harness.model.rebalance("assign", [])
+    harness.model.rebalance("assign", [A1])
+    await asyncio.wait_for(harness.source.close(), 2)
+    assert harness.model.calls.count("committed") == 1  # the first assignment's read only
+    assert [tp for kind, tps in harness.events if kind == "assign" for tp in tps] == [A0]
+    assert not harness.source.close_abandoned
+
+
+async def test_source_close_gives_up_on_a_client_that_hangs() -> None:
+    harness = await started()
+    harness.model.rebalance("assign", [A0])
+    await harness.turns(1)
+    harness.model.hangs_on_close = True
+    await asyncio.wait_for(harness.source.close(timeout_s=0.05), 2)
+    assert harness.source.close_abandoned

@@ -6,6 +6,7 @@ dedup) → batch → deliver, with every record's fate recorded by `fates.py`. B
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import sys
 import time
@@ -53,6 +54,12 @@ from consumer.stages.offsets import OffsetLedger
 from consumer.stages.source import ClientFactory, KafkaSource, SourceSettings
 
 logger = logging.getLogger(__name__)
+
+# Past the drain's deadline, closing the clients (the dead-letter flush, leaving the group) may
+# take this long; the manifests' grace period is CAPI_SHUTDOWN_GRACE_S plus this plus the
+# exporters' flush (`telemetry.SHUTDOWN_TIMEOUT_S`).
+CLOSE_MARGIN_S = 10.0
+MIN_KAFKA_CLOSE_S = 2.0  # even a late close gets this long to leave the group cleanly
 
 
 def dedup_store(
@@ -123,6 +130,7 @@ class Pipeline:
         self.crash: BaseException | None = None
         self.stop = asyncio.Event()
         self._shutdown_deadline_s: float | None = None
+        self._shutdown_steps: dict[str, float] = {}  # step → when it ended (from the signal)
         self._tasks: set[asyncio.Task[Any]] = set()
         self.processor = RecordProcessor(
             config.mapping,
@@ -263,14 +271,21 @@ class Pipeline:
                 linger = group.create_task(self.batcher.run())
                 quality_score = self._event_quality_score(group)
                 await self.stop.wait()
-                await source
+                # One budget from the signal on: a revoke running in the source's last turn
+                # shares it with the drain (the pod's grace period counts from the signal).
+                self._shutdown_steps["signal"] = time.monotonic()
                 self._shutdown_deadline_s = time.monotonic() + config.shutdown_grace_s
+                logger.info("stopping", extra={"grace_s": config.shutdown_grace_s})
+                await source
+                self._shutdown_steps["last_turn"] = time.monotonic()
                 await self._drain(self._shutdown_deadline_s)
+                self._shutdown_steps["drain"] = time.monotonic()
                 linger.cancel()
                 if quality_score is not None:
                     quality_score.cancel()
         finally:
             await self._close(health)
+            self._log_shutdown()
         if self.crash is not None:
             raise RuntimeError(
                 "a delivery task failed; exiting so the pod restarts"
@@ -338,7 +353,12 @@ class Pipeline:
         # are then final before closing the source revokes every partition, whose commit
         # carries them (issue 23, defect 7); flushed after, they waited for the next start.
         await self.dead_letters.close()
-        await self.source.close()
+        self._shutdown_steps["dead_letters_close"] = time.monotonic()
+        # Leaving the group gets what is left of the close margin past the drain's deadline,
+        # so the whole shutdown fits in the grace period plus `CLOSE_MARGIN_S`.
+        close_by = (self._shutdown_deadline_s or time.monotonic()) + CLOSE_MARGIN_S
+        await self.source.close(max(MIN_KAFKA_CLOSE_S, close_by - time.monotonic()))
+        self._shutdown_steps["kafka_close"] = time.monotonic()
         if self.delivery is not None:
             await self.delivery.close()
         if self.dedup is not None:
@@ -348,6 +368,18 @@ class Pipeline:
             await asyncio.sleep(0.05)  # let the connector close its transports (aiohttp docs)
         if health is not None:
             await health.cleanup()
+        self._shutdown_steps["other_close"] = time.monotonic()
+
+    def _log_shutdown(self) -> None:
+        """How long each step of the shutdown took: a slow exit names its step."""
+        steps = list(self._shutdown_steps.items())
+        if not steps or steps[0][0] != "signal":
+            return  # a crash, not a signal, ended the run
+        took = {
+            f"{step}_s": round(at - before, 3)
+            for (_, before), (step, at) in itertools.pairwise(steps)
+        }
+        logger.info("stopped", extra=took)
 
     async def _settle_background(self, deadline_s: float) -> None:
         while self._tasks and time.monotonic() < deadline_s:

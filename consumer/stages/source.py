@@ -138,6 +138,8 @@ class KafkaSource:
         self.broker_down_since: float | None = None
         self.missing_topics: set[str] = set()
         self.is_joined = False
+        self.is_closing = False
+        self.close_abandoned = False
         self.transient_since: float | None = None
         self.transient_error = ""
         self.all_paused_since: float | None = None
@@ -297,6 +299,8 @@ class KafkaSource:
         """The group's last commit per partition, with its metadata; {} when it cannot be read
         after three tries (then nothing is skipped and the earlier owner's map is overwritten:
         its marked offsets are sent again, never lost; the map only saves re-sends)."""
+        if not partitions:
+            return {}  # an empty assignment (every member hears of each rebalance)
         for attempt in range(3):
             try:
                 answered = await self.client.committed(partitions, timeout=10)
@@ -316,6 +320,16 @@ class KafkaSource:
         }
 
     async def _assigned(self, _consumer: Any, partitions: list[TopicPartition]) -> None:
+        if self.is_closing:
+            # A rebalance that finished while `close()` leaves the group: librdkafka revokes
+            # these before close returns, and answers no offset fetch any more (three 10-s
+            # timeouts, past the pod's grace period). Nothing of them is read or committed.
+            await self.client.incremental_assign(partitions)
+            logger.info(
+                "partitions assigned while closing: not consumed",
+                extra={"partitions": [f"{tp.topic}/{tp.partition}" for tp in partitions]},
+            )
+            return
         committed = await self._committed(partitions)
         self.is_joined = True
         self.lost_since = None  # a rebalance completed, even one that gave us nothing
@@ -393,10 +407,30 @@ class KafkaSource:
                 "kafka client error", extra={"error": error.str(), "fatal": error.fatal()}
             )
 
-    async def close(self) -> None:
-        if self._consumer is not None:
-            await self._consumer.close()
-            self._consumer = None
+    async def close(self, timeout_s: float = 10.0) -> None:
+        """Leave the group: librdkafka revokes what we hold (`on_revoke` drains and commits).
+
+        Gives up after `timeout_s`: librdkafka has hung in close during a rebalance before
+        (librdkafka #4041, #4792), and the pod's grace period is finite. What was final is
+        committed by then (the drain commits first); the rest is sent again by the next
+        owner. The close goes on in its worker thread, which interpreter exit would wait for
+        without bound: `close_abandoned` tells the caller to exit at once instead.
+        """
+        if self._consumer is None:
+            return
+        self.is_closing = True
+        closing = asyncio.ensure_future(self._consumer.close())
+        done, _ = await asyncio.wait({closing}, timeout=timeout_s)
+        if not done:
+            self.close_abandoned = True
+            logger.error(
+                "the Kafka consumer did not close in time; exiting without leaving the group "
+                "(it notices after session.timeout.ms)",
+                extra={"timeout_s": timeout_s},
+            )
+            return
+        closing.result()
+        self._consumer = None
 
     @property
     def held(self) -> int:

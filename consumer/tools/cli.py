@@ -7,6 +7,8 @@ import asyncio
 import contextlib
 import gc
 import importlib.metadata
+import logging
+import os
 import signal
 import sys
 import time
@@ -27,7 +29,7 @@ def _run(args: argparse.Namespace) -> int:
     from consumer.observability.logs import setup_logging
     from consumer.tools.kafka_probe import check_kafka_settings
 
-    env = dict(__import__("os").environ)
+    env = dict(os.environ)
     if args.dry_run:
         env["CAPI_DRY_RUN"] = "true"
     config = load_config(env)
@@ -47,6 +49,13 @@ def _run(args: argparse.Namespace) -> int:
             await pipeline.run()
         finally:
             pipeline.telemetry.shutdown()
+            if pipeline.source.close_abandoned:
+                # librdkafka's close still runs in a worker thread, which interpreter exit
+                # would join without bound: leave now, with the status the run earned.
+                logging.shutdown()
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(1 if pipeline.crash is not None else 0)
 
     asyncio.run(main())
     return 0

@@ -7,6 +7,7 @@ import os
 import random
 import signal
 import struct
+import subprocess
 import sys
 import time
 import urllib.request
@@ -370,7 +371,12 @@ class ConsumerProcess:
     def terminate(self, timeout_s: float = 30) -> int:
         assert self.server is not None
         self.server.proc.send_signal(signal.SIGTERM)
-        return self.server.proc.wait(timeout_s)
+        try:
+            return self.server.proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(
+                f"consumer still running {timeout_s:.0f} s after SIGTERM:\n{self.log[-6000:]}"
+            ) from None
 
     def kill(self) -> None:
         assert self.server is not None

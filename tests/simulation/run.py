@@ -11,7 +11,9 @@ Invariants, checked after every step (a failure names the seed and the last line
   again only when that request was in flight as the partition changed hands, or its answer came
   within `RESEND_GRACE_S` of the owner letting go, or commits failed meanwhile (`check_resend`);
 - completeness and liveness: once faults stop, every partition is committed to its end within
-  `DRAIN_LIMIT_S` of virtual time, and every record's fate is final.
+  `DRAIN_LIMIT_S` of virtual time, and every record's fate is final;
+- prompt shutdown: a member told to stop is gone within its grace period and
+  `SHUTDOWN_MARGIN_S`.
 
 `python -m tests.simulation.run --seeds 1000` runs many; `--seed N` replays one exactly.
 """
@@ -37,7 +39,7 @@ import fastavro
 
 from consumer.config import Config, load_config
 from consumer.conversion.hashing import UserDataHasher
-from consumer.engine.pipeline import Edges, Pipeline
+from consumer.engine.pipeline import CLOSE_MARGIN_S, Edges, Pipeline
 from consumer.engine.process import RecordProcessor, hasher_for
 from consumer.errors import PermanentError
 from consumer.observability import telemetry as tm
@@ -66,6 +68,9 @@ STUCK_S = 10.0  # a partition that could commit and does not for this long must 
 RESEND_GRACE_S = 5.0
 COMMIT_STUCK_S = 90.0  # how long one failed commit may hold back the next (`COMMIT_GIVE_UP_S`)
 STEPS = 40
+# A stopped member is gone within its grace period and the margin for closing its clients
+# (`pipeline.CLOSE_MARGIN_S`), give or take one consume turn.
+SHUTDOWN_MARGIN_S = CLOSE_MARGIN_S + 0.5
 
 
 class InvariantBroken(AssertionError):
@@ -201,6 +206,7 @@ class Simulation:
 
         def client(config: dict[str, Any]) -> MemberClient:
             member.client = MemberClient(self.group, config, name)
+            member.client.hangs_on_close = self.rng.random() < 0.05
             return member.client
 
         def producer(_config: dict[str, Any]) -> DeadLetterProducer:
@@ -221,13 +227,27 @@ class Simulation:
         self.group.note(f"start {name}")
 
     async def stop_member(self, member: Member) -> None:
+        """SIGTERM: the member must be gone within its grace period and the margin for closing
+        its clients, or Kubernetes kills it mid-close."""
         self.group.note(f"stop {member.name}")
         member.pipeline.stop.set()
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(60):
+        limit_s = sim_config().shutdown_grace_s + SHUTDOWN_MARGIN_S
+        try:
+            async with asyncio.timeout(limit_s):
                 await member.task
+        except TimeoutError:
+            raise InvariantBroken(
+                f"{member.name} still running {limit_s:.0f} s after SIGTERM"
+            ) from None
         self.members.remove(member)
         self._raise_crash(member)
+        client = self._client(member)
+        if client is not None and client.hangs_on_close and client.is_closing:
+            # The process exited with its close abandoned: the group hears of it as of a crash.
+            self.group.note(f"{member.name} exits without leaving")
+            self.group.lose(sorted(client.assignment), member.name)
+            client.is_dead = True
+            asyncio.get_running_loop().call_later(6.0, self.group.leave, client)
 
     def crash_member(self, member: Member) -> None:
         """kill -9: every structure of the process is gone; its session expires later."""

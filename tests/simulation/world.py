@@ -232,6 +232,8 @@ class MemberClient:
         self.config = config
         self.name = name
         self.is_dead = False
+        self.is_closing = False
+        self.hangs_on_close = False
         self.assignment: set[TP] = set()
         self.revoking: set[TP] = set()
         self.paused_flags: set[TP] = set()  # survives revoke, as in librdkafka
@@ -260,6 +262,27 @@ class MemberClient:
         timeout: float,  # noqa: ASYNC109
     ) -> list[Message]:
         self._check()
+        await self._serve_events()
+        on_commit = self.config.get("on_commit")
+        while self._commit_answers and on_commit is not None:
+            error, parts = self._commit_answers.pop(0)
+            await on_commit(error, parts)
+            self._check()
+        out: list[Message] = []
+        for tp in sorted(self.assignment - self.paused_flags):
+            log = self.group.logs[tp]
+            position = max(self.positions.get(tp, 0), log.start)
+            while position < log.end and len(out) < num_messages:
+                out.append(Message(tp, position, log.messages[position]))
+                position += 1
+            self.positions[tp] = position
+        if not out:
+            await asyncio.sleep(timeout)
+        return out
+
+    async def _serve_events(self) -> None:
+        """Rebalance callbacks run where librdkafka serves its queue: in `consume()` and in
+        `close()`."""
         while self._events:
             kind, tps = self._events.pop(0)
             if kind == "lost_all":  # a session expiry loses what is assigned when it is served
@@ -281,24 +304,8 @@ class MemberClient:
                 self.revoking -= set(tps)
                 if kind == "revoke":
                     self.group.assign_free()
-                elif self not in self.group.members:  # lost: librdkafka joins again
-                    self.group.join(self)
-        on_commit = self.config.get("on_commit")
-        while self._commit_answers and on_commit is not None:
-            error, parts = self._commit_answers.pop(0)
-            await on_commit(error, parts)
-            self._check()
-        out: list[Message] = []
-        for tp in sorted(self.assignment - self.paused_flags):
-            log = self.group.logs[tp]
-            position = max(self.positions.get(tp, 0), log.start)
-            while position < log.end and len(out) < num_messages:
-                out.append(Message(tp, position, log.messages[position]))
-                position += 1
-            self.positions[tp] = position
-        if not out:
-            await asyncio.sleep(timeout)
-        return out
+                elif self not in self.group.members and not self.is_closing:
+                    self.group.join(self)  # lost: librdkafka joins again
 
     async def incremental_assign(self, partitions: list[TopicPartition]) -> None:
         self._check()
@@ -345,6 +352,11 @@ class MemberClient:
         timeout: float = 10,  # noqa: ASYNC109 (the client's signature)
     ) -> list[TopicPartition]:
         self._check()
+        if self.is_closing:
+            # librdkafka does not answer an offset fetch once the group is terminating (seen
+            # with a real broker: three 10-s timeouts inside close, issue 23's shutdown defect).
+            await asyncio.sleep(timeout)
+            raise KafkaException(KafkaError(KafkaError._TIMED_OUT))
         if self.group.committed_reads_to_fail:
             self.group.committed_reads_to_fail -= 1
             self.group.impede()
@@ -356,9 +368,14 @@ class MemberClient:
         return out
 
     async def close(self) -> None:
-        """librdkafka's close revokes the assignment (the callback runs) and leaves."""
+        """librdkafka's close serves the rebalance events still queued (an assignment that
+        arrived meanwhile included), revokes the assignment (the callback runs) and leaves."""
         if self.is_dead:
             return
+        self.is_closing = True
+        if self.hangs_on_close:  # as librdkafka has, mid-rebalance (#4041, #4792)
+            await asyncio.Event().wait()
+        await self._serve_events()
         if self.assignment:
             self.group.lose(sorted(self.assignment), self.name)
             parts = [TopicPartition(t, p) for t, p in sorted(self.assignment)]
