@@ -90,6 +90,7 @@ class Group:
         self.metadata_limit = 4096
         self.is_coordinator_up = True
         self.committed_reads_to_fail = 0  # the next this many committed() reads time out
+        self.deleted: set[TP] = set()  # topics deleted, not yet created again (`recreate`)
         self.history: list[str] = []  # a short readable trace
         # Who took and let go of each partition when (revoke, loss, close, crash, expiry), and
         # when a commit or a committed() read failed: what the needless re-send check excuses.
@@ -147,6 +148,27 @@ class Group:
         else:
             self.rebalance()
 
+    def recreate(self, tp: TP) -> None:
+        """The topic deleted and created again, or its log cut back by an unclean leader
+        election, while the group's committed offset and its map stay: offsets start over.
+
+        librdkafka revokes a partition whose topic disappeared and assigns it again once it is
+        back; its committed offset is then past the log's end, so reading starts at the
+        earliest offset (auto.offset.reset), below the base of the map (issue 23, defect 3).
+        """
+        self.deleted.add(tp)
+        self.logs[tp] = Log()  # nothing more to fetch
+        owner = self.owner[tp]
+        if owner is not None and tp not in owner.revoking:
+            owner.queue(("revoke", [tp]))  # after an assignment still queued, if there is one
+        self.owner[tp] = None  # handed out again once it is back (`restore`)
+
+    def restore(self, tp: TP) -> None:
+        """The topic is back, empty, under the group's old commit."""
+        self.logs[tp] = Log()
+        self.deleted.discard(tp)
+        self.assign_free()
+
     def rebalance(self, only_grants: bool = False) -> None:
         """Cooperative-sticky, in two steps: revoke what moves, then assign what is free.
 
@@ -186,6 +208,7 @@ class Group:
         for tp, member in target.items():
             if (
                 self.owner[tp] is None
+                and tp not in self.deleted
                 and member in self.members
                 and not any(tp in m.revoking for m in self.members)
             ):
@@ -203,6 +226,8 @@ class Group:
             error = None
             if member not in self.members:
                 error = KafkaError(KafkaError.UNKNOWN_MEMBER_ID)
+            elif key in self.deleted:
+                error = KafkaError(KafkaError.UNKNOWN_TOPIC_OR_PART)
             elif len(tp.metadata or "") > self.metadata_limit:
                 error = KafkaError(KafkaError.OFFSET_METADATA_TOO_LARGE)
             else:
