@@ -404,7 +404,9 @@ class MemberClient:
         if self.assignment:
             self.group.lose(sorted(self.assignment), self.name)
             parts = [TopicPartition(t, p) for t, p in sorted(self.assignment)]
+            self.revoking |= self.assignment
             await self._callbacks["on_revoke"](self, parts)
+        self.revoking.clear()
         self.assignment.clear()
         self.is_dead = True
         self.group.leave(self)
