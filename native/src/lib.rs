@@ -8,6 +8,7 @@
 //! makes `decode` answer `None`, and the caller asks fastavro, whose verdict (value or error)
 //! is then the one the consumer acts on: this module never decides that bytes are bad.
 
+use capi_avro_wire::{civil_from_days, decimal_text, Cursor};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDate, PyDateTime, PyDict, PyList, PyString, PyTuple, PyTzInfo};
 
@@ -135,69 +136,25 @@ type Step<T> = Result<T, Stop>;
 
 struct Reader<'a, 'py> {
     py: Python<'py>,
-    buf: &'a [u8],
-    pos: usize,
+    wire: Cursor<'a>,
     decimal: &'a Bound<'py, PyAny>,
-}
-
-// Days from 1970-01-01 to a proleptic Gregorian date (H. Hinnant's civil_from_days).
-fn civil_from_days(days: i64) -> (i64, u8, u8) {
-    let z = days + 719_468;
-    let era = if z >= 0 { z } else { z - 146_096 } / 146_097;
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u8;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u8;
-    (yoe + era * 400 + i64::from(month <= 2), month, day)
 }
 
 impl<'a, 'py> Reader<'a, 'py> {
     fn take(&mut self, len: usize) -> Step<&'a [u8]> {
-        let end = self.pos.checked_add(len).ok_or(Stop::Unusual)?;
-        let slice = self.buf.get(self.pos..end).ok_or(Stop::Unusual)?;
-        self.pos = end;
-        Ok(slice)
+        self.wire.take(len).ok_or(Stop::Unusual)
     }
 
     fn long(&mut self) -> Step<i64> {
-        let mut raw: u64 = 0;
-        let mut shift = 0u32;
-        loop {
-            let byte = *self.buf.get(self.pos).ok_or(Stop::Unusual)?;
-            self.pos += 1;
-            if shift == 63 && byte > 1 {
-                return Err(Stop::Unusual); // wider than 64 bits
-            }
-            raw |= u64::from(byte & 0x7f) << shift;
-            if byte & 0x80 == 0 {
-                return Ok((raw >> 1) as i64 ^ -((raw & 1) as i64));
-            }
-            shift += 7;
-            if shift > 63 {
-                return Err(Stop::Unusual);
-            }
-        }
+        self.wire.long().ok_or(Stop::Unusual)
     }
 
     fn length(&mut self) -> Step<usize> {
-        usize::try_from(self.long()?).map_err(|_| Stop::Unusual)
+        self.wire.length().ok_or(Stop::Unusual)
     }
 
-    /// Items in the next block of an array or map; 0 ends it.
     fn block(&mut self) -> Step<usize> {
-        let count = self.long()?;
-        if count < 0 {
-            self.long()?; // the block's size in bytes, for readers that skip
-        }
-        let count = usize::try_from(count.unsigned_abs()).map_err(|_| Stop::Unusual)?;
-        // Every item takes at least a byte unless it is empty (null, an empty record): a count
-        // beyond what is left is a lie or a flood; fastavro decides which.
-        if count > self.buf.len() - self.pos && count > 1 << 16 {
-            return Err(Stop::Unusual);
-        }
-        Ok(count)
+        self.wire.block().ok_or(Stop::Unusual)
     }
 
     /// Read an array's or a map's blocks, calling `read_one` once per item.
@@ -231,39 +188,7 @@ impl<'a, 'py> Reader<'a, 'py> {
             None => self.length()?,
         };
         let raw = self.take(len)?;
-        if raw.len() > 16 {
-            return Err(Stop::Unusual);
-        }
-        // Big-endian two's complement, sign-extended into an i128.
-        let mut unscaled: i128 = if raw.first().is_some_and(|b| b & 0x80 != 0) {
-            -1
-        } else {
-            0
-        };
-        for byte in raw {
-            unscaled = (unscaled << 8) | i128::from(*byte);
-        }
-        let digits = unscaled.unsigned_abs().to_string();
-        if digits.len() > precision as usize {
-            return Err(Stop::Unusual); // fastavro rounds to the precision; let it
-        }
-        let scale = scale as usize;
-        let mut text = String::with_capacity(digits.len() + scale + 3);
-        if unscaled < 0 {
-            text.push('-');
-        }
-        if scale == 0 {
-            text.push_str(&digits);
-        } else if digits.len() > scale {
-            let (whole, fraction) = digits.split_at(digits.len() - scale);
-            text.push_str(whole);
-            text.push('.');
-            text.push_str(fraction);
-        } else {
-            text.push_str("0.");
-            text.extend(std::iter::repeat_n('0', scale - digits.len()));
-            text.push_str(&digits);
-        }
+        let text = decimal_text(raw, precision, scale).ok_or(Stop::Unusual)?;
         Ok(self.decimal.call1((text,))?)
     }
 
@@ -274,7 +199,7 @@ impl<'a, 'py> Reader<'a, 'py> {
             .ok_or(Stop::Unusual)?;
         let days = micros.div_euclid(86_400_000_000);
         let in_day = micros.rem_euclid(86_400_000_000);
-        let (year, month, day) = civil_from_days(days);
+        let (year, month, day) = civil_from_days(days).ok_or(Stop::Unusual)?;
         if !(1..=9999).contains(&year) {
             return Err(Stop::Unusual);
         }
@@ -299,7 +224,7 @@ impl<'a, 'py> Reader<'a, 'py> {
     }
 
     fn date(&mut self) -> Step<Bound<'py, PyAny>> {
-        let (year, month, day) = civil_from_days(self.long()?);
+        let (year, month, day) = civil_from_days(self.long()?).ok_or(Stop::Unusual)?;
         if !(1..=9999).contains(&year) {
             return Err(Stop::Unusual);
         }
@@ -407,15 +332,14 @@ impl Plan {
         let decimal = self.decimal.bind(py);
         let mut reader = Reader {
             py,
-            buf: value,
-            pos: offset,
+            wire: Cursor::new(value, offset),
             decimal,
         };
         if offset > value.len() {
             return Ok(None);
         }
         match reader.value(&self.root) {
-            Ok(record) => Ok(Some((record, reader.pos))),
+            Ok(record) => Ok(Some((record, reader.wire.pos()))),
             Err(Stop::Unusual) => Ok(None),
             Err(Stop::Python(err)) => Err(err),
         }
