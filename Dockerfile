@@ -24,10 +24,14 @@ FROM ${PYTHON_IMAGE} AS build
 WORKDIR /src
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
-COPY pyproject.toml README.md constraints.txt ./
+# Every dependency from the hashed lock (pip refuses a file whose hash is not in it), then the
+# consumer and the decoder's wheel with nothing fetched beside them.
+COPY requirements.lock ./
+RUN pip install --require-hashes --no-deps -r requirements.lock
+COPY pyproject.toml README.md ./
 COPY consumer ./consumer
 COPY --from=native /wheels /wheels
-RUN pip install --constraint constraints.txt ".[zipkin]" /wheels/*.whl
+RUN pip install --no-deps --no-build-isolation . /wheels/*.whl
 
 FROM ${PYTHON_IMAGE} AS tools
 WORKDIR /app

@@ -15,19 +15,22 @@ help:
 	@echo "make soak   - the broker restarted mid-stream RESTARTS times (default 20), real Kafka"
 	@echo "make dist   - sdist and wheels (the decoder as an abi3 wheel), checked and smoke-installed"
 
-# constraints.txt is the one lock: development, CI and the image install exactly its versions.
-$(STAMP): pyproject.toml constraints.txt
+# One lock: constraints.txt pins every version; requirements-dev.lock (development, CI) and
+# requirements.lock (the image) carry the same pins with their hashes, and pip refuses any file
+# whose hash is not there. The package itself goes in without fetching anything more.
+$(STAMP): pyproject.toml constraints.txt requirements-dev.lock
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q --constraint constraints.txt -e '.[dev]'
+	$(BIN)/pip install -q --require-hashes --no-deps -r requirements-dev.lock
+	$(BIN)/pip install -q --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
 # The compiled Avro decoder (native/, Rust via maturin; cargo fetches its crates once) is an
 # accelerator: without cargo, fastavro decodes everything and nothing else changes.
 HAS_CARGO := $(shell command -v cargo >/dev/null && echo yes)
-$(NATIVE): $(STAMP) native/pyproject.toml native/Cargo.toml native/Cargo.lock native/src/lib.rs native/capi_avro.pyi
+$(NATIVE): $(STAMP) native/pyproject.toml native/Cargo.toml native/Cargo.lock native/src/lib.rs native/capi_avro.pyi \
+  native/wire/Cargo.toml native/wire/src/lib.rs
 ifeq ($(HAS_CARGO),yes)
-	$(BIN)/pip install -q ./native
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/pip install -q --no-deps --no-build-isolation ./native
 	touch $(NATIVE)
 else
 	@echo "cargo not found: fastavro decodes Avro (the compiled decoder in native/ is optional; see README)"
@@ -54,8 +57,9 @@ lint: install
 	$(BIN)/ruff check consumer tests devenv bench
 	$(BIN)/ruff format --check consumer tests
 ifeq ($(HAS_CARGO),yes)
-	cargo fmt --manifest-path native/Cargo.toml --check
-	cargo clippy --quiet --manifest-path native/Cargo.toml --release --locked -- -D warnings
+	cargo fmt --manifest-path native/Cargo.toml --all --check
+	cargo clippy --quiet --manifest-path native/Cargo.toml --release --locked --workspace \
+	  --all-targets -- -D warnings
 endif
 
 typecheck: install
@@ -70,6 +74,9 @@ test-deps: services-deps
 FASTAVRO_TESTS = tests/test_decode.py tests/test_fuzz.py tests/test_fuzz_values.py \
   tests/integration/test_pipeline.py::test_pipeline_end_to_end_delivers_exactly_what_mapping_says
 test: test-deps lint typecheck
+ifeq ($(HAS_CARGO),yes)
+	cargo test --quiet --manifest-path native/Cargo.toml --locked -p capi-avro-wire
+endif
 	PYTHONHASHSEED=0 $(BIN)/pytest -q -p no:cacheprovider -p no:faulthandler || \
 	  { status=$$?; tail -c 20000 .pytest-faults.log 2>/dev/null; exit $$status; }
 	CAPI_AVRO_DECODER=fastavro PYTHONHASHSEED=0 $(BIN)/pytest -q -p no:cacheprovider \
@@ -102,8 +109,7 @@ soak: services-deps
 # Needs the index's JSON API with vulnerability data (not served by every mirror).
 audit: $(STAMP)
 	$(BIN)/pip install -q pip-audit
-	$(BIN)/pip freeze --exclude-editable > requirements.lock
-	$(BIN)/pip-audit --strict --progress-spinner off -r requirements.lock
+	$(BIN)/pip-audit --strict --progress-spinner off -r requirements-dev.lock
 
 # The image's exact versions (constraints.txt), from a fresh venv with only what the image installs.
 # Distributions: the consumer (sdist and a pure wheel) and, with cargo, the compiled decoder as
@@ -128,12 +134,19 @@ endif
 	@ls -1 dist
 
 # Rebuild the lock from a fresh venv (runtime, dev tools and the zipkin extra), newest versions
-# allowed by pyproject.toml; review the diff, then `make test`.
+# allowed by pyproject.toml, then the two hashed locks with exactly those versions (and the build
+# backend's, for installs without build isolation); review the diff, then `make test`.
+LOCK_VENV := .cache/constraints-venv
+LOCK = CUSTOM_COMPILE_COMMAND="make constraints" $(LOCK_VENV)/bin/pip-compile -q --generate-hashes \
+  --allow-unsafe --strip-extras --no-emit-index-url --no-emit-find-links --all-build-deps \
+  --constraint constraints.txt --output-file
 constraints:
-	rm -rf .cache/constraints-venv && $(PYTHON) -m venv .cache/constraints-venv
-	.cache/constraints-venv/bin/pip install -q ".[dev,zipkin]"
-	{ head -3 constraints.txt; .cache/constraints-venv/bin/pip freeze --exclude-editable | \
+	rm -rf $(LOCK_VENV) requirements.lock requirements-dev.lock && $(PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/pip install -q ".[dev,zipkin]"
+	{ head -3 constraints.txt; $(LOCK_VENV)/bin/pip freeze --exclude-editable | \
 	  grep -v '^capi-consumer'; } > constraints.txt.new && mv constraints.txt.new constraints.txt
+	$(LOCK) requirements.lock --extra zipkin pyproject.toml
+	$(LOCK) requirements-dev.lock --extra dev --extra zipkin pyproject.toml
 
 sandbox: $(STAMP)
 	$(BIN)/consumer sandbox --port 8089
