@@ -175,7 +175,6 @@ class Simulation:
         self._coordinator_up_since: float | None = 0.0
         self.event_records: dict[str, list[tuple[TP, int]]] = {}
         self.needless: list[str] = []
-        self.stale_commits: dict[TP, tuple[int, str] | None] = {}  # kept over a recreated log
         self.pinterest.on_resend = self.check_resend
 
     # --- the world's moves ---------------------------------------------------------------------
@@ -300,7 +299,6 @@ class Simulation:
                 return
             self.group.note(f"create {tp} again (committed {self.group.committed.get(tp)})")
             self.group.restore(tp)
-            self.stale_commits[tp] = self.group.committed.get(tp)
 
         asyncio.get_running_loop().call_later(self.rng.uniform(0.5, 5.0), restore)
 
@@ -316,9 +314,11 @@ class Simulation:
         record = self.records.get((tp, offset))
         if record is None:
             return True  # a deleted log's record (`recreate_log`)
-        stale = self.stale_commits.get(tp)
-        if stale is not None and (
-            offset < stale[0] or offset in decode_final_offsets(stale[1], stale[0])
+        stale = self.group.stale_commits.get(tp)
+        if (
+            stale is not None
+            and tp in self.group.started_at_stale
+            and (offset < stale[0] or offset in decode_final_offsets(stale[1], stale[0]))
         ):
             # Kafka starts at an old commit that falls inside the new log, skipping what is
             # below it, and nothing in a commit tells two logs apart (commits carry no topic
@@ -404,7 +404,7 @@ class Simulation:
             raise InvariantBroken(f"needless re-send: {self.needless[0]}")
         for tp in self.tps:
             committed = self.group.committed.get(tp)
-            if committed is None or committed == self.stale_commits.get(tp):
+            if committed is None or committed == self.group.stale_commits.get(tp):
                 continue  # the commit of a log that is gone says nothing of this one
             offset, metadata = committed
             for o in range(self.group.logs[tp].start, offset):
@@ -422,11 +422,11 @@ class Simulation:
         )
 
     def _is_committed_to_end(self, tp: TP) -> bool:
-        committed = self.group.committed.get(tp)
-        end = self.group.logs[tp].end
-        if end == 0 and tp in self.stale_commits and committed == self.stale_commits[tp]:
-            return True  # a recreated log that stayed empty: nothing to commit there
-        return tp not in self.group.deleted and (committed or (-1, ""))[0] == end
+        if tp in self.group.deleted:
+            return False
+        if self.group.logs[tp].end == 0:
+            return True  # an empty log (one recreated): nothing to commit, whatever was kept
+        return self.group.committed.get(tp, (-1, ""))[0] == self.group.logs[tp].end
 
     # --- the schedule ----------------------------------------------------------------------------
     async def run(self) -> dict[str, Any]:

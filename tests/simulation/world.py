@@ -91,6 +91,10 @@ class Group:
         self.is_coordinator_up = True
         self.committed_reads_to_fail = 0  # the next this many committed() reads time out
         self.deleted: set[TP] = set()  # topics deleted, not yet created again (`recreate`)
+        # The commit a recreated log came back under, and whether reading started at it (inside
+        # the new log: Kafka skips what is below) rather than at the log's start.
+        self.stale_commits: dict[TP, tuple[int, str]] = {}
+        self.started_at_stale: set[TP] = set()
         self.history: list[str] = []  # a short readable trace
         # Who took and let go of each partition when (revoke, loss, close, crash, expiry), and
         # when a commit or a committed() read failed: what the needless re-send check excuses.
@@ -167,6 +171,9 @@ class Group:
         """The topic is back, empty, under the group's old commit."""
         self.logs[tp] = Log()
         self.deleted.discard(tp)
+        self.started_at_stale.discard(tp)
+        if tp in self.committed:
+            self.stale_commits[tp] = self.committed[tp]
         self.assign_free()
 
     def rebalance(self, only_grants: bool = False) -> None:
@@ -338,10 +345,13 @@ class MemberClient:
             key = (tp.topic, tp.partition)
             self.assignment.add(key)
             log = self.group.logs[key]
-            committed = self.group.committed.get(key, (NO_OFFSET, ""))[0]
+            commit = self.group.committed.get(key, (NO_OFFSET, ""))
+            committed = commit[0]
             # auto.offset.reset=earliest: a committed offset outside the log starts at its start
             inside = log.start <= committed <= log.end
             self.positions[key] = committed if inside else log.start
+            if inside and commit == self.group.stale_commits.get(key):
+                self.group.started_at_stale.add(key)
 
     async def pause(self, partitions: list[TopicPartition]) -> None:
         self.paused_flags |= {(tp.topic, tp.partition) for tp in partitions}
