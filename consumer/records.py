@@ -91,6 +91,13 @@ class Conversion:
     fingerprint: int = field(default=0, repr=False, compare=False)
     # The event as JSON, encoded while the record is built (`process.encode_event`).
     encoded: bytes = field(default=b"", repr=False, compare=False)
+    # The other events the rule made from the same record (its `also`), each a Conversion or
+    # the PermanentError that stopped it; the record is final once all of them are.
+    also: tuple[Any, ...] = field(default=(), repr=False, compare=False)
+
+    def events(self) -> tuple[Any, ...]:
+        """This event and the others of its record, in the mapping's order."""
+        return (self, *self.also) if self.also else (self,)
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,7 +23,7 @@ from consumer.records import (
 )
 from consumer.stages.deadletter import DeadLetter
 from consumer.stages.decode import Decoder
-from consumer.stages.dedup import MemoryDedupStore
+from consumer.stages.dedup import MemoryDedupStore, key_of
 from consumer.stages.offsets import OffsetLedger
 from tests.conftest import placed_order
 
@@ -47,8 +47,22 @@ class OrderDecoder(Decoder):
         return Decoded(envelope, record, "com.example.shop.orders.OrderEvent")
 
 
+def example_with_also() -> dict[str, object]:
+    """The example mapping whose order rule also sends a custom event for orders whose id ends
+    in "-big"."""
+    document = yaml.safe_load((ROOT / "schemas" / "mapping.example.yaml").read_text())
+    document["topics"][0]["also"] = [
+        {
+            "event_name": "big_order",
+            "event_id": "{order_id}-custom",
+            "when": {"field": "order_id", "matches": "-big$"},
+        }
+    ]
+    return dict(document)
+
+
 class Rig:
-    def __init__(self) -> None:
+    def __init__(self, mapping: dict[str, object] | None = None) -> None:
         self.ledger = OffsetLedger()
         self.ledger.assign(TP, 1)
         self.dedup = MemoryDedupStore(3600, 1000)
@@ -56,7 +70,7 @@ class Rig:
         self.sent: list[Conversion] = []
         self.is_full = False
         self.full_after: int | None = None  # the batcher fills after this many events
-        self.processor = RecordProcessor(MAPPING)
+        self.processor = RecordProcessor(MAPPING if mapping is None else compile_mapping(mapping))
         self.decoder = self.processor.decoder = OrderDecoder()
         telemetry = tm.setup_telemetry([InMemoryMetricReader()])
         self.fates = Fates(
@@ -91,6 +105,16 @@ class Rig:
         self.sent.append(conversion)
         if self.full_after is not None and len(self.sent) >= self.full_after:
             self.is_full = True
+
+
+def answer(conversions: list[Conversion], outcome: EventOutcome) -> BatchResult:
+    """Pinterest's same answer for each of these events, in one request."""
+    batch = Batch(conversions[0].ad_account, tuple(conversions), (b"{}",) * len(conversions))
+    return BatchResult(batch, (outcome,) * len(conversions), "rid")
+
+
+def delivered(conversions: list[Conversion]) -> BatchResult:
+    return answer(conversions, EventOutcome("processed"))
 
 
 def envelopes(*order_ids: str, start: int = 0) -> list[Envelope]:
@@ -169,3 +193,46 @@ async def test_admission_claims_go_in_consumed_order_held_copies_first() -> None
     assert await rig.admission.handle([chunk[1], *envelopes("o-1", start=3)]) == 2
     assert [c.coords.offset for c in rig.sent] == [0, 1, 2]  # the held copy went out
     assert rig.fates.counts["deduplicated"] == 0  # the fresh one waits for it
+
+
+async def test_admission_a_record_with_two_events_is_final_only_when_both_are() -> None:
+    rig = Rig(example_with_also())
+    assert await rig.admission.handle(envelopes("o-1", "o-2-big")) == 2
+    assert [(c.event_name, c.event_id) for c in rig.sent] == [
+        ("checkout", "o-1"),
+        ("checkout", "o-2-big"),
+        ("big_order", "o-2-big-custom"),
+    ]
+    checkout, big = rig.sent[1], rig.sent[2]
+    assert big.event["user_data"] is checkout.event["user_data"]  # hashed once per record
+    assert big.envelope is checkout.envelope
+    rig.fates.answered(delivered(rig.sent[:2]))
+    assert rig.ledger.committable() == {TP: 1}  # o-2-big waits for its second event
+    rig.fates.answered(delivered(rig.sent[2:]))
+    assert rig.ledger.committable() == {TP: 2}
+
+
+async def test_admission_one_event_of_a_record_refused_dead_letters_that_event_alone() -> None:
+    rig = Rig(example_with_also())
+    assert await rig.admission.handle(envelopes("o-2-big")) == 1
+    checkout, big = rig.sent
+    rig.fates.answered(delivered([checkout]))
+    rig.fates.answered(answer([big], EventOutcome("failed", "api.invalid", "no")))
+    assert [letter.reason for letter in rig.letters] == ["api.invalid"]
+    assert rig.ledger.committable() == {}  # final once the dead letter is written
+    rig.fates.dead_lettered(rig.letters[0])
+    assert rig.ledger.committable() == {TP: 1}
+
+
+async def test_admission_claims_each_event_of_a_record_and_forget_releases_them_all() -> None:
+    rig = Rig(example_with_also())
+    rig.full_after = 1
+    assert await rig.admission.handle(envelopes("o-1", "o-2-big")) == 1
+    assert await rig.dedup.claim_many([key_of(c) for c in rig.sent]) == [False]
+    rig.admission.forget({TP})
+    rig.ledger.revoke(TP)
+    rig.ledger.assign(TP, 2)
+    rig.is_full, rig.full_after = False, None
+    again = [Envelope(Coordinates(TOPIC, 0, 1), b"o-2-big", generation=2)]
+    assert await rig.admission.handle(again) == 1
+    assert [c.event_id for c in rig.sent[1:]] == ["o-2-big", "o-2-big-custom"]

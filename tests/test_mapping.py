@@ -491,3 +491,68 @@ def test_custom_names_from_records_are_bounded() -> None:
     assert isinstance(
         mapper.map(decoded("t", {"a": "1", "t": NOW_S, "n": "lead"}), NOW_S), Conversion
     )
+
+
+# --- one record, several events (a rule's `also`) --------------------------------------------
+
+ALSO_RULE: dict[str, Any] = {
+    **RULE,
+    "also": [
+        {
+            "event_name": "first_purchase",
+            "event_id": "{a}-first",
+            "when": {"field": "n", "equals": 1},
+        },
+        {"event_name": "add_to_cart", "event_id": "{a}-cart", "custom_data": {"value": "v"}},
+    ],
+}
+
+
+def test_also_events_are_built_where_their_condition_holds() -> None:
+    mapper = Mapper(compile_mapping({"topics": [ALSO_RULE]}))
+    first = decoded("t", {"a": "o1", "t": NOW_S, "n": 1, "v": "9.5"})
+    main = mapper.map(first, NOW_S)
+    assert isinstance(main, Conversion)
+    variants = mapper.variants(first, main.event)
+    assert [(v.event_name, v.event_id) for v in variants] == [  # type: ignore[union-attr]
+        ("first_purchase", "o1-first"),
+        ("add_to_cart", "o1-cart"),
+    ]
+    assert variants[0].custom_data is None  # type: ignore[union-attr]
+    assert variants[1].custom_data == {"value": "9.5"}  # type: ignore[union-attr]
+    later = decoded("t", {"a": "o2", "t": NOW_S, "n": 2, "v": "1"})
+    assert [v.event_id for v in mapper.variants(later, {})] == ["o2-cart"]  # type: ignore[union-attr]
+
+
+def test_an_also_event_that_cannot_be_built_fails_alone() -> None:
+    rule = {**RULE, "also": [{"event_name": {"field": "x"}, "event_id": "{a}-x"}]}
+    mapper = Mapper(compile_mapping({"topics": [rule]}))
+    item = decoded("t", {"a": "o1", "t": NOW_S, "x": "not a name!"})
+    assert isinstance(mapper.map(item, NOW_S), Conversion)
+    (failure,) = mapper.variants(item, {})
+    assert isinstance(failure, PermanentError) and failure.reason == "map.bad_event_name"
+
+
+@pytest.mark.parametrize(
+    ("also", "key", "message"),
+    [
+        ([{"event_name": "lead", "event_id": "same-for-all"}], "also[0].event_id", "reads no"),
+        ([{"event_name": "not valid!", "event_id": "{a}"}], "also[0].event_name", "expected"),
+        ([{"event_id": "{a}"}], "also[0].event_name", "is required"),
+        ([{"event_name": "lead", "event_id": "{a}", "ad_account": "2"}], "also[0].ad_account",
+         "unknown key"),
+        ([{"event_name": "lead", "event_id": "{a}"}] * 11, "also", "at most 10 entries, got 11"),
+    ],
+)  # fmt: skip
+def test_also_mistakes_stop_start_up_naming_the_key(
+    also: list[dict[str, Any]], key: str, message: str
+) -> None:
+    with pytest.raises(ConfigError) as raised:
+        compile_mapping({"topics": [{**RULE, "also": also}]})
+    assert raised.value.key.endswith(key), raised.value.key
+    assert message in str(raised.value)
+
+
+def test_custom_names_of_also_events_are_announced_at_start_up() -> None:
+    rules = compile_mapping({"topics": [ALSO_RULE]})
+    assert rules.custom_event_names() == ["first_purchase"]

@@ -100,3 +100,40 @@ def test_transform_sample_input_in_the_repository_shows_every_outcome() -> None:
                                  {"field": "ge", "reason": "no_value"}]  # fmt: skip
     assert result.stderr.startswith("built 3, dropped 1, errors 1")
     assert "fields left out by normalization" in result.stderr
+
+
+def test_transform_lists_the_extra_events_of_a_rule_with_also(tmp_path: Path) -> None:
+    import yaml
+
+    from consumer.tools.transform import transform_lines
+
+    document = yaml.safe_load(MAPPING.read_text())
+    document["topics"][0]["also"] = [
+        {"event_name": "first_purchase", "event_id": "{order_id}-first"},
+        {"event_name": {"field": "customer.email"}, "event_id": "{order_id}-x"},  # not a name
+    ]
+    mapping = tmp_path / "mapping.yaml"
+    mapping.write_text(yaml.safe_dump(document))
+    now_s = int(time.time())
+    record = order_record(random.Random(1), 7, (now_s - 60) * 1000)
+    record.update(event_type="ORDER_PLACED", is_test=False, store_id="store-us", channel="WEB")
+    record["consent"] = {"ads_personalization": True}
+    line = orjson.dumps(
+        {"topic": "shop.orders", "value": record, "record": "com.example.shop.orders.OrderEvent"},
+        default=jsonable,
+    ).decode()
+    out: list[str] = []
+
+    class Sink:
+        def write(self, text: str) -> None:
+            out.append(text)
+
+    summary = transform_lines(mapping, [line], Sink(), now_s)  # type: ignore[arg-type]
+    result = orjson.loads(out[0])
+    assert "also" in result, result
+    first, failed = result["also"]
+    assert first["event_name"] == "first_purchase"
+    assert first["event_id"] == result["event"]["event_id"] + "-first"
+    assert first["user_data"] == result["event"]["user_data"]
+    assert failed["error"].startswith("map.bad_event_name: ")
+    assert summary.startswith("built 1,")

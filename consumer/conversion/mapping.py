@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+from dataclasses import dataclass
 from typing import Any, Final
 
 from consumer.conversion.capi import (
@@ -81,6 +82,22 @@ def _top_field(name: str, value: object) -> object:
     return out
 
 
+def _event_id(rendered: str) -> str:
+    if len(rendered) > MAX_EVENT_ID_CHARS:
+        raise PermanentError("map.too_long", f"event_id is over {MAX_EVENT_ID_CHARS} characters")
+    return rendered
+
+
+@dataclass(frozen=True, slots=True)
+class Variant:
+    """One of a rule's `also` events, as the record gives it: the rule's event with this name
+    and id, and this raw custom_data when the `also` names its own (None: the rule's)."""
+
+    event_name: str
+    event_id: str
+    custom_data: dict[str, Any] | None
+
+
 class Mapper:
     """Applies compiled rules; remembers which rules apply to each (topic, record name)."""
 
@@ -89,6 +106,7 @@ class Mapper:
         self._rules_by_key: dict[tuple[str, str], tuple[Rule, ...]] = {}
         # Custom event names met in records (lowercased, as Pinterest compares them).
         self.custom_names_seen: set[str] = set()
+        self.has_also = any(rule.also for rule in mapping.rules)
 
     def _is_custom_name_taken(self, name: str) -> bool:
         """A custom name from a record: valid, and within `MAX_CUSTOM_EVENT_NAMES` distinct
@@ -116,14 +134,52 @@ class Mapper:
             self._rules_by_key[key] = found
         return found
 
+    def rule_for(self, decoded: Decoded) -> Rule | None:
+        """The first rule for the record's topic and name whose `when` holds."""
+        record = decoded.record
+        for rule in self.rules_for(decoded.envelope.coords.topic, decoded.record_name):
+            if rule.when is None or rule.when(record):
+                return rule
+        return None
+
     def map(self, decoded: Decoded, now_s: int) -> Conversion | Skip:
         """Build the event for one record. Raises `PermanentError` (dead-letter) on bad data."""
-        coords = decoded.envelope.coords
+        rule = self.rule_for(decoded)
+        if rule is None:
+            return Skip(decoded.envelope.coords, "map.no_rule")
+        return self._apply(rule, decoded, now_s)
+
+    def variants(self, decoded: Decoded, event: dict[str, Any]) -> list[Variant | PermanentError]:
+        """The rule's `also` events for a record whose own `event` was built: each whose
+        `when` holds, or the `PermanentError` that stops that one alone."""
+        rule = self.rule_for(decoded)
+        if rule is None or not rule.also:
+            return []
         record = decoded.record
-        for rule in self.rules_for(coords.topic, decoded.record_name):
-            if rule.when is None or rule.when(record):
-                return self._apply(rule, decoded, now_s)
-        return Skip(coords, "map.no_rule")
+        out: list[Variant | PermanentError] = []
+        for also in rule.also:
+            if also.when is not None and not also.when(record):
+                continue
+            try:
+                event_name = self._event_name(also.event_name(record))
+                event_id = _event_id(also.event_id.render(record, {"event_name": event_name}))
+                custom = None
+                if also.custom_data is not None:
+                    custom = also.custom_data(record)
+                    opt_out_type = event.get("custom_data", {}).get("opt_out_type")
+                    if opt_out_type is not None:  # consent applies to the record's every event
+                        custom["opt_out_type"] = opt_out_type
+            except PermanentError as exc:
+                out.append(exc)
+                continue
+            out.append(Variant(event_name, event_id, custom))
+        return out
+
+    def _event_name(self, value: object) -> str:
+        event_name = _required(value, "event_name")
+        if event_name not in EVENT_NAMES and not self._is_custom_name_taken(event_name):
+            raise PermanentError("map.bad_event_name", f"event_name is not {EVENT_NAME_RULE}")
+        return event_name
 
     def _apply(self, rule: Rule, decoded: Decoded, now_s: int) -> Conversion | Skip:
         coords, record, mapping = decoded.envelope.coords, decoded.record, self.mapping
@@ -138,9 +194,7 @@ class Mapper:
                 return Skip(coords, "consent.denied")
             if rule.consent.action == "limited_data_processing":
                 opt_out_type = "LDP"
-        event_name = _required(rule.event_name(record), "event_name")
-        if event_name not in EVENT_NAMES and not self._is_custom_name_taken(event_name):
-            raise PermanentError("map.bad_event_name", f"event_name is not {EVENT_NAME_RULE}")
+        event_name = self._event_name(rule.event_name(record))
         action_source = _required(rule.action_source(record), "action_source")
         if action_source not in ACTION_SOURCES:
             raise PermanentError(
@@ -157,11 +211,7 @@ class Mapper:
             raise PermanentError("map.event_too_old", "event_time is older than max_event_age")
         if event_time_s > now_s + mapping.max_future_skew_s:
             raise PermanentError("map.event_in_future", "event_time is in the future")
-        event_id = rule.event_id.render(record, {"event_name": event_name})
-        if len(event_id) > MAX_EVENT_ID_CHARS:
-            raise PermanentError(
-                "map.too_long", f"event_id is over {MAX_EVENT_ID_CHARS} characters"
-            )
+        event_id = _event_id(rule.event_id.render(record, {"event_name": event_name}))
         event: dict[str, Any] = {
             "event_name": event_name,
             "action_source": action_source,

@@ -11,7 +11,7 @@ import sys
 from collections import deque
 from collections.abc import Iterable
 from functools import lru_cache
-from typing import Any
+from typing import Any, Final
 
 import jsonschema
 import orjson
@@ -27,6 +27,10 @@ from consumer.conversion.capi import (
 )
 from consumer.conversion.userdata import USER_DATA_FIELDS
 from consumer.errors import ConfigError
+
+# Events one rule may emit beside its own from one record (`also`): a handful is the use (an
+# order and a custom event for it); more is a mapping that should be two topics' rules.
+MAX_ALSO_EVENTS: Final = 10
 
 _PATH = {"type": "string", "minLength": 1, "pattern": r"^[^.\s]+(\.[^.\s]+)*$",
          "description": "a record path: customer.email, items[].sku"}  # fmt: skip
@@ -119,6 +123,28 @@ def mapping_json_schema() -> dict[str, Any]:
         "minProperties": 3,
         "maxProperties": 3,
     }
+    event_name = {
+        "anyOf": [
+            {
+                "type": "string",
+                "pattern": f"^{CUSTOM_EVENT_NAME.pattern}$",
+                "examples": sorted(EVENT_NAMES),
+                "description": EVENT_NAME_RULE,
+            },
+            value,
+        ]
+    }
+    event_id = {"type": "string", "minLength": 1}
+    also = _closed(
+        {
+            "when": condition,
+            "event_name": event_name,
+            "event_id": event_id,
+            "custom_data": custom_data,
+        },
+        ["event_name", "event_id"],
+        description="one more event from the same record, sharing everything but these",
+    )
     rule = _closed(
         {
             "name": {"type": "string"},
@@ -126,20 +152,10 @@ def mapping_json_schema() -> dict[str, Any]:
             "topic_pattern": {"type": "string", "minLength": 1},
             "record": {"type": "string"},
             "when": condition,
-            "event_name": {
-                "anyOf": [
-                    {
-                        "type": "string",
-                        "pattern": f"^{CUSTOM_EVENT_NAME.pattern}$",
-                        "examples": sorted(EVENT_NAMES),
-                        "description": EVENT_NAME_RULE,
-                    },
-                    value,
-                ]
-            },
+            "event_name": event_name,
             "action_source": _constant_or_value(ACTION_SOURCES),
             "ad_account": _constant_or_value(None),
-            "event_id": {"type": "string", "minLength": 1},
+            "event_id": event_id,
             "event_time": {
                 "anyOf": [
                     _PATH,
@@ -164,6 +180,7 @@ def mapping_json_schema() -> dict[str, Any]:
             "user_data": user_data,
             "custom_data": custom_data,
             "fields": _fields_of(TOP_STRING_FIELDS | {"opt_out", "wifi"}, value),
+            "also": {"type": "array", "items": also, "maxItems": MAX_ALSO_EVENTS},
         },
         ["event_name", "action_source", "ad_account", "event_id", "event_time"],
     )
@@ -227,6 +244,8 @@ def _located(error: jsonschema.ValidationError) -> tuple[deque[str | int], str]:
         if "description" in schema:
             return path, f"expected {schema['description']}, got {error.instance!r}"
         return path, f"{error.instance!r} is not a valid value here"
+    if error.validator == "maxItems" and isinstance(error.instance, list):
+        return path, f"at most {error.validator_value} entries, got {len(error.instance)}"
     if error.validator == "pattern" and "description" in schema:
         return path, f"expected {schema['description']}, got {error.instance!r}"
     return path, str(error.message)

@@ -62,6 +62,17 @@ class Consent:
 
 
 @dataclass(frozen=True, slots=True)
+class AlsoEvent:
+    """One more event a rule emits from the same record when `when` holds: the rule's event
+    with this name, id and (when given) custom_data instead of its own."""
+
+    when: Predicate | None
+    event_name: Extractor
+    event_id: Template
+    custom_data: Table | None
+
+
+@dataclass(frozen=True, slots=True)
 class Rule:
     name: str
     topic: str | None
@@ -80,6 +91,7 @@ class Rule:
     custom_data: Table
     fields: Table
     custom_event_names: tuple[str, ...] = ()  # constants that are not standard names
+    also: tuple[AlsoEvent, ...] = ()
 
     def applies_to(self, topic: str, record_name: str) -> bool:
         if self.topic is not None and self.topic != topic:
@@ -213,7 +225,7 @@ def _compile_rule(spec: object, key: str) -> Rule:
     known = {
         "name", "topic", "topic_pattern", "record", "when", "event_name", "action_source",
         "ad_account", "event_id", "event_time", "filters", "consent", "user_data",
-        "custom_data", "fields",
+        "custom_data", "fields", "also",
     }  # fmt: skip
     for name in spec:
         if name not in known:
@@ -239,15 +251,7 @@ def _compile_rule(spec: object, key: str) -> Rule:
         raise ConfigError(
             f"{key}.event_time.unit", "expected auto, seconds, millis, micros or iso8601"
         )
-    event_id = compile_template(spec["event_id"], f"{key}.event_id", frozenset({"event_name"}))
-    if not event_id.fields:
-        # A constant id (or only {event_name}) makes every event after the first a duplicate
-        # for the whole dedup window: refused here rather than silently dropping them.
-        raise ConfigError(
-            f"{key}.event_id",
-            f"{spec['event_id']!r} reads no record field: every event would share one id; "
-            "use a field that identifies the event, such as '{order_id}'",
-        )
+    event_id = _compile_event_id(spec["event_id"], f"{key}.event_id")
     filters = []
     for i, filter_spec in enumerate(spec.get("filters") or []):
         filter_key = f"{key}.filters[{i}]"
@@ -258,6 +262,12 @@ def _compile_rule(spec: object, key: str) -> Rule:
     consent = None
     if (consent_spec := spec.get("consent")) is not None:
         consent = _compile_consent(consent_spec, f"{key}.consent")
+    also = tuple(
+        _compile_also(also_spec, f"{key}.also[{i}]")
+        for i, also_spec in enumerate(spec.get("also") or [])
+    )
+    names = [spec["event_name"], *(a["event_name"] for a in spec.get("also") or [])]
+    custom_names = {n for name in names for n in constants_of(name) if is_custom_event_name(n)}
     return Rule(
         name=str(spec.get("name") or topic or pattern_text),
         topic=topic,
@@ -267,9 +277,8 @@ def _compile_rule(spec: object, key: str) -> Rule:
         event_name=_compile_constant_or_value(
             spec["event_name"], f"{key}.event_name", is_event_name, EVENT_NAME_RULE
         ),
-        custom_event_names=tuple(
-            sorted({n for n in constants_of(spec["event_name"]) if is_custom_event_name(n)})
-        ),
+        custom_event_names=tuple(sorted(custom_names)),
+        also=also,
         action_source=_compile_constant_or_value(
             spec["action_source"],
             f"{key}.action_source",
@@ -286,6 +295,35 @@ def _compile_rule(spec: object, key: str) -> Rule:
         custom_data=_compile_fields(spec.get("custom_data"), f"{key}.custom_data", CUSTOM_FIELDS),
         fields=_compile_fields(
             spec.get("fields"), f"{key}.fields", TOP_STRING_FIELDS | TOP_BOOL_FIELDS
+        ),
+    )
+
+
+def _compile_event_id(spec: object, key: str) -> Template:
+    event_id = compile_template(spec, key, frozenset({"event_name"}))
+    if not event_id.fields:
+        # A constant id (or only {event_name}) makes every event after the first a duplicate
+        # for the whole dedup window: refused here rather than silently dropping them.
+        raise ConfigError(
+            key,
+            f"{spec!r} reads no record field: every event would share one id; "
+            "use a field that identifies the event, such as '{order_id}'",
+        )
+    return event_id
+
+
+def _compile_also(spec: Mapping[str, Any], key: str) -> AlsoEvent:
+    """The shape is checked by the JSON Schema; names and ids are checked here."""
+    return AlsoEvent(
+        when=compile_condition(spec["when"], f"{key}.when") if "when" in spec else None,
+        event_name=_compile_constant_or_value(
+            spec["event_name"], f"{key}.event_name", is_event_name, EVENT_NAME_RULE
+        ),
+        event_id=_compile_event_id(spec["event_id"], f"{key}.event_id"),
+        custom_data=(
+            _compile_fields(spec["custom_data"], f"{key}.custom_data", CUSTOM_FIELDS)
+            if "custom_data" in spec
+            else None
         ),
     )
 

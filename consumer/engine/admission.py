@@ -29,11 +29,24 @@ from consumer.stages.offsets import OffsetLedger
 
 
 class _Prepared(NamedTuple):
-    """One consumed record, built, with whether its event_id is claimed for us."""
+    """One consumed record, built into its events (one, or the rule's `also` beside it), with
+    whether each event's id is claimed for us."""
 
     envelope: Envelope
-    built: Built
-    is_claimed: bool
+    events: tuple[Built, ...]
+    claims: tuple[bool, ...]
+
+    def unclaimed(self) -> list[tuple[int, Conversion]]:
+        """The events to claim: (their place among the record's events, the event)."""
+        return [
+            (i, event)
+            for i, (event, is_claimed) in enumerate(zip(self.events, self.claims, strict=True))
+            if isinstance(event, Conversion) and not is_claimed
+        ]
+
+
+def _events(built: Built) -> tuple[Built, ...]:
+    return built.events() if isinstance(built, Conversion) else (built,)
 
 
 class Admission:
@@ -102,45 +115,49 @@ class Admission:
             for e, final in zip(fresh, finals, strict=True)
         ]
         for envelope, result in zip(fresh, built, strict=True):
-            unaccepted[envelope.coords] = _Prepared(envelope, result, False)
+            events = _events(result)
+            unaccepted[envelope.coords] = _Prepared(envelope, events, (False,) * len(events))
         # Claims are asked in consumed order, so the earliest copy of an event gets it. That
         # includes copies held since an earlier turn that found their event_id taken then: the
         # first copy may have failed since and its claim gone, so they ask again rather than
         # be dropped as duplicates of an event never delivered.
-        asking = [
-            p
-            for e in envelopes
-            if not (p := unaccepted[e.coords]).is_claimed and isinstance(p.built, Conversion)
-        ]
-        keys = [key_of(p.built) for p in asking if isinstance(p.built, Conversion)]
+        asking = [(e.coords, i, c) for e in envelopes for i, c in unaccepted[e.coords].unclaimed()]
+        keys = [key_of(conversion) for _, _, conversion in asking]
         claims = await self.dedup.claim_many(keys) if self.dedup is not None else [True] * len(keys)
-        for p, is_claimed in zip(asking, claims, strict=True):
-            unaccepted[p.envelope.coords] = p._replace(is_claimed=is_claimed)
+        for (coords, i, _), is_claimed in zip(asking, claims, strict=True):
+            if is_claimed:
+                p = unaccepted[coords]
+                unaccepted[coords] = p._replace(claims=(*p.claims[:i], True, *p.claims[i + 1 :]))
         return [unaccepted[e.coords] for e in envelopes]
 
     def _admit(self, prepared: list[_Prepared]) -> int:
         """Hand records on in order until a stage is full; the rest stay built for next time."""
         fates, accepted = self.fates, 0
-        for envelope, result, is_claimed in prepared:
+        for envelope, events, claims in prepared:
             if not self._is_accepting():
                 break
             del self._unaccepted[envelope.coords]
-            self.ledger.track(envelope.coords, envelope.generation)
+            # Final once every event it made is (delivered, duplicate, dead-lettered).
+            self.ledger.track(envelope.coords, envelope.generation, len(events))
             accepted += 1
-            if isinstance(result, Skip):
-                fates.skipped(envelope, result.reason)
-            elif isinstance(result, PermanentError):
-                fates.failed(DeadLetter(envelope, result.reason, result.detail))
-            elif not is_claimed:
-                if fates.is_in_flight(result):
-                    fates.duplicate_of_in_flight(result)
+            for result, is_claimed in zip(events, claims, strict=True):
+                if isinstance(result, Skip):
+                    fates.skipped(envelope, result.reason)
+                elif isinstance(result, PermanentError):
+                    fates.failed(DeadLetter(envelope, result.reason, result.detail))
+                elif not is_claimed:
+                    if fates.is_in_flight(result):
+                        fates.duplicate_of_in_flight(result)
+                    else:
+                        fates.duplicate(envelope)
                 else:
-                    fates.duplicate(envelope)
-            else:
-                self.quality.observe(
-                    result.ad_account, result.event_name, result.event["user_data"], result.dropped
-                )
-                fates.send(result)
+                    self.quality.observe(
+                        result.ad_account,
+                        result.event_name,
+                        result.event["user_data"],
+                        result.dropped,
+                    )
+                    fates.send(result)
         fates.consumed([p.envelope for p in prepared[:accepted]])
         return accepted
 
@@ -155,6 +172,7 @@ class Admission:
         claims: list[DedupKey] = []
         for coords in gone:
             prepared = self._unaccepted.pop(coords)
-            if prepared.is_claimed and isinstance(prepared.built, Conversion):
-                claims.append(key_of(prepared.built))
+            for event, is_claimed in zip(prepared.events, prepared.claims, strict=True):
+                if is_claimed and isinstance(event, Conversion):
+                    claims.append(key_of(event))
         self.fates.release_claims(claims)

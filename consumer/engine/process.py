@@ -21,13 +21,13 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 from consumer.conversion.capi import InvalidEvent, validate_event
 from consumer.conversion.hashing import UserDataHasher
-from consumer.conversion.mapping import Mapper
-from consumer.conversion.normalize import normalize_conversion
+from consumer.conversion.mapping import Mapper, Variant
+from consumer.conversion.normalize import normalize_conversion, normalize_custom_data
 from consumer.conversion.rules import MappingRules
 from consumer.conversion.userdata import NormalizeOptions
 from consumer.errors import PermanentError, TransientError
 from consumer.observability import telemetry as tm
-from consumer.records import Conversion, Decoded, Envelope, Skip
+from consumer.records import Conversion, Decoded, Envelope, EventId, Skip
 from consumer.stages.decode import Decoder
 
 logger = logging.getLogger(__name__)
@@ -49,6 +49,41 @@ def encode_event(event: dict[str, object]) -> bytes:
         return bytes(memoryview(orjson.dumps(event)))
     except orjson.JSONEncodeError as exc:
         raise PermanentError("encode.unencodable", str(exc)[:300]) from None
+
+
+def _encoded(event: Conversion | PermanentError) -> Conversion | PermanentError:
+    if isinstance(event, Conversion):
+        try:
+            event.encoded = encode_event(event.event)
+        except PermanentError as exc:
+            return exc
+    return event
+
+
+def _variant_event(main: Conversion, variant: Variant) -> Conversion:
+    """One of the rule's `also` events: the record's normalized event with the variant's name,
+    id and, when it has its own, custom_data (user_data is hashed once per record)."""
+    event = dict(main.event)
+    event["event_name"] = variant.event_name
+    event["event_id"] = variant.event_id
+    dropped = main.dropped
+    if variant.custom_data is not None:
+        custom, left_out = normalize_custom_data(variant.custom_data)
+        if custom:
+            event["custom_data"] = custom
+        else:
+            event.pop("custom_data", None)
+        dropped = (*dropped, *left_out)
+    return Conversion(
+        main.coords,
+        main.ad_account,
+        EventId(variant.event_id),
+        main.event_time_s,
+        variant.event_name,
+        event,
+        main.envelope,
+        dropped=dropped,
+    )
 
 
 def hasher_for(mapping: MappingRules, cache_size: int | None = None) -> UserDataHasher:
@@ -93,6 +128,11 @@ class RecordProcessor:
                 self.checked["invalid"] += 1
                 raise PermanentError("validate.invalid_event", str(exc)) from None
             self.checked["valid"] += 1
+        if self.mapper.has_also:
+            conversion.also = tuple(
+                _variant_event(conversion, v) if isinstance(v, Variant) else v
+                for v in self.mapper.variants(decoded, conversion.event)
+            )
         return conversion
 
     def build(self, envelope: Envelope, now_s: int) -> Built:
@@ -106,6 +146,8 @@ class RecordProcessor:
             result: Built = self.build_decoded(self.decoder.decode(envelope), now_s)
             if isinstance(result, Conversion):
                 result.encoded = encode_event(result.event)
+                if result.also:
+                    result.also = tuple(_encoded(e) for e in result.also)
         except PermanentError as exc:
             result = exc
         except TransientError:
@@ -118,7 +160,17 @@ class RecordProcessor:
             elif isinstance(result, Skip):
                 span.set_attribute(tm.ATTR_REASON, result.reason)
             else:
-                result = dataclasses.replace(result, span_context=span.get_span_context())
+                context = span.get_span_context()
+                result = dataclasses.replace(
+                    result,
+                    span_context=context,
+                    also=tuple(
+                        dataclasses.replace(e, span_context=context)
+                        if isinstance(e, Conversion)
+                        else e
+                        for e in result.also
+                    ),
+                )
             span.end()
         return result
 

@@ -40,6 +40,11 @@ def transform_record(
     result: dict[str, Any] = {"ad_account_id": built.ad_account, "event": built.event}
     if built.dropped:  # say which identifiers were left out, so a mapping can be fixed
         result["omitted"] = [{"field": f, "reason": r} for f, r in built.dropped]
+    if built.also:  # the rule's `also` events from the same record
+        result["also"] = [
+            {"error": f"{e.reason}: {e.detail}"} if isinstance(e, PermanentError) else e.event
+            for e in built.also
+        ]
     return result
 
 
@@ -66,9 +71,10 @@ def transform_lines(mapping_path: Path, lines: Iterable[str], out: IO[str], now_
             outcomes["built"] += 1
             event = result["event"]
             omitted = [(o["field"], o["reason"]) for o in result.get("omitted", ())]
-            quality.observe(
-                result["ad_account_id"], event["event_name"], event["user_data"], omitted
-            )
+            for each in (event, *(e for e in result.get("also", ()) if "event_name" in e)):
+                quality.observe(
+                    result["ad_account_id"], each["event_name"], each["user_data"], omitted
+                )
         else:
             outcomes["dropped" if "dropped" in result else "errors"] += 1
     built = outcomes["built"]

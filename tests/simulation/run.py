@@ -22,12 +22,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import contextlib
 import io
 import logging
 import os
 import random
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -36,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import fastavro
+import yaml
 
 from consumer.config import Config, load_config
 from consumer.conversion.hashing import UserDataHasher
@@ -78,13 +81,32 @@ class InvariantBroken(AssertionError):
 
 
 @cache
+def sim_mapping_file() -> str:
+    """The example mapping whose order rule also sends a custom event for every other order:
+    records of two events, final only when both are (a rule's `also`)."""
+    document = yaml.safe_load((ROOT / "schemas" / "mapping.example.yaml").read_text())
+    document["topics"][0]["also"] = [
+        {
+            "event_name": "big_order",
+            "event_id": "{order_id}-big",
+            "when": {"field": "order_id", "matches": "[02468]$"},
+        }
+    ]
+    handle, path = tempfile.mkstemp(prefix="sim-mapping-", suffix=".yaml")
+    with os.fdopen(handle, "w") as file:
+        yaml.safe_dump(document, file)
+    atexit.register(os.unlink, path)
+    return path
+
+
+@cache
 def sim_config() -> Config:
     schemas = ROOT / "schemas"
     return load_config(
         {
             "CAPI_KAFKA_BOOTSTRAP_SERVERS": "simulated:9092",
             "CAPI_KAFKA_GROUP_ID": "sim",
-            "CAPI_MAPPING_FILE": str(schemas / "mapping.example.yaml"),
+            "CAPI_MAPPING_FILE": sim_mapping_file(),
             "CAPI_LOCAL_SCHEMAS": f"{TOPIC}={schemas / 'order_event.v1.avsc'},"
             f"shop.engagement={schemas / 'engagement_event.v1.avsc'}",
             "CAPI_API_BASE_URL": "http://pinterest.simulated",
@@ -110,7 +132,7 @@ def sim_config() -> Config:
 @dataclass(frozen=True)
 class Record:
     payload: bytes
-    event_id: str | None  # None: dead-lettered or skipped by design
+    event_ids: tuple[str, ...]  # none: dead-lettered or skipped by design
     expects_dead_letter: bool
 
 
@@ -131,13 +153,15 @@ def record_pool() -> list[Record]:
         payload = buffer.getvalue()
         built = processor.build(Envelope(Coordinates(TOPIC, 0, n), payload), int(WALL_START_S))
         if isinstance(built, Conversion):
-            pool.append(Record(payload, built.event_id, False))
+            events = built.events()
+            ids = tuple(e.event_id for e in events if isinstance(e, Conversion))
+            pool.append(Record(payload, ids, len(ids) < len(events)))
         else:
-            pool.append(Record(payload, None, isinstance(built, PermanentError)))
+            pool.append(Record(payload, (), isinstance(built, PermanentError)))
     return pool
 
 
-POISON = Record(b"\x02not avro at all", None, True)
+POISON = Record(b"\x02not avro at all", (), True)
 
 
 @dataclass
@@ -188,16 +212,17 @@ class Simulation:
                 record = self.rng.choice(list(self.records.values()))
             else:
                 record = pool[self.rng.randrange(len(pool))]
-                if record.event_id is not None and self.rng.random() < 0.04:
-                    self.bad_ids.add(record.event_id)  # Pinterest refuses this event for good
-                    self.pinterest.bad_event_ids.add(record.event_id)
+                if record.event_ids and self.rng.random() < 0.04:
+                    bad = self.rng.choice(record.event_ids)
+                    self.bad_ids.add(bad)  # Pinterest refuses this event for good
+                    self.pinterest.bad_event_ids.add(bad)
             tp = self.rng.choice(self.tps)
             if tp in self.group.deleted:
                 continue  # refused: no such topic yet
             offset = self.group.logs[tp].append(record.payload)
             self.records[(tp, offset)] = record
-            if record.event_id is not None:
-                self.event_records.setdefault(record.event_id, []).append((tp, offset))
+            for event_id in record.event_ids:
+                self.event_records.setdefault(event_id, []).append((tp, offset))
         self.group.note(f"produce {count}")
 
     def start_member(self) -> None:
@@ -325,11 +350,11 @@ class Simulation:
             # id): the old map's marks are then trusted too. Reading that starts below the
             # map's base is caught (defect 3); this is the case no consumer can see.
             return True
-        if (tp[0], tp[1], offset) in self.dead_letters.written:
-            return True
-        if record.event_id is None:
-            return not record.expects_dead_letter  # skipped by the mapping: final at once
-        return record.event_id in self.pinterest.processed
+        is_written = (tp[0], tp[1], offset) in self.dead_letters.written
+        if not record.event_ids:
+            return is_written or not record.expects_dead_letter  # a skip is final at once
+        # Each event processed, or dead-lettered (a letter names its record, not its event).
+        return all(e in self.pinterest.processed or is_written for e in record.event_ids)
 
     def check_progress(self) -> None:
         """Liveness while the world runs: when the owner of a partition has a finished prefix
