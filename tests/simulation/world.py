@@ -256,6 +256,11 @@ class Answer:
     error: KafkaError | None = None
 
 
+# How many times in a row the source reads committed offsets before it gives up on the map
+# (`KafkaSource._committed`); fewer failures than this excuse no re-send.
+READ_TRIES = 3
+
+
 class MemberClient:
     """One process's consumer client (the `AIOConsumer` methods the source calls)."""
 
@@ -266,6 +271,7 @@ class MemberClient:
         self.is_dead = False
         self.is_closing = False
         self.hangs_on_close = False
+        self._failed_reads = 0  # committed() reads failed in a row
         self.assignment: set[TP] = set()
         self.revoking: set[TP] = set()
         self.paused_flags: set[TP] = set()  # survives revoke, as in librdkafka
@@ -394,8 +400,11 @@ class MemberClient:
             raise KafkaException(KafkaError(KafkaError._TIMED_OUT))
         if self.group.committed_reads_to_fail:
             self.group.committed_reads_to_fail -= 1
-            self.group.impede()
+            self._failed_reads += 1
+            if self._failed_reads >= READ_TRIES:
+                self.group.impede()  # given up: the earlier owner's map is lost, re-sends follow
             raise KafkaException(KafkaError(KafkaError._TIMED_OUT))
+        self._failed_reads = 0
         out = []
         for tp in partitions:
             offset, metadata = self.group.committed.get((tp.topic, tp.partition), (NO_OFFSET, ""))
