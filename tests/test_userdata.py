@@ -5,14 +5,16 @@ from __future__ import annotations
 import ast
 import datetime as dt
 import hashlib
+import random
 from decimal import Decimal
 from pathlib import Path
 
+import phonenumbers
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from consumer.conversion import capi, quality
+from consumer.conversion import capi, quality, userdata
 from consumer.conversion.hashing import UserDataHasher
 from consumer.conversion.userdata import (
     FIELDS_BY_NAME,
@@ -486,3 +488,51 @@ def test_phone_digests_are_fixed_for_the_pinned_metadata() -> None:
         digests.append(user_data["ph"][0])
     combined = hashlib.sha256("".join(digests).encode()).hexdigest()
     assert combined == "14d875f23c3fab2c8cf5efe44d815320c25c57b2c907d8caca8f066641e6e8bf"
+
+
+def _international_samples() -> list[str]:
+    """Numbers of every region and type in international form, and variants of them a digit
+    longer, shorter or changed (so impossible lengths and other prefixes are met too)."""
+    rng = random.Random(26)
+    samples = []
+    for region in sorted(phonenumbers.SUPPORTED_REGIONS):
+        for kind in phonenumbers.PhoneNumberType.values():
+            example = phonenumbers.example_number_for_type(region, kind)
+            if example is None:
+                continue
+            e164 = phonenumbers.format_number(example, phonenumbers.PhoneNumberFormat.E164)
+            samples.append(e164)
+            digits = e164[1:]
+            for _ in range(3):
+                cut = rng.randrange(1, len(digits))
+                samples.append("+" + digits[:cut] + str(rng.randrange(10)) + digits[cut:])
+                samples.append("+" + digits[:cut] + digits[cut + 1 :])
+                samples.append("+" + digits[:cut] + str(rng.randrange(10)) + digits[cut + 1 :])
+    for code in phonenumbers.COUNTRY_CODE_TO_REGION_CODE:
+        for length in range(1, 16):
+            samples.append(f"+{code}" + "".join(str(rng.randrange(10)) for _ in range(length)))
+    return samples
+
+
+def test_the_international_fast_path_agrees_with_the_parser_wherever_it_answers() -> None:
+    """The fast path may decline ('' sends the number to the parser), never differ."""
+    samples = _international_samples()
+    answered = 0
+    for text in samples:
+        fast = userdata.international_digits(text)
+        if fast:
+            answered += 1
+            for region in ("US", "DE", "IT"):
+                assert fast == userdata.parsed_e164(text, region), (text, region)
+    assert len(samples) > 10_000
+    assert answered > len(samples) // 3  # it must take the common case, not decline all
+
+
+@pytest.mark.parametrize(
+    ("typed", "digits"),
+    [("+44 20 7946 0958", "442079460958"), ("0049 89 1234567", "49891234567"),
+     ("+33 4 77 12 34 56", "33477123456"), ("+39 06 6982 1234", "390669821234"),
+     ("+44 (0)20 7946 0958", "442079460958"), ("+7 8 495 123 45 67", "74951234567")],
+)  # fmt: skip
+def test_international_numbers_give_the_parsers_digits(typed: str, digits: str) -> None:
+    assert userdata.normalize_phone(typed, userdata.NormalizeOptions("US", "mdy")) == digits

@@ -15,7 +15,7 @@ import hashlib
 import re
 import unicodedata
 from collections.abc import Callable
-from functools import lru_cache
+from functools import cache, lru_cache
 from typing import Any, Final, Literal
 
 import phonenumbers
@@ -112,7 +112,16 @@ def normalize_phone(value: str, options: NormalizeOptions) -> str:
         is_international = text.startswith("+")  # on bare digits than on the typed form
         if is_international:
             text = text.replace("(0)", "", 1)  # '+44 (0)20 …': the trunk 0 is not dialled
-        text = ("+" if is_international else "") + _NON_DIGITS.sub("", text)
+            text = "+" + _NON_DIGITS.sub("", text)
+            if fast := international_digits(text):
+                return fast
+        else:
+            text = _NON_DIGITS.sub("", text)
+    return parsed_e164(text, region)
+
+
+def parsed_e164(text: str, region: str) -> str:
+    """The E.164 digits by the full parser (~20-45 µs), '' for an impossible number."""
     try:
         number = phonenumbers.parse(text, region)
     except phonenumbers.NumberParseException:
@@ -123,6 +132,46 @@ def normalize_phone(value: str, options: NormalizeOptions) -> str:
 
 
 _IS_POSSIBLE: Final = phonenumbers.ValidationResult.IS_POSSIBLE
+_COUNTRY_CODES: Final = frozenset(phonenumbers.COUNTRY_CODE_TO_REGION_CODE)
+
+
+@cache
+def _national_prefix(country_code: int) -> re.Pattern[str] | None:
+    """What the parser would try to strip after this country code (a trunk prefix, a carrier
+    code), from the same metadata it reads."""
+    region = phonenumbers.region_code_for_country_code(country_code)
+    metadata = phonenumbers.PhoneMetadata.metadata_for_region_or_calling_code(country_code, region)
+    pattern = metadata.national_prefix_for_parsing if metadata is not None else None
+    return re.compile(pattern) if pattern else None
+
+
+def international_digits(text: str) -> str:
+    """'+' and digits (`normalize_phone` removed the rest) → the E.164 digits without the
+    parser (~2 µs against 20-45), or '' wherever the parser could answer differently: no
+    country code, a national number that starts with 0 (Italy keeps it) or with what the
+    country's metadata strips as a prefix, a length outside 2-17 or not possible there.
+    `tests/test_userdata.py` holds it to the parser's answer on numbers of every region."""
+    digits = text[1:]
+    if len(digits) <= 2 or digits[0] == "0":
+        return ""
+    for width in (1, 2, 3):
+        country_code = int(digits[:width])
+        if country_code in _COUNTRY_CODES:
+            break
+    else:
+        return ""
+    national = digits[width:]
+    if not 2 <= len(national) <= 17 or national[0] == "0":
+        return ""
+    prefix = _national_prefix(country_code)
+    if prefix is not None and prefix.match(national):
+        return ""
+    number = phonenumbers.PhoneNumber(country_code=country_code, national_number=int(national))
+    if phonenumbers.is_possible_number_with_reason(number) != _IS_POSSIBLE:
+        return ""
+    return digits
+
+
 _NANP_REGIONS: Final = frozenset(phonenumbers.region_codes_for_country_code(1))
 
 
