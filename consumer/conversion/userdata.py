@@ -177,6 +177,8 @@ _NANP_REGIONS: Final = frozenset(phonenumbers.region_codes_for_country_code(1))
 
 def _nanp_digits(text: str) -> str:
     """The common North American forms without the parser (~25 µs each): '' when unsure."""
+    if text[:1] == "+" and text[1:2] != "1":
+        return ""  # another country's number: not worth the substitution below
     digits = _NANP_PUNCTUATION.sub("", text)
     if digits.startswith("+1"):
         digits = digits[1:]
