@@ -8,7 +8,15 @@ from confluent_kafka import KafkaError
 
 from consumer.observability.health import ReadinessFacts, assess
 from consumer.records import Coordinates, Envelope
-from consumer.stages.deadletter import H_OFFSET, H_REASON, H_TRIMMED, DeadLetter, DeadLetterWriter
+from consumer.stages.deadletter import (
+    H_EVENT_ID,
+    H_EVENT_NAME,
+    H_OFFSET,
+    H_REASON,
+    H_TRIMMED,
+    DeadLetter,
+    DeadLetterWriter,
+)
 
 Headers = list[tuple[str, str | bytes | None]]
 
@@ -84,3 +92,30 @@ async def test_deadletter_failing_writes_are_reported_until_one_succeeds() -> No
     topic.error = None
     assert await writer.drain(asyncio.get_running_loop().time() + 5)
     assert writer.failing_since is None and len(done) == 1
+
+
+def test_deadletter_of_a_refused_event_names_the_event() -> None:
+    envelope = Envelope(Coordinates("orders", 3, 42), value=b"x")
+    refused = DeadLetter(envelope, "pinterest.event_failed", "no", event=("first_purchase", "o-1"))
+    found = dict(refused.headers())
+    assert found[H_EVENT_NAME] == b"first_purchase" and found[H_EVENT_ID] == b"o-1"
+    assert H_EVENT_ID not in dict(letter(1).headers())  # a record that failed as a whole
+
+
+async def test_deadletter_of_a_partition_gone_is_not_written() -> None:
+    """Its next owner consumes the record again; written here too, it would be written twice."""
+    topic = KafkaTopic()
+    topic.error = KafkaError(KafkaError.UNKNOWN_TOPIC_OR_PART)  # the first try fails
+    wanted = {"yes": True}
+    done: list[DeadLetter] = []
+    writer = DeadLetterWriter(
+        {}, "dlq", done.append, producer_factory=lambda _: topic,
+        is_wanted=lambda _: wanted["yes"],
+    )  # fmt: skip
+    writer.start()
+    writer.submit(letter(10))
+    await asyncio.sleep(0.01)
+    wanted["yes"] = False  # the partition was lost before the retry
+    topic.error = None
+    assert await writer.drain(asyncio.get_running_loop().time() + 3)
+    assert topic.written == [] and done == [] and writer.abandoned == 1

@@ -154,7 +154,13 @@ class Fates:
                 if not self._hand_over(key):
                     failed.append(key)
                 self.failed(
-                    DeadLetter(envelope, outcome.reason, outcome.message, result.request_id)
+                    DeadLetter(
+                        envelope,
+                        outcome.reason,
+                        outcome.message,
+                        result.request_id,
+                        event=(conversion.event_name, conversion.event_id),
+                    )
                 )
         if delivered:  # one measurement per request: per event it cost 4 % of all CPU
             self._metrics.consume_to_ack_s.record(max(0.0, now_mono - oldest_consumed_s))

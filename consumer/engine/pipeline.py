@@ -145,6 +145,9 @@ class Pipeline:
             config.dlq_topic if config.commits_offsets else config.trial_dlq_topic,
             self._on_dead_lettered,
             producer_factory=_dead_letter_producer(config, edges),
+            is_wanted=lambda letter: self.ledger.owns(
+                letter.envelope.coords.topic_partition, letter.envelope.generation
+            ),
         )
         self.fates = Fates(
             self.ledger,

@@ -31,6 +31,10 @@ H_OFFSET = "capi.original.offset"
 H_TIMESTAMP = "capi.original.timestamp_ms"
 H_REPLAYED_FROM = "capi.replayed_from"
 H_TRIMMED = "capi.trimmed"
+# Which event of the record failed, when Pinterest refused one: a record with a rule's `also`
+# events can have several dead letters, one per event refused.
+H_EVENT_NAME = "capi.event_name"
+H_EVENT_ID = "capi.event_id"
 _RETRY_S = 1.0
 # Kafka refuses these for this record whatever we retry: a trimmed copy goes instead.
 _TOO_LARGE = frozenset(
@@ -67,6 +71,7 @@ class DeadLetter:
     detail: str
     request_id: str = ""
     trimmed: str = ""  # why the original value and headers were left out, if they were
+    event: tuple[str, str] | None = None  # (event_name, event_id) of the event refused
 
     @property
     def value(self) -> bytes:
@@ -84,6 +89,8 @@ class DeadLetter:
         ]
         if self.request_id:
             ours.append((H_REQUEST_ID, self.request_id.encode()))
+        if self.event is not None:
+            ours += [(H_EVENT_NAME, self.event[0].encode()), (H_EVENT_ID, self.event[1].encode())]
         if self.trimmed:
             return [*ours, (H_TRIMMED, self.trimmed.encode())]
         original = [(k, v) for k, v in self.envelope.headers if not k.startswith("capi.")]
@@ -178,9 +185,14 @@ class DeadLetterWriter:
         on_done: Callable[[DeadLetter], None],
         max_pending: int = 10_000,
         producer_factory: Callable[[dict[str, Any]], DeadLetterProducer] = PolledProducer,
+        is_wanted: Callable[[DeadLetter], bool] = lambda _: True,
     ) -> None:
+        """`is_wanted` is asked before every write: False for a letter whose partition this
+        process no longer holds (its next owner consumes the record again and decides)."""
         self.topic = topic
         self._on_done = on_done
+        self._is_wanted = is_wanted
+        self.abandoned = 0  # letters not written: their partition had gone
         self.max_pending = max_pending
         self.pending = 0
         self._config = {
@@ -210,13 +222,19 @@ class DeadLetterWriter:
     def submit(self, letter: DeadLetter) -> None:
         """Write one dead letter. Always taken: the pipeline stops accepting records while
         `is_full`, and letters from delivery results cannot be held back."""
-        self._produce(letter)
         self.pending += 1
         self._drained.clear()
+        self._produce(letter)
 
     def _produce(self, letter: DeadLetter) -> None:
         loop, producer = self._loop, self._producer
         assert loop is not None and producer is not None, "start() first"
+        if not self._is_wanted(letter):
+            # Written now, it would be written again by the partition's next owner, and its
+            # acknowledgement would find no ledger to finish (issue 23's re-send check).
+            self.abandoned += 1
+            self._settled()
+            return
 
         def acked(err: KafkaError | None, _msg: Message) -> None:
             loop.call_soon_threadsafe(self._acked, letter, err)
@@ -239,10 +257,13 @@ class DeadLetterWriter:
             self._failed(letter, err)
             return
         self.failing_since = None
+        self._settled()
+        self._on_done(letter)
+
+    def _settled(self) -> None:
         self.pending -= 1
         if not self.pending:
             self._drained.set()
-        self._on_done(letter)
 
     def _failed(self, letter: DeadLetter, err: KafkaError) -> None:
         """Never count a dead letter as written until Kafka says so: retry it, or, when Kafka

@@ -10,6 +10,7 @@ Invariants, checked after every step (a failure names the seed and the last line
 - no needless re-send: an event whose "processed" answer reached the partition's owner is sent
   again only when that request was in flight as the partition changed hands, or its answer came
   within `RESEND_GRACE_S` of the owner letting go, or commits failed meanwhile (`check_resend`);
+  the same holds for a dead letter whose acknowledgement reached the owner (`check_rewrite`);
 - completeness and liveness: once faults stop, every partition is committed to its end within
   `DRAIN_LIMIT_S` of virtual time, and every record's fate is final;
 - prompt shutdown: a member told to stop is gone within its grace period and
@@ -200,6 +201,7 @@ class Simulation:
         self.event_records: dict[str, list[tuple[TP, int]]] = {}
         self.needless: list[str] = []
         self.pinterest.on_resend = self.check_resend
+        self.dead_letters.on_rewrite = self.check_rewrite
 
     # --- the world's moves ---------------------------------------------------------------------
     def produce(self, count: int) -> None:
@@ -237,7 +239,7 @@ class Simulation:
             return member.client
 
         def producer(_config: dict[str, Any]) -> DeadLetterProducer:
-            member.producers.append(self.dead_letters.producer(loop))
+            member.producers.append(self.dead_letters.producer(loop, name))
             return member.producers[-1]
 
         edges = Edges(
@@ -421,6 +423,36 @@ class Simulation:
         self.needless.append(
             f"{event_id} of {records[0]} sent again by {client} at {now:.1f}; processed, answer "
             f"to {answered_to} at {answered_s:.1f} (sent {sent_s:.1f}); {tp} changed hands: "
+            f"{[(round(t, 1), m, g) for t, m, g in history]}"
+        )
+
+    def check_rewrite(
+        self, letter: tuple[str, int, int, str], client: str, acked: tuple[float, float, str]
+    ) -> None:
+        """No needless dead-letter rewrite: a letter whose acknowledgement reached the
+        partition's owner is written again only on the same excuses as a re-sent event
+        (`check_resend`): the write was in flight as the partition changed hands, the
+        acknowledgement came too shortly before the owner let go, commits failed meanwhile, or
+        the writer or the acknowledged member no longer held the partition."""
+        written_s, acked_s, acked_to = acked
+        tp = (letter[0], letter[1])
+        now = asyncio.get_running_loop().time()
+        if self.group.metadata_limit < 4096:
+            return
+        if not self.group.owned(tp, acked_to, acked_s) or not self.group.owned(tp, client, now):
+            return
+        history = self.group.ownership[tp]
+        if any(
+            written_s <= t <= min(acked_s + RESEND_GRACE_S, now)
+            for t, _, gained in history
+            if not gained
+        ):
+            return
+        if any(written_s - COMMIT_STUCK_S <= t <= now for t in self.group.impeded_at):
+            return
+        self.needless.append(
+            f"dead letter {letter} written again by {client} at {now:.1f}; acknowledged to "
+            f"{acked_to} at {acked_s:.1f}; {tp} changed hands: "
             f"{[(round(t, 1), m, g) for t, m, g in history]}"
         )
 

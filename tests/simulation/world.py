@@ -16,6 +16,7 @@ Faults are switched by the scheduler (`run.py`); every random choice comes from 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -594,16 +595,25 @@ class DeadLetterTopic:
     written: dict[tuple[str, int, int], str] = field(default_factory=dict)  # coords → reason
     error_rate: float = 0.0  # retriable errors
     max_bytes: int = 1_000_000  # the producer's message.max.bytes
+    # Per letter (its record's coordinates and the event it names, if any): when it was written,
+    # when its acknowledgement reached a live member, and which member.
+    acked: dict[tuple[str, int, int, str], tuple[float, float, str]] = field(default_factory=dict)
+    on_rewrite: (
+        Callable[[tuple[str, int, int, str], str, tuple[float, float, str]], None] | None
+    ) = None  # told when a letter acknowledged to a member is written again
 
-    def producer(self, loop: asyncio.AbstractEventLoop) -> Producer:
-        return Producer(self, loop)
+    def producer(self, loop: asyncio.AbstractEventLoop, name: str = "") -> Producer:
+        return Producer(self, loop, name)
 
 
 class Producer:
-    def __init__(self, topic: DeadLetterTopic, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, topic: DeadLetterTopic, loop: asyncio.AbstractEventLoop, name: str) -> None:
         self._topic = topic
         self._loop = loop
+        self.name = name
         self.is_dead = False
+        self.pending = 0  # written, not yet acknowledged
+        self._flushed = asyncio.Event()
 
     def produce(
         self,
@@ -626,19 +636,34 @@ class Producer:
             raw = found.get(name)
             return raw.decode() if isinstance(raw, bytes) else str(raw)
 
+        coords = (
+            text("capi.original.topic"),
+            int(text("capi.original.partition")),
+            int(text("capi.original.offset")),
+        )
+        letter = (*coords, text("capi.event_id") if "capi.event_id" in found else "")
+        written_s = self._loop.time()
+        if letter in model.acked and model.on_rewrite is not None:
+            model.on_rewrite(letter, self.name, model.acked[letter])
+        self.pending += 1
+
         def ack() -> None:
+            self.pending -= 1
+            if not self.pending:
+                self._flushed.set()
             if not is_error:  # Kafka has it, whether or not the process lives to hear so
-                coords = (
-                    text("capi.original.topic"),
-                    int(text("capi.original.partition")),
-                    int(text("capi.original.offset")),
-                )
                 model.written[coords] = text("capi.reason")
             if self.is_dead:
                 return
+            if not is_error:
+                model.acked.setdefault(letter, (written_s, self._loop.time(), self.name))
             on_delivery(KafkaError(KafkaError._MSG_TIMED_OUT) if is_error else None, None)
 
         self._loop.call_later(delay, ack)
 
     async def close(self) -> None:
-        return None
+        """librdkafka's flush: acknowledgements of what is pending arrive before it returns."""
+        if self.pending:
+            self._flushed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._flushed.wait(), 5.0)
