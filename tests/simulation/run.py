@@ -317,6 +317,12 @@ class Simulation:
         self.group.recreate(tp)
         for key in [k for k in self.records if k[0] == tp]:
             del self.records[key]
+        # Dead letters name coordinates, which the new log's records will take again.
+        letters = self.dead_letters
+        for coords in [c for c in letters.written if (c[0], c[1]) == tp]:
+            del letters.written[coords]
+        for letter in [x for x in letters.acked if (x[0], x[1]) == tp]:
+            del letters.acked[letter]
 
         def restore() -> None:
             if any(tp in client.revoking for client in self.group.members):
