@@ -420,6 +420,7 @@ def main() -> int:
         try:
             kafka.create_topic(TOPIC, PARTITIONS)
             kafka.create_topic(TRACED_TOPIC, PARTITIONS)
+            kafka.create_topic(UNIQUE_TOPIC, PARTITIONS)  # as many partitions as the others
             kafka.create_topic("capi.dead-letter", 1)
             produce_orders(kafka, registry.url, count)
             produce_orders(kafka, registry.url, traced, TRACED_TOPIC)
@@ -448,6 +449,12 @@ def main() -> int:
             results["outage"] = run_consumers(
                 kafka, registry.url, workdir, count, 1, 0, "1 consumer, sink down 30 s", outage_s=30
             )
+        except BaseException:
+            # Keep what the broker said: a broker that died mid-run is the first suspect.
+            broker_log = workdir / "kafka" / "stdout.log"
+            if broker_log.exists():
+                print(broker_log.read_text(errors="replace")[-4000:], file=sys.stderr)
+            raise
         finally:
             registry.cleanup()
             kafka.cleanup()

@@ -149,6 +149,11 @@ def produce_traffic(
             if "event" in result:
                 account_event = (result["ad_account_id"], result["event"]["event_id"])
                 traffic.events.setdefault(account_event, result["event"])
+                for extra in result.get("also", ()):  # a rule's `also` events
+                    if "event_id" in extra:
+                        traffic.events.setdefault(
+                            (result["ad_account_id"], extra["event_id"]), extra
+                        )
             outcome = (
                 "event" if "event" in result else "dropped" if "dropped" in result else "error"
             )

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from consumer.stages.avroplan import decoder_in_use
 from devenv.kafka import KafkaBroker
@@ -63,6 +64,44 @@ def test_pipeline_end_to_end_delivers_exactly_what_mapping_says(
     for _, headers in dead:
         assert headers["capi.original.topic"].decode() == topics.orders
         assert headers["capi.original.offset"].decode().isdigit()
+
+
+def test_a_rule_with_also_delivers_every_event_of_a_record_and_commits_after_the_last(
+    kafka: KafkaBroker,
+    registry: SchemaRegistry,
+    sandbox: SandboxProcess,
+    topics: Topics,
+    tmp_path: Path,
+) -> None:
+    """One record, several events (issue 25): an order is a checkout, and for every other
+    order a custom event with its own id and custom_data, over real Kafka and HTTP."""
+    document = yaml.safe_load(topics.mapping.read_text())
+    document["topics"][0]["also"] = [
+        {
+            "event_name": "first_purchase",
+            "event_id": "{order_id}-first",
+            "when": {"field": "order_id", "matches": "[02468]$"},
+            "custom_data": {"value": "total", "currency": "currency"},
+        }
+    ]
+    topics.mapping.write_text(yaml.safe_dump(document))
+    traffic = produce_traffic(kafka, registry.url, topics, 1500, seed=25)
+    custom = {k for k, e in traffic.events.items() if e["event_name"] == "first_purchase"}
+    assert len(custom) > 100
+    consumer = ConsumerProcess(tmp_path, kafka, topics, registry.url, sandbox.url, "also").start()
+    try:
+        consumer.wait_final(len(traffic.produced))
+        assert consumer.terminate() == 0
+    finally:
+        consumer.stop()
+    assert "first_purchase" in consumer.log  # announced at start-up as a custom name
+    accepted = {(e["ad_account_id"], e["event"]["event_id"]): e["event"] for e in sandbox.events()}
+    assert set(accepted) == traffic.expected_ids
+    for key in custom:
+        assert accepted[key] == traffic.events[key]
+        checkout = accepted[(key[0], key[1].removesuffix("-first"))]
+        assert accepted[key]["user_data"] == checkout["user_data"]
+    assert is_fully_committed(kafka, "also", topics.all)
 
 
 def test_pipeline_partial_failures_dead_letter_only_failed_events_and_replay(
