@@ -411,6 +411,8 @@ class Simulation:
         records = self.event_records.get(event_id, [])
         if len(records) != 1 or self.group.metadata_limit < 4096:
             return
+        if self._has_siblings(records[0]):
+            return
         tp = records[0][0]
         now = asyncio.get_running_loop().time()
         if not self.group.owned(tp, answered_to, answered_s) or not self.group.owned(
@@ -443,7 +445,7 @@ class Simulation:
         written_s, acked_s, acked_to = acked
         tp = (letter[0], letter[1])
         now = asyncio.get_running_loop().time()
-        if self.group.metadata_limit < 4096:
+        if self.group.metadata_limit < 4096 or self._has_siblings((tp, letter[2])):
             return
         if not self.group.owned(tp, acked_to, acked_s) or not self.group.owned(tp, client, now):
             return
@@ -461,6 +463,14 @@ class Simulation:
             f"{acked_to} at {acked_s:.1f}; {tp} changed hands: "
             f"{[(round(t, 1), m, g) for t, m, g in history]}"
         )
+
+    def _has_siblings(self, coords: tuple[TP, int]) -> bool:
+        """A record of several events (a rule's `also`) is final only when all are: one of
+        them answered while another was pending is sent again with its record when the
+        partition moves (Pinterest deduplicates it on event id and name; so does a shared
+        Redis store). Its offset, not each event, is what a commit can carry."""
+        record = self.records.get(coords)
+        return record is not None and len(record.event_ids) > 1
 
     def check_safety(self) -> None:
         if self.needless:
