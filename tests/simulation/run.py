@@ -414,25 +414,11 @@ class Simulation:
         if self._has_siblings(records[0]):
             return
         tp = records[0][0]
-        now = asyncio.get_running_loop().time()
-        if not self.group.owned(tp, answered_to, answered_s) or not self.group.owned(
-            tp, client, now
-        ):
-            return
-        history = self.group.ownership[tp]
-        if any(
-            sent_s <= t <= min(answered_s + RESEND_GRACE_S, now)
-            for t, _, gained in history
-            if not gained
-        ):
-            return
-        if any(sent_s - COMMIT_STUCK_S <= t <= now for t in self.group.impeded_at):
-            return
-        self.needless.append(
-            f"{event_id} of {records[0]} sent again by {client} at {now:.1f}; processed, answer "
-            f"to {answered_to} at {answered_s:.1f} (sent {sent_s:.1f}); {tp} changed hands: "
-            f"{[(round(t, 1), m, g) for t, m, g in history]}"
-        )
+        if (moves := self._unexcused(tp, client, sent_s, answered_s, answered_to)) is not None:
+            self.needless.append(
+                f"{event_id} of {records[0]} sent again by {client}; processed, answer to "
+                f"{answered_to} at {answered_s:.1f} (sent {sent_s:.1f}); {moves}"
+            )
 
     def check_rewrite(
         self, letter: tuple[str, int, int, str], client: str, acked: tuple[float, float, str]
@@ -444,25 +430,32 @@ class Simulation:
         the writer or the acknowledged member no longer held the partition."""
         written_s, acked_s, acked_to = acked
         tp = (letter[0], letter[1])
-        now = asyncio.get_running_loop().time()
         if self.group.metadata_limit < 4096 or self._has_siblings((tp, letter[2])):
             return
-        if not self.group.owned(tp, acked_to, acked_s) or not self.group.owned(tp, client, now):
-            return
+        if (moves := self._unexcused(tp, client, written_s, acked_s, acked_to)) is not None:
+            self.needless.append(
+                f"dead letter {letter} written again by {client}; acknowledged to {acked_to} "
+                f"at {acked_s:.1f} (written {written_s:.1f}); {moves}"
+            )
+
+    def _unexcused(
+        self, tp: TP, client: str, sent_s: float, answered_s: float, answered_to: str
+    ) -> str | None:
+        """None when a copy sent now by `client` is excused (see `check_resend`), else how the
+        partition changed hands, for the failure's message."""
+        now = asyncio.get_running_loop().time()
+        if not self.group.owned(tp, answered_to, answered_s):
+            return None
+        if not self.group.owned(tp, client, now):
+            return None
         history = self.group.ownership[tp]
-        if any(
-            written_s <= t <= min(acked_s + RESEND_GRACE_S, now)
-            for t, _, gained in history
-            if not gained
-        ):
-            return
-        if any(written_s - COMMIT_STUCK_S <= t <= now for t in self.group.impeded_at):
-            return
-        self.needless.append(
-            f"dead letter {letter} written again by {client} at {now:.1f}; acknowledged to "
-            f"{acked_to} at {acked_s:.1f}; {tp} changed hands: "
-            f"{[(round(t, 1), m, g) for t, m, g in history]}"
-        )
+        let_go = [t for t, _, gained in history if not gained]
+        if any(sent_s <= t <= min(answered_s + RESEND_GRACE_S, now) for t in let_go):
+            return None
+        if any(sent_s - COMMIT_STUCK_S <= t <= now for t in self.group.impeded_at):
+            return None
+        moves = [(round(t, 1), m, g) for t, m, g in history]
+        return f"at {now:.1f}; {tp} changed hands: {moves}"
 
     def _has_siblings(self, coords: tuple[TP, int]) -> bool:
         """A record of several events (a rule's `also`) is final only when all are: one of
