@@ -419,6 +419,8 @@ class MemberClient:
             return
         self.is_closing = True
         if self.hangs_on_close:  # as librdkafka has, mid-rebalance (#4041, #4792)
+            # From here the process can commit nothing more: as good as gone for its partitions.
+            self.group.lose(sorted(self.assignment), self.name)
             await asyncio.Event().wait()
         await self._serve_events()
         if self.assignment:
