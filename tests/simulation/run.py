@@ -259,6 +259,8 @@ class Simulation:
         """SIGTERM: the member must be gone within its grace period and the margin for closing
         its clients, or Kubernetes kills it mid-close."""
         self.group.note(f"stop {member.name}")
+        stopping_s = asyncio.get_running_loop().time()
+        held = set(member.client.assignment) if member.client is not None else set()
         member.pipeline.stop.set()
         limit_s = sim_config().shutdown_grace_s + SHUTDOWN_MARGIN_S
         try:
@@ -277,6 +279,37 @@ class Simulation:
             self.group.lose(sorted(client.assignment), member.name)
             client.is_dead = True
             asyncio.get_running_loop().call_later(6.0, self.group.leave, client)
+        elif client is not None:
+            self.check_letters_committed(member, held, stopping_s)
+
+    def check_letters_committed(self, member: Member, held: set[TP], stopping_s: float) -> None:
+        """A clean stop commits every record it finished: in particular one whose only fate was
+        a dead letter Kafka acknowledged to it before it let go (acknowledgements that arrive
+        in the close's flush must come before the final commit; issue 23, defect 7).
+
+        Excused: the flush gave up with letters pending, commits failed meanwhile, or the
+        broker keeps too little metadata for the map."""
+        if any(p.pending for p in member.producers) or self.group.metadata_limit < 4096:
+            return
+        now = asyncio.get_running_loop().time()
+        if any(stopping_s - COMMIT_STUCK_S <= t <= now for t in self.group.impeded_at):
+            return
+        for (topic, partition, offset, event_id), acked in self.dead_letters.acked.items():
+            tp = (topic, partition)
+            record = self.records.get((tp, offset))
+            if tp not in held or acked[2] != member.name or record is None:
+                continue
+            if record.event_ids and not set(record.event_ids) <= self.bad_ids:
+                continue  # final also by events the member may not have heard of
+            committed = self.group.committed.get(tp)
+            if committed is None or committed == self.group.stale_commits.get(tp):
+                continue
+            base, metadata = committed
+            if offset >= base and offset not in decode_final_offsets(metadata, base):
+                raise InvariantBroken(
+                    f"{member.name} stopped cleanly without committing {tp} offset {offset}, "
+                    f"whose dead letter ({event_id or 'record'}) it heard of at {acked[1]:.1f}"
+                )
 
     def crash_member(self, member: Member) -> None:
         """kill -9: every structure of the process is gone; its session expires later."""
