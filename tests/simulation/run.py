@@ -543,6 +543,7 @@ class Simulation:
         self.group.note("faults stop")
         self.pinterest.error_rate = 0.0
         self.dead_letters.error_rate = 0.0
+        self.dead_letters.is_slow = False
         self.group.is_coordinator_up = True
         self.group.committed_reads_to_fail = 0
         if self.redis is not None:
@@ -587,8 +588,10 @@ class Simulation:
             self.group.is_coordinator_up = not self.group.is_coordinator_up
             self.group.note(f"coordinator up {self.group.is_coordinator_up}")
         elif roll < 0.85:
-            self.dead_letters.error_rate = rng.choice((0.0, 0.3))
-            self.group.note(f"dead-letter errors {self.dead_letters.error_rate}")
+            letters = self.dead_letters
+            letters.error_rate = rng.choice((0.0, 0.3))
+            letters.is_slow = rng.random() < 0.3
+            self.group.note(f"dead-letter errors {letters.error_rate}, slow {letters.is_slow}")
         elif roll < 0.88:
             self.group.committed_reads_to_fail = rng.randint(1, 6)
             self.group.note(f"committed() fails {self.group.committed_reads_to_fail} times")

@@ -596,6 +596,7 @@ class DeadLetterTopic:
     rng: random.Random
     written: dict[tuple[str, int, int], str] = field(default_factory=dict)  # coords → reason
     error_rate: float = 0.0  # retriable errors
+    is_slow: bool = False  # acknowledgements take seconds (a broker under load, acks=all)
     max_bytes: int = 1_000_000  # the producer's message.max.bytes
     # Per letter (its record's coordinates and the event it names, if any): when it was written,
     # when its acknowledgement reached a live member, and which member.
@@ -630,7 +631,7 @@ class Producer:
         if size > model.max_bytes:
             self._loop.call_soon(on_delivery, KafkaError(KafkaError.MSG_SIZE_TOO_LARGE), None)
             return
-        delay = model.rng.uniform(0.005, 0.05)
+        delay = model.rng.uniform(1.0, 6.0) if model.is_slow else model.rng.uniform(0.005, 0.05)
         is_error = model.rng.random() < model.error_rate
         found = {k: v for k, v in headers}
 
