@@ -60,6 +60,7 @@ logger = logging.getLogger(__name__)
 # exporters' flush (`telemetry.SHUTDOWN_TIMEOUT_S`).
 CLOSE_MARGIN_S = 10.0
 MIN_KAFKA_CLOSE_S = 2.0  # even a late close gets this long to leave the group cleanly
+MIN_FINAL_COMMIT_S = 1.0  # and a commit at shutdown this long, however late
 
 
 def dedup_store(
@@ -443,9 +444,26 @@ class Pipeline:
         commits = self.ledger.commits()
         if only is not None:
             commits = {tp: c for tp, c in commits.items() if tp in only}
-        if commits:
-            self.on_committed(await self.source.commit_now(commits))
-            self._shorten_map_if_refused()
+        if not commits:
+            return
+        committing = self.source.commit_now(commits)
+        if self._shutdown_deadline_s is None:
+            committed = await committing
+        else:
+            # librdkafka holds a synchronous commit until a group coordinator is known, with no
+            # timeout of its own: stopping during a coordinator outage must not wait for one.
+            budget_s = max(MIN_FINAL_COMMIT_S, self._shutdown_deadline_s - time.monotonic())
+            try:
+                committed = await asyncio.wait_for(committing, budget_s)
+            except TimeoutError:
+                logger.warning(
+                    "final commit unanswered (no group coordinator?): the next owner sends "
+                    "again what it would have carried",
+                    extra={"waited_s": round(budget_s, 1)},
+                )
+                return
+        self.on_committed(committed)
+        self._shorten_map_if_refused()
 
     async def on_assign(self, partitions: list[tuple[TopicPartition, int, Commit | None]]) -> None:
         for tp, generation, committed in partitions:
