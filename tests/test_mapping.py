@@ -513,7 +513,9 @@ def test_also_events_are_built_where_their_condition_holds() -> None:
     first = decoded("t", {"a": "o1", "t": NOW_S, "n": 1, "v": "9.5"})
     main = mapper.map(first, NOW_S)
     assert isinstance(main, Conversion)
-    variants = mapper.variants(first, main.event)
+    rule = mapper.rule_for(first)
+    assert rule is not None
+    variants = mapper.variants(rule, first, main.event)
     assert [(v.event_name, v.event_id) for v in variants] == [  # type: ignore[union-attr]
         ("first_purchase", "o1-first"),
         ("add_to_cart", "o1-cart"),
@@ -521,7 +523,7 @@ def test_also_events_are_built_where_their_condition_holds() -> None:
     assert variants[0].custom_data is None  # type: ignore[union-attr]
     assert variants[1].custom_data == {"value": "9.5"}  # type: ignore[union-attr]
     later = decoded("t", {"a": "o2", "t": NOW_S, "n": 2, "v": "1"})
-    assert [v.event_id for v in mapper.variants(later, {})] == ["o2-cart"]  # type: ignore[union-attr]
+    assert [v.event_id for v in mapper.variants(rule, later, {})] == ["o2-cart"]  # type: ignore[union-attr]
 
 
 def test_an_also_event_that_cannot_be_built_fails_alone() -> None:
@@ -529,7 +531,9 @@ def test_an_also_event_that_cannot_be_built_fails_alone() -> None:
     mapper = Mapper(compile_mapping({"topics": [rule]}))
     item = decoded("t", {"a": "o1", "t": NOW_S, "x": "not a name!"})
     assert isinstance(mapper.map(item, NOW_S), Conversion)
-    (failure,) = mapper.variants(item, {})
+    picked = mapper.rule_for(item)
+    assert picked is not None
+    (failure,) = mapper.variants(picked, item, {})
     assert isinstance(failure, PermanentError) and failure.reason == "map.bad_event_name"
 
 

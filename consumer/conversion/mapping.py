@@ -106,7 +106,6 @@ class Mapper:
         self._rules_by_key: dict[tuple[str, str], tuple[Rule, ...]] = {}
         # Custom event names met in records (lowercased, as Pinterest compares them).
         self.custom_names_seen: set[str] = set()
-        self.has_also = any(rule.also for rule in mapping.rules)
 
     def _is_custom_name_taken(self, name: str) -> bool:
         """A custom name from a record: valid, and within `MAX_CUSTOM_EVENT_NAMES` distinct
@@ -144,17 +143,19 @@ class Mapper:
 
     def map(self, decoded: Decoded, now_s: int) -> Conversion | Skip:
         """Build the event for one record. Raises `PermanentError` (dead-letter) on bad data."""
-        rule = self.rule_for(decoded)
+        return self.apply(self.rule_for(decoded), decoded, now_s)
+
+    def apply(self, rule: Rule | None, decoded: Decoded, now_s: int) -> Conversion | Skip:
+        """`map` with the rule already picked (`rule_for`), for a caller that needs it again."""
         if rule is None:
             return Skip(decoded.envelope.coords, "map.no_rule")
         return self._apply(rule, decoded, now_s)
 
-    def variants(self, decoded: Decoded, event: dict[str, Any]) -> list[Variant | PermanentError]:
-        """The rule's `also` events for a record whose own `event` was built: each whose
-        `when` holds, or the `PermanentError` that stops that one alone."""
-        rule = self.rule_for(decoded)
-        if rule is None or not rule.also:
-            return []
+    def variants(
+        self, rule: Rule, decoded: Decoded, event: dict[str, Any]
+    ) -> list[Variant | PermanentError]:
+        """The rule's `also` events for a record whose own `event` it built: each whose `when`
+        holds, or the `PermanentError` that stops that one alone."""
         record = decoded.record
         out: list[Variant | PermanentError] = []
         for also in rule.also:

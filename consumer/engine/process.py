@@ -115,7 +115,8 @@ class RecordProcessor:
 
     def build_decoded(self, decoded: Decoded, now_s: int) -> Conversion | Skip:
         """map → normalize (→ check) one decoded record. Raises `PermanentError`."""
-        mapped = self.mapper.map(decoded, now_s)
+        rule = self.mapper.rule_for(decoded)
+        mapped = self.mapper.apply(rule, decoded, now_s)
         if isinstance(mapped, Skip):
             return mapped
         conversion = normalize_conversion(mapped, self.hasher)
@@ -128,10 +129,10 @@ class RecordProcessor:
                 self.checked["invalid"] += 1
                 raise PermanentError("validate.invalid_event", str(exc)) from None
             self.checked["valid"] += 1
-        if self.mapper.has_also:
+        if rule is not None and rule.also:
             conversion.also = tuple(
                 _variant_event(conversion, v) if isinstance(v, Variant) else v
-                for v in self.mapper.variants(decoded, conversion.event)
+                for v in self.mapper.variants(rule, decoded, conversion.event)
             )
         return conversion
 
