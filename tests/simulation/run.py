@@ -289,7 +289,7 @@ class Simulation:
 
         Excused: the flush gave up with letters pending, commits failed meanwhile, or the
         broker keeps too little metadata for the map."""
-        if any(p.pending for p in member.producers) or self.group.metadata_limit < 4096:
+        if any(p.flush_gave_up for p in member.producers) or self.group.metadata_limit < 4096:
             return
         now = asyncio.get_running_loop().time()
         if any(stopping_s - COMMIT_STUCK_S <= t <= now for t in self.group.impeded_at):

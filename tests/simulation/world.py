@@ -616,6 +616,7 @@ class Producer:
         self.name = name
         self.is_dead = False
         self.pending = 0  # written, not yet acknowledged
+        self.flush_gave_up = False  # close() returned with letters still pending
         self._flushed = asyncio.Event()
 
     def produce(
@@ -670,3 +671,4 @@ class Producer:
             self._flushed.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._flushed.wait(), 5.0)
+        self.flush_gave_up = self.pending > 0
