@@ -299,6 +299,9 @@ class Simulation:
             record = self.records.get((tp, offset))
             if tp not in held or acked[2] != member.name or record is None:
                 continue
+            gained = [t for t, m, g in self.group.ownership[tp] if m == member.name and g]
+            if acked[0] < max(t for t in gained if t <= stopping_s):
+                continue  # written for an earlier assignment, whose ledger is gone
             if record.event_ids and not set(record.event_ids) <= self.bad_ids:
                 continue  # final also by events the member may not have heard of
             committed = self.group.committed.get(tp)
