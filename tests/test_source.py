@@ -327,3 +327,22 @@ async def test_source_close_gives_up_on_a_client_that_hangs() -> None:
     harness.model.hangs_on_close = True
     await asyncio.wait_for(harness.source.close(timeout_s=0.05), 2)
     assert harness.source.close_abandoned
+
+
+async def test_source_a_signal_during_the_committed_read_assigns_without_taking() -> None:
+    """Issue 23: without a group coordinator each offset fetch waits its 10 s, three times; a
+    signal arriving meanwhile must not wait for them (past the grace period, the pod is
+    killed). The partition is assigned but not taken, and none of its records is offered."""
+    harness = await started()
+    harness.model.group.is_coordinator_up = False
+    harness.model.produce(A0, 3)
+    harness.model.rebalance("assign", [A0])
+    stop = asyncio.Event()
+    task = asyncio.create_task(harness.source.run(stop))
+    await asyncio.sleep(0.2)
+    assert "committed" in harness.model.calls  # waiting for a coordinator, up to 10 s
+    stop.set()
+    await asyncio.wait_for(task, 1)
+    assert all(tps == [] for _, tps in harness.events) and harness.source.assigned == set()
+    assert A0 in harness.model.assignment  # librdkafka's: close revokes it
+    assert harness.taken == []  # fetched in that last turn, and dropped

@@ -437,8 +437,17 @@ class Pipeline:
         self.ledger.mark_committed(committed)
         self.metrics.committed.add(len(committed))
 
-    async def _commit(self, only: set[TopicPartition] | None = None) -> None:
-        """Commit and wait for the answer: inside a revoke and at shutdown only."""
+    async def _commit(
+        self, only: set[TopicPartition] | None = None, wait_s: float | None = None
+    ) -> None:
+        """Commit and wait for the answer: inside a revoke and at shutdown only.
+
+        librdkafka holds a synchronous commit until a group coordinator is known, with no
+        timeout of its own. The wait ends after `wait_s` (a revoke's budget), and at the
+        shutdown deadline (at least `MIN_FINAL_COMMIT_S`), including a deadline set by a signal
+        that arrives while waiting. Given up, the commit may still land later; the next owner
+        sends again what it would have carried, and loses nothing.
+        """
         if not self.config.commits_offsets:
             return
         commits = self.ledger.commits()
@@ -446,24 +455,31 @@ class Pipeline:
             commits = {tp: c for tp, c in commits.items() if tp in only}
         if not commits:
             return
-        committing = self.source.commit_now(commits)
-        if self._shutdown_deadline_s is None:
-            committed = await committing
-        else:
-            # librdkafka holds a synchronous commit until a group coordinator is known, with no
-            # timeout of its own: stopping during a coordinator outage must not wait for one.
-            budget_s = max(MIN_FINAL_COMMIT_S, self._shutdown_deadline_s - time.monotonic())
-            try:
-                committed = await asyncio.wait_for(committing, budget_s)
-            except TimeoutError:
+        started_s = time.monotonic()
+        committing = asyncio.ensure_future(self.source.commit_now(commits))
+        while True:
+            limit_s = self._commit_limit_s(started_s, wait_s)
+            # Looked at again every second: a signal may set the shutdown deadline meanwhile.
+            timeout_s = 1.0 if limit_s is None else min(1.0, max(0.0, limit_s - time.monotonic()))
+            done, _ = await asyncio.wait({committing}, timeout=timeout_s)
+            if done:
+                break
+            if limit_s is not None and time.monotonic() >= limit_s:
+                committing.cancel()
                 logger.warning(
-                    "final commit unanswered (no group coordinator?): the next owner sends "
-                    "again what it would have carried",
-                    extra={"waited_s": round(budget_s, 1)},
+                    "commit unanswered (no group coordinator?): the next owner sends again "
+                    "what it would have carried",
+                    extra={"waited_s": round(time.monotonic() - started_s, 1)},
                 )
                 return
-        self.on_committed(committed)
+        self.on_committed(committing.result())
         self._shorten_map_if_refused()
+
+    def _commit_limit_s(self, started_s: float, wait_s: float | None) -> float | None:
+        limits = [] if wait_s is None else [started_s + wait_s]
+        if self._shutdown_deadline_s is not None:
+            limits.append(max(self._shutdown_deadline_s, started_s + MIN_FINAL_COMMIT_S))
+        return min(limits, default=None)
 
     async def on_assign(self, partitions: list[tuple[TopicPartition, int, Commit | None]]) -> None:
         for tp, generation, committed in partitions:
@@ -489,9 +505,12 @@ class Pipeline:
             await self.fates.wait_for_progress(min(deadline, next_commit_s) - now)
             if time.monotonic() >= next_commit_s:
                 next_commit_s = time.monotonic() + interval_s
-                await self._commit()
+                await self._commit(wait_s=max(MIN_FINAL_COMMIT_S, deadline - time.monotonic()))
         unfinished = sum(self.ledger.unfinished(tp) for tp in partitions)
-        await self._commit(set(partitions))
+        # The revoke's last commit gets a budget of its own: the drain may have used the first.
+        await self._commit(
+            set(partitions), wait_s=max(MIN_FINAL_COMMIT_S, self.config.revoke_timeout_s)
+        )
         logger.info(
             "revoke drained",
             extra={

@@ -13,9 +13,9 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import orjson
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
@@ -29,6 +29,11 @@ from consumer.stages.commits import Commits
 logger = logging.getLogger(__name__)
 
 ClientFactory = Callable[[dict[str, Any]], Any]
+T = TypeVar("T")
+
+
+class _Stopped(Exception):
+    """`stop` was set while the source waited on Kafka."""
 
 
 class SourceOwner(Protocol):
@@ -123,6 +128,7 @@ class KafkaSource:
         self.poll_timeout_s = settings.poll_timeout_s
         self._clock = clock
         self._consumer: AIOConsumer | None = None
+        self._stop: asyncio.Event | None = None
         self._held: list[Envelope] = []
         self._retry_at_s = 0.0
         self._transient_failures = 0
@@ -170,6 +176,7 @@ class KafkaSource:
         revoke's own final commit and move those partitions' offsets back.
         """
         consumer = self.client
+        self._stop = stop
         while not stop.is_set():
             self.last_turn_s = self._clock()
             if self.last_turn_s >= self._next_commit_s:
@@ -228,6 +235,10 @@ class KafkaSource:
                     logger.warning("consume error", extra={"error": error.str()})
                 continue
             topic, partition = message.topic(), message.partition()
+            if (topic, partition) not in self.assigned:
+                # Assigned after the signal and not taken (`_assign_unconsumed`), or already
+                # revoked: whoever owns it reads it from the group's commit.
+                continue
             headers = message.headers()
             traceparent = None
             header_tuple: tuple[tuple[str, bytes], ...] = ()
@@ -295,42 +306,74 @@ class KafkaSource:
     def _owned(self, commits: dict[TP, Commit]) -> dict[TP, Commit]:
         return {tp: c for tp, c in commits.items() if tp in self.assigned}
 
-    async def _committed(self, partitions: list[TopicPartition]) -> dict[TP, Commit]:
+    async def _committed(self, partitions: list[TopicPartition]) -> dict[TP, Commit] | None:
         """The group's last commit per partition, with its metadata; {} when it cannot be read
         after three tries (then nothing is skipped and the earlier owner's map is overwritten:
-        its marked offsets are sent again, never lost; the map only saves re-sends)."""
+        its marked offsets are sent again, never lost; the map only saves re-sends). None when
+        `stop` was set meanwhile: each try waits up to 10 s (without a group coordinator, every
+        one of them), longer than what is left of the grace period."""
         if not partitions:
             return {}  # an empty assignment (every member hears of each rebalance)
-        for attempt in range(3):
-            try:
-                answered = await self.client.committed(partitions, timeout=10)
-                break
-            except KafkaException as exc:
-                logger.warning(
-                    "could not read committed offsets",
-                    extra={"error": str(exc), "attempt": attempt + 1},
-                )
-                await asyncio.sleep(0.5 * (attempt + 1))
-        else:
-            return {}
+        try:
+            for attempt in range(3):
+                try:
+                    answered = await self._unless_stopped(
+                        self.client.committed(partitions, timeout=10)
+                    )
+                    break
+                except KafkaException as exc:
+                    logger.warning(
+                        "could not read committed offsets",
+                        extra={"error": str(exc), "attempt": attempt + 1},
+                    )
+                    await self._unless_stopped(asyncio.sleep(0.5 * (attempt + 1)))
+            else:
+                return {}
+        except _Stopped:
+            return None
         return {
             (tp.topic, tp.partition): Commit(tp.offset, tp.metadata or "")
             for tp in answered or []
             if tp.error is None and tp.offset >= 0
         }
 
+    async def _unless_stopped(self, awaitable: Awaitable[T]) -> T:
+        """`awaitable`'s result, or `_Stopped` as soon as `stop` is set."""
+        work = asyncio.ensure_future(awaitable)
+        if self._stop is None:
+            return await work
+        stopped = asyncio.ensure_future(self._stop.wait())
+        try:
+            await asyncio.wait({work, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:
+            work.cancel()
+            raise
+        finally:
+            stopped.cancel()
+        if not work.done():
+            work.cancel()
+            raise _Stopped
+        return work.result()
+
+    async def _assign_unconsumed(self, partitions: list[TopicPartition]) -> None:
+        """Assign without taking: a rebalance that finished after the signal, in the last turn
+        or while `close()` leaves the group. Nothing of these is consumed before close revokes
+        them, and reading their commits could outlast the grace period (librdkafka answers no
+        offset fetch once closing, nor without a group coordinator)."""
+        await self.client.incremental_assign(partitions)
+        logger.info(
+            "partitions assigned while stopping: not consumed",
+            extra={"partitions": [f"{tp.topic}/{tp.partition}" for tp in partitions]},
+        )
+
     async def _assigned(self, _consumer: Any, partitions: list[TopicPartition]) -> None:
-        if self.is_closing:
-            # A rebalance that finished while `close()` leaves the group: librdkafka revokes
-            # these before close returns, and answers no offset fetch any more (three 10-s
-            # timeouts, past the pod's grace period). Nothing of them is read or committed.
-            await self.client.incremental_assign(partitions)
-            logger.info(
-                "partitions assigned while closing: not consumed",
-                extra={"partitions": [f"{tp.topic}/{tp.partition}" for tp in partitions]},
-            )
+        if self.is_closing or (self._stop is not None and self._stop.is_set()):
+            await self._assign_unconsumed(partitions)
             return
         committed = await self._committed(partitions)
+        if committed is None:
+            await self._assign_unconsumed(partitions)
+            return
         self.is_joined = True
         self.lost_since = None  # a rebalance completed, even one that gave us nothing
         assigned = []

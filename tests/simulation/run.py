@@ -36,7 +36,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import fastavro
 import yaml
@@ -75,10 +75,25 @@ STEPS = 40
 # A stopped member is gone within its grace period and the margin for closing its clients
 # (`pipeline.CLOSE_MARGIN_S`), give or take one consume turn.
 SHUTDOWN_MARGIN_S = CLOSE_MARGIN_S + 0.5
+# Between two consume() calls the loop only hands records on and sends asynchronous commits.
+CONSUME_GAP_LIMIT_S = 5.0
 
 
 class InvariantBroken(AssertionError):
     pass
+
+
+def print_awaits(out: TextIO) -> None:
+    """What each task awaits, innermost last (SIM_STACKS=1): where a member hangs."""
+    for task in asyncio.all_tasks():
+        coro: Any = task.get_coro()
+        chain = []
+        while coro is not None and hasattr(coro, "cr_frame"):
+            if (frame := coro.cr_frame) is not None:
+                name = frame.f_code.co_filename.rsplit("/", 1)[-1]
+                chain.append(f"{name}:{frame.f_lineno} {frame.f_code.co_name}")
+            coro = coro.cr_await
+        print(" -> ".join(chain), file=out)
 
 
 @cache
@@ -263,13 +278,12 @@ class Simulation:
         held = set(member.client.assignment) if member.client is not None else set()
         member.pipeline.stop.set()
         limit_s = sim_config().shutdown_grace_s + SHUTDOWN_MARGIN_S
-        try:
-            async with asyncio.timeout(limit_s):
-                await member.task
-        except TimeoutError:
-            raise InvariantBroken(
-                f"{member.name} still running {limit_s:.0f} s after SIGTERM"
-            ) from None
+        await asyncio.wait({member.task}, timeout=limit_s)
+        if not member.task.done():
+            if os.environ.get("SIM_STACKS"):
+                print_awaits(sys.stderr)
+            member.task.cancel()
+            raise InvariantBroken(f"{member.name} still running {limit_s:.0f} s after SIGTERM")
         self.members.remove(member)
         self._raise_crash(member)
         client = self._client(member)
@@ -568,8 +582,28 @@ class Simulation:
         return {"records": len(self.records), "resent": resent, "requests": self.pinterest.requests}
 
     def check_members(self) -> None:
+        """Each member alive, and its loop turning (a member that is not stopping)."""
+        now = asyncio.get_running_loop().time()
         for member in self.members:
             self._raise_crash(member)
+            client = member.client
+            if client is None or member.pipeline.stop.is_set() or client.is_closing:
+                continue
+            # Between two consume() calls nothing may wait on Kafka: rebalances, commit answers
+            # and the client's errors all arrive inside consume() (issue 23, defect 0's cause:
+            # a synchronous commit there waited for a coordinator for 45 s and more).
+            gap_s = client.longest_gap_s
+            if client.left_consume_at is not None:
+                gap_s = max(gap_s, now - client.left_consume_at)
+            if gap_s > CONSUME_GAP_LIMIT_S:
+                raise InvariantBroken(
+                    f"{member.name} went {gap_s:.1f} s between two consume() calls"
+                )
+            # Inside consume() too (rebalance callbacks), every wait is bounded: a member that
+            # is not stopping never looks dead to its liveness probe.
+            is_live, facts = member.pipeline.insight.liveness()
+            if not is_live:
+                raise InvariantBroken(f"{member.name} looks dead to its liveness probe: {facts}")
 
     async def step(self, rng: random.Random) -> None:
         roll = rng.random()

@@ -280,6 +280,11 @@ class MemberClient:
         self._events: list[tuple[str, list[TP]]] = []
         self._commit_answers: list[tuple[KafkaError | None, list[Any]]] = []
         self._callbacks: dict[str, Callback] = {}
+        # The app's time between two consume() calls: when it last left one (None while inside
+        # one), and the longest gap so far (rebalance callbacks run inside consume()).
+        self.left_consume_at: float | None = None
+        self.entered_consume_at: float | None = None
+        self.longest_gap_s = 0.0
 
     def queue(self, event: tuple[str, list[TP]]) -> None:
         if event[0] == "revoke":
@@ -301,6 +306,11 @@ class MemberClient:
         timeout: float,  # noqa: ASYNC109
     ) -> list[Message]:
         self._check()
+        now = asyncio.get_running_loop().time()
+        if self.left_consume_at is not None:
+            self.longest_gap_s = max(self.longest_gap_s, now - self.left_consume_at)
+        self.left_consume_at = None
+        self.entered_consume_at = now
         await self._serve_events()
         on_commit = self.config.get("on_commit")
         while self._commit_answers and on_commit is not None:
@@ -317,6 +327,7 @@ class MemberClient:
             self.positions[tp] = position
         if not out:
             await asyncio.sleep(timeout)
+        self.left_consume_at = asyncio.get_running_loop().time()
         return out
 
     async def _serve_events(self) -> None:
@@ -375,12 +386,14 @@ class MemberClient:
         self._check()
         if not self.group.is_coordinator_up:
             self.group.impede()
-            error = KafkaError(KafkaError._WAIT_COORD)
-            if not asynchronous:
-                await asyncio.sleep(1.0)  # librdkafka waits for a coordinator first
-                raise KafkaException(error)
-            self._commit_answers.append((error, offsets))
-            return None
+            if asynchronous:
+                self._commit_answers.append((KafkaError(KafkaError._WAIT_COORD), offsets))
+                return None
+            # librdkafka holds a synchronous commit until a coordinator is known, with no
+            # timeout of its own (45 s and more during a broker restart, issue 23 defect 0).
+            while not self.group.is_coordinator_up:
+                await asyncio.sleep(0.1)
+                self._check()
         answered = self.group.commit(self, offsets)
         self.group.note(f"{self.name} commit {[(tp.partition, tp.offset) for tp in offsets]}")
         if asynchronous:
@@ -399,8 +412,13 @@ class MemberClient:
             # with a real broker: three 10-s timeouts inside close, issue 23's shutdown defect).
             await asyncio.sleep(timeout)
             raise KafkaException(KafkaError(KafkaError._TIMED_OUT))
-        if self.group.committed_reads_to_fail:
-            self.group.committed_reads_to_fail -= 1
+        waited_s = 0.0
+        while not self.group.is_coordinator_up and waited_s < timeout:
+            await asyncio.sleep(0.1)  # an offset fetch needs the coordinator too
+            waited_s += 0.1
+            self._check()
+        if self.group.committed_reads_to_fail or not self.group.is_coordinator_up:
+            self.group.committed_reads_to_fail = max(0, self.group.committed_reads_to_fail - 1)
             self._failed_reads += 1
             if self._failed_reads >= READ_TRIES:
                 self.group.impede()  # given up: the earlier owner's map is lost, re-sends follow
