@@ -385,6 +385,18 @@ class Simulation:
 
         asyncio.get_running_loop().call_later(self.rng.uniform(0.5, 5.0), restore)
 
+    def truncate_log(self, tp: TP) -> None:
+        """Retention deletes the oldest records, read or not: what was not delivered by then
+        is the broker's loss, not the consumer's; every other record keeps its offset."""
+        log = self.group.logs[tp]
+        if tp in self.group.deleted or log.start >= log.end:
+            return
+        start = self.rng.randint(log.start + 1, log.end)
+        self.group.note(f"truncate {tp} below {start} (committed {self.group.committed.get(tp)})")
+        self.group.truncate(tp, start)
+        for key in [k for k in self.records if k[0] == tp and k[1] < start]:
+            del self.records[key]
+
     def _client(self, member: Member) -> MemberClient | None:
         return member.client
 
@@ -540,9 +552,12 @@ class Simulation:
     def _is_committed_to_end(self, tp: TP) -> bool:
         if tp in self.group.deleted:
             return False
-        if self.group.logs[tp].end == 0:
-            return True  # an empty log (one recreated): nothing to commit, whatever was kept
-        return self.group.committed.get(tp, (-1, ""))[0] == self.group.logs[tp].end
+        log = self.group.logs[tp]
+        if log.start == log.end:
+            # Nothing left to read (a log recreated, or truncated to its end): nothing to
+            # commit, whatever was kept.
+            return True
+        return self.group.committed.get(tp, (-1, ""))[0] == log.end
 
     # --- the schedule ----------------------------------------------------------------------------
     async def run(self) -> dict[str, Any]:
@@ -637,6 +652,8 @@ class Simulation:
             self.group.note(f"redis down {self.redis.is_down}")
         elif 0.92 <= roll < 0.95:
             self.recreate_log(rng.choice(self.tps))
+        elif 0.95 <= roll < 0.97:
+            self.truncate_log(rng.choice(self.tps))
         if not self.members and rng.random() < 0.7:
             self.start_member()
 

@@ -168,6 +168,15 @@ class Group:
             owner.queue(("revoke", [tp]))  # after an assignment still queued, if there is one
         self.owner[tp] = None  # handed out again once it is back (`restore`)
 
+    def truncate(self, tp: TP, start: int) -> None:
+        """Retention deleted the log's oldest records: offsets below `start` are gone, those
+        above keep theirs. A position or a committed offset below it starts at `start`
+        (`auto.offset.reset=earliest`, as librdkafka does on OFFSET_OUT_OF_RANGE)."""
+        log = self.logs[tp]
+        for offset in range(log.start, start):
+            log.messages.pop(offset, None)
+        log.start = max(log.start, start)
+
     def restore(self, tp: TP) -> None:
         """The topic is back, empty, under the group's old commit."""
         self.logs[tp] = Log()
