@@ -99,3 +99,24 @@ def test_validate_accepts_the_5_28_custom_data_fields() -> None:
     event["custom_data"]["external_measurement_vendor_id"] = "7"
     with pytest.raises(InvalidEvent):
         validate_event(event, NOW)
+
+
+def test_validate_app_and_device_info_fields_against_their_published_rules() -> None:
+    """Issue 25 part 2: the enums of device_info (API 5.28) and app_info's user agent length;
+    other fields of these objects pass, their limits not being published to us."""
+    event = valid_event(
+        device_info={"form_factor": "tablet", "network_type": "wifi", "os_family": "ios",
+                     "locale": "en_US"},
+        app_info={"user_agent": "Mozilla/5.0", "app_package_name": "com.example"},
+    )  # fmt: skip
+    validate_event(event, NOW)
+    for info, field, value in [
+        ("device_info", "form_factor", "phablet"),
+        ("device_info", "os_family", "iOS"),
+        ("device_info", "network_type", 4),
+        ("app_info", "user_agent", "u" * 16_385),
+    ]:
+        bad = valid_event(**{info: {field: value}})
+        with pytest.raises(InvalidEvent, match=f"{info}.{field}") as raised:
+            validate_event(bad, NOW)
+        assert raised.value.is_structural  # the whole request fails with a 400

@@ -560,3 +560,36 @@ def test_also_mistakes_stop_start_up_naming_the_key(
 def test_custom_names_of_also_events_are_announced_at_start_up() -> None:
     rules = compile_mapping({"topics": [ALSO_RULE]})
     assert rules.custom_event_names() == ["first_purchase"]
+
+
+def test_map_app_and_device_info_fields_by_their_published_rules() -> None:
+    """Issue 25 part 2: app_info and device_info, one field per rule; a value outside its
+    rule is left out with its reason, never the event (inside these objects Pinterest fails
+    the whole request with a 400)."""
+    fields = {"device_info.form_factor": "ff", "device_info.network_type": "nt",
+              "device_info.os_family": "os", "app_info.user_agent": "ua"}  # fmt: skip
+    rules = compile_mapping({"topics": [{**RULE, "fields": fields}]})
+    record = {"a": "1", "t": NOW_S, "ff": " Desktop", "nt": "cellular_5g", "os": "beos",
+              "ua": "Mozilla/5.0"}  # fmt: skip
+    result = map_record(decoded("t", record), rules, NOW_S)
+    assert isinstance(result, Conversion)
+    assert result.event["device_info"] == {"form_factor": "desktop", "network_type": "cellular_5g"}
+    assert result.event["app_info"] == {"user_agent": "Mozilla/5.0"}
+    assert result.dropped == (("device_info.os_family", "invalid"),)
+    record.update(ua="u" * 16_385, os=["ios"], ff=None, nt=None)
+    result = map_record(decoded("t", record), rules, NOW_S)
+    assert isinstance(result, Conversion) and "app_info" not in result.event
+    assert "device_info" not in result.event
+    assert dict(result.dropped) == {
+        "device_info.os_family": "wrong_type",
+        "app_info.user_agent": "too_long",
+    }
+
+
+@pytest.mark.parametrize("name", ["device_info.screen_height", "app_info", "device_info"])
+def test_compile_app_and_device_info_fields_without_a_published_rule_are_refused(
+    name: str,
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        compile_mapping({"topics": [{**RULE, "fields": {name: "x"}}]})
+    assert "mapping.topics[0].fields" in str(info.value)

@@ -6,6 +6,7 @@ Shared by the pre-send validation and the local sandbox so both read the spec fr
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Any, Final, Literal
 
 from consumer.conversion.userdata import RAW_USER_FIELDS, USER_FIELDS, is_hex_digest
@@ -49,11 +50,46 @@ TOP_STRING_FIELDS: Final = frozenset(
     {"event_source_url", "partner_name", "language", "app_id", "app_name", "app_version",
      "device_brand", "device_carrier", "device_model", "device_type", "os_version"}
 )  # fmt: skip
+TOP_BOOL_FIELDS: Final = frozenset({"opt_out", "wifi"})
 TOP_FIELDS: Final = (
     TOP_STRING_FIELDS
     | {"event_name", "action_source", "event_time", "event_id", "user_data", "custom_data",
        "opt_out", "wifi", "app_info", "device_info"}
 )  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class InfoField:
+    """One field inside `app_info` or `device_info`: its allowed values (an enum), or its
+    longest text. A value that breaks it fails the whole request with a 400."""
+
+    values: frozenset[str] | None = None
+    max_chars: int | None = None
+
+
+# The fields of app_info and device_info whose names and rules Pinterest publishes: the enums
+# of FormFactor, NetworkType and OsFamily (API changelog 5.23 to 5.28) and the user agent's
+# length (16,384). The objects hold more (an app's package name, store and install time; a
+# device's languages, locale, screen, storage and timezone), each with a limit the fact sheet
+# does not give: those are not mappable until it does, rather than checked against a guess.
+# Keyed `object.field`, as the mapping's `fields` names them.
+INFO_FIELDS: Final[dict[str, InfoField]] = {
+    "device_info.form_factor": InfoField(
+        frozenset({"cellphone", "console", "desktop", "laptop", "other", "smartwatch",
+                   "tablet", "tv", "vr"})
+    ),
+    "device_info.network_type": InfoField(
+        frozenset({"cellular_2g", "cellular_3g", "cellular_4g", "cellular_5g", "cellular_6g",
+                   "ethernet", "unknown", "wifi"})
+    ),
+    "device_info.os_family": InfoField(
+        frozenset({"android", "bsd", "ios", "linux", "macos", "other", "windows"})
+    ),
+    "app_info.user_agent": InfoField(max_chars=16_384),
+}  # fmt: skip
+INFO_OBJECTS: Final = frozenset({"app_info", "device_info"})
+# What a mapping rule's `fields` may set: top-level fields, and the app_info/device_info ones.
+TOP_FIELD_NAMES: Final = TOP_STRING_FIELDS | TOP_BOOL_FIELDS | frozenset(INFO_FIELDS)
 
 _DECIMAL = re.compile(r"-?\d+(\.\d+)?")
 PARTNER_NAME = re.compile(r"ss-[a-z0-9_.-]+")
@@ -205,9 +241,25 @@ def validate_event(event: object, now_s: int, future_skew_s: int = 60) -> None:
         _check_string(event[key], key)
     if "partner_name" in event and not PARTNER_NAME.fullmatch(event["partner_name"]):
         raise InvalidEvent("partner_name must look like ss-<name>, lowercase")
-    for key in ("opt_out", "wifi"):
-        if key in event and not isinstance(event[key], bool):
+    for key in TOP_BOOL_FIELDS.intersection(event):
+        if not isinstance(event[key], bool):
             raise InvalidEvent(f"{key} must be a boolean", True)
-    for key in ("app_info", "device_info"):
-        if key in event and not isinstance(event[key], dict):
-            raise InvalidEvent(f"{key} must be an object", True)
+    for key in INFO_OBJECTS.intersection(event):
+        _check_info(event[key], key)
+
+
+def _check_info(info: object, key: str) -> None:
+    """`app_info` or `device_info`: the fields of `INFO_FIELDS` against their rules. Other
+    fields pass unchecked: the published spec names them without their limits."""
+    if not isinstance(info, dict):
+        raise InvalidEvent(f"{key} must be an object", True)
+    for field_name, value in info.items():
+        name = f"{key}.{field_name}"
+        rule = INFO_FIELDS.get(name)
+        if rule is None:
+            continue
+        _check_string(value, name)
+        if rule.values is not None and value not in rule.values:
+            raise InvalidEvent(f"{name} must be one of {sorted(rule.values)}", True)
+        if rule.max_chars is not None and len(value) > rule.max_chars:
+            raise InvalidEvent(f"{name} is over {rule.max_chars} characters", True)

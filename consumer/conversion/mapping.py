@@ -18,10 +18,12 @@ from consumer.conversion.capi import (
     ACTION_SOURCES,
     EVENT_NAME_RULE,
     EVENT_NAMES,
+    INFO_FIELDS,
     PARTNER_NAME,
+    TOP_BOOL_FIELDS,
     is_custom_event_name,
 )
-from consumer.conversion.rules import TOP_BOOL_FIELDS, MappingRules, Rule, TimeUnit
+from consumer.conversion.rules import MappingRules, Rule, TimeUnit
 from consumer.conversion.values import MAX_EVENT_ID_CHARS, MAX_TEXT_CHARS, OutOfBounds, text
 from consumer.errors import PermanentError
 from consumer.records import AdAccountId, Conversion, Decoded, EventId, Skip, is_ad_account_id
@@ -79,6 +81,19 @@ def _top_field(name: str, value: object) -> object:
     out = value if type(value) is str and len(value) <= MAX_TEXT_CHARS else text(value)
     if name == "partner_name" and PARTNER_NAME.fullmatch(out) is None:
         raise PermanentError("map.bad_partner_name", "partner_name must look like ss-<name>")
+    return out
+
+
+def _info_field(name: str, value: object) -> str:
+    """A field of app_info or device_info, by its rule in `INFO_FIELDS`: enum values compared
+    trimmed and lowercased ("Desktop " is desktop); `OutOfBounds` when it does not fit, and
+    only this field is left out (inside these objects, a bad value fails the whole request)."""
+    rule = INFO_FIELDS[name]
+    out = text(value, rule.max_chars or MAX_TEXT_CHARS)
+    if rule.values is not None:
+        out = out.strip().lower()
+        if out not in rule.values:
+            raise OutOfBounds("invalid")
     return out
 
 
@@ -228,7 +243,11 @@ class Mapper:
         left_out: list[tuple[str, str]] = []
         for name, value in rule.fields(record).items():
             try:
-                event[name] = _top_field(name, value)
+                if name in INFO_FIELDS:
+                    info, _, field_name = name.partition(".")
+                    event.setdefault(info, {})[field_name] = _info_field(name, value)
+                else:
+                    event[name] = _top_field(name, value)
             except OutOfBounds as exc:
                 left_out.append((name, exc.reason))
         if is_denied and opt_out_type is None:  # consent action opt_out

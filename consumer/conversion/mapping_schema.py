@@ -23,7 +23,7 @@ from consumer.conversion.capi import (
     CUSTOM_FIELDS,
     EVENT_NAME_RULE,
     EVENT_NAMES,
-    TOP_STRING_FIELDS,
+    TOP_FIELD_NAMES,
 )
 from consumer.conversion.userdata import USER_DATA_FIELDS
 from consumer.errors import ConfigError
@@ -179,7 +179,7 @@ def mapping_json_schema() -> dict[str, Any]:
             ),
             "user_data": user_data,
             "custom_data": custom_data,
-            "fields": _fields_of(TOP_STRING_FIELDS | {"opt_out", "wifi"}, value),
+            "fields": _fields_of(TOP_FIELD_NAMES, value),
             "also": {"type": "array", "items": also, "maxItems": MAX_ALSO_EVENTS},
         },
         ["event_name", "action_source", "ad_account", "event_id", "event_time"],

@@ -21,7 +21,7 @@ from consumer.conversion.capi import (
     CUSTOM_FIELDS,
     EVENT_NAME_RULE,
     MAX_EVENT_AGE_S,
-    TOP_STRING_FIELDS,
+    TOP_FIELD_NAMES,
     is_custom_event_name,
     is_event_name,
 )
@@ -44,7 +44,6 @@ from consumer.records import is_ad_account_id
 TimeUnit = Literal["auto", "seconds", "millis", "micros", "iso8601"]
 ConsentAction = Literal["drop", "opt_out", "limited_data_processing"]
 DEFAULT_MAX_FUTURE_SKEW_S: Final = 300
-TOP_BOOL_FIELDS: Final = frozenset({"opt_out", "wifi"})
 _DURATION = re.compile(r"(\d+)\s*(s|m|h|d)?")
 _DURATION_UNITS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
 
@@ -293,9 +292,7 @@ def _compile_rule(spec: object, key: str) -> Rule:
         consent=consent,
         user_data=_compile_fields(spec.get("user_data"), f"{key}.user_data", USER_FIELDS),
         custom_data=_compile_fields(spec.get("custom_data"), f"{key}.custom_data", CUSTOM_FIELDS),
-        fields=_compile_fields(
-            spec.get("fields"), f"{key}.fields", TOP_STRING_FIELDS | TOP_BOOL_FIELDS
-        ),
+        fields=_compile_fields(spec.get("fields"), f"{key}.fields", TOP_FIELD_NAMES),
     )
 
 
