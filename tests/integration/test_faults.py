@@ -400,6 +400,55 @@ def test_broker_restart_mid_stream_loses_nothing(
         broker.cleanup()
 
 
+def test_sigterm_while_the_broker_is_down_exits_within_the_grace_period(
+    registry: SchemaRegistry,
+    sandbox: SandboxProcess,
+    tmp_path: Path,
+) -> None:
+    """Issue 23: without a group coordinator librdkafka holds a synchronous commit, and an
+    offset fetch, for as long as it takes. The final commit, a revoke's commit and leaving the
+    group are each bounded, so a pod stopped during a broker outage is gone within its grace
+    period and the close margin, not killed at the end of it; and nothing is lost: a consumer
+    of the same group, once the broker is back, delivers what the first could not commit."""
+    from consumer.engine.pipeline import CLOSE_MARGIN_S
+    from consumer.observability.telemetry import SHUTDOWN_TIMEOUT_S
+    from tests.integration.rig import make_topics
+
+    grace_s = 5.0
+    broker = KafkaBroker(tmp_path / "kafka").start()
+    try:
+        topics = make_topics(broker, "downstop", tmp_path)
+        traffic = produce_traffic(broker, registry.url, topics, 2000, seed=17)
+        sandbox.faults(latency_ms=40)
+        settings = {"CAPI_BATCH_MAX_EVENTS": "100", "CAPI_SHUTDOWN_GRACE_S": str(grace_s)}
+        first = ConsumerProcess(
+            tmp_path, broker, topics, registry.url, sandbox.url, "downstop", **settings
+        ).start()
+        try:
+            first.wait_for(lambda s: s["delivered"] > 300, 60, "first deliveries")
+            broker.stop()
+            started = time.monotonic()
+            first.terminate(timeout_s=60)
+            took_s = time.monotonic() - started
+            assert took_s < grace_s + CLOSE_MARGIN_S + SHUTDOWN_TIMEOUT_S, first.log[-4000:]
+            assert '"msg":"stopped"' in first.log  # it exited on its own, having logged why
+        finally:
+            first.stop()
+        broker.start()
+        sandbox.faults(latency_ms=0)
+        second = ConsumerProcess(
+            tmp_path, broker, topics, registry.url, sandbox.url, "downstop", **settings
+        ).start()
+        try:
+            wait_fully_committed(broker, "downstop", topics.all, 120)
+            assert second.terminate() == 0
+        finally:
+            second.stop()
+        assert sandbox.accepted_ids() == traffic.expected_ids
+    finally:
+        broker.cleanup()
+
+
 SOAK_RESTARTS = int(os.environ.get("SOAK_RESTARTS", "0"))
 
 
