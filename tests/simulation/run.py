@@ -275,7 +275,10 @@ class Simulation:
         its clients, or Kubernetes kills it mid-close."""
         self.group.note(f"stop {member.name}")
         stopping_s = asyncio.get_running_loop().time()
-        held = set(member.client.assignment) if member.client is not None else set()
+        # What the close commits: a partition mid-revoke is its revoke's to commit (a letter
+        # acknowledged after that revoke's last commit waits for the next owner).
+        client = member.client
+        held = set(client.assignment) - client.revoking if client is not None else set()
         member.pipeline.stop.set()
         limit_s = sim_config().shutdown_grace_s + SHUTDOWN_MARGIN_S
         await asyncio.wait({member.task}, timeout=limit_s)
