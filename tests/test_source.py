@@ -346,3 +346,25 @@ async def test_source_a_signal_during_the_committed_read_assigns_without_taking(
     assert all(tps == [] for _, tps in harness.events) and harness.source.assigned == set()
     assert A0 in harness.model.assignment  # librdkafka's: close revokes it
     assert harness.taken == []  # fetched in that last turn, and dropped
+
+
+async def test_source_a_partition_assigned_again_while_held_is_let_go_as_lost_first() -> None:
+    """Issue 23: librdkafka should never assign a partition we hold; if it does, reading starts
+    over from the group's commit. The records held for the old assignment are dropped and the
+    owner hears of a loss first, so nothing is tracked twice or committed for the old one."""
+    harness = await started()
+    harness.model.produce(A0, 4)
+    harness.model.rebalance("assign", [A0])
+    harness.accept = 1
+    await harness.turns(1)
+    assert len(harness.taken) == 1 and harness.source.held == 3
+    harness.model.rebalance("assign", [A0])
+    harness.accept = 0  # still held when the assignment is served, inside the next consume()
+    await harness.turns(1)
+    harness.accept = None
+    await harness.turns(2)
+    assert [kind for kind, tps in harness.events if tps] == ["assign", "lost", "assign"]
+    assert harness.source.generations[A0] == 2 and harness.source.assigned == {A0}
+    generations = [e.generation for e in harness.taken]
+    assert generations[0] == 1 and set(generations[1:]) == {2}
+    assert [e.coords.offset for e in harness.taken[1:]] == [0, 1, 2, 3]  # from the commit

@@ -367,6 +367,15 @@ class KafkaSource:
         )
 
     async def _assigned(self, _consumer: Any, partitions: list[TopicPartition]) -> None:
+        if again := [tp for tp in partitions if (tp.topic, tp.partition) in self.assigned]:
+            # Not something librdkafka should do; if it does, reading starts over from the
+            # group's commit. Whatever the old assignment holds is let go as on a loss (never
+            # committed, sent again under the new one), rather than tracked twice (issue 23).
+            logger.error(
+                "partitions assigned again while still held: taken as lost first",
+                extra={"partitions": [f"{tp.topic}/{tp.partition}" for tp in again]},
+            )
+            await self._lost(_consumer, again)
         if self.is_closing or (self._stop is not None and self._stop.is_set()):
             await self._assign_unconsumed(partitions)
             return

@@ -346,6 +346,10 @@ class MemberClient:
             kind, tps = self._events.pop(0)
             if kind == "lost_all":  # a session expiry loses what is assigned when it is served
                 kind, tps = "lost", sorted(self.assignment)
+            if kind == "reassign":  # a partition this member holds, assigned to it again
+                tps = [tp for tp in tps if tp in self.assignment and tp not in self.revoking]
+                self.group.lose(tps, self.name)  # its old generation lets go, as on a loss
+                kind = "assign"
             parts = [TopicPartition(t, p) for t, p in tps]
             if kind == "assign":
                 self.group.note(f"{self.name} assign {tps}")
