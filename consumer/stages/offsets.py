@@ -76,17 +76,20 @@ class OffsetLedger:
     def is_final_already(self, coords: Coordinates) -> bool:
         """True when an earlier owner finished this offset (read from the commit's map).
 
-        Asked in consumed order. The map describes the log as it was when committed: when
-        reading starts below its base (the log truncated or the topic recreated, the group's
-        offset reset to the earliest), the offsets it marks may hold new records, so it is
-        dropped (issue 23, defect 3) and counted in `maps_dropped`.
+        Asked in consumed order. The map describes the log as it was when committed, and
+        reading starts at its base when that is still the same log. Reading that starts
+        anywhere else means the group's offset was reset: below the base, the topic was
+        recreated or its log cut back (issue 23, defect 3); above it, retention deleted the
+        committed offset, perhaps of a log recreated since (the simulation's seed 985). The
+        offsets it marks may then hold other records, so it is dropped, counted in
+        `maps_dropped`: those records are sent again, never skipped.
         """
         ledger = self._partitions.get(coords.topic_partition)
         if ledger is None or not ledger.final_before:
             return False
         if not ledger.is_map_checked:
             ledger.is_map_checked = True
-            if coords.offset < ledger.map_base:
+            if coords.offset != ledger.map_base:
                 ledger.final_before = set()
                 self.maps_dropped += 1
                 return False
