@@ -400,6 +400,17 @@ class Simulation:
         for key in [k for k in self.records if k[0] == tp and k[1] < start]:
             del self.records[key]
 
+    def reassign_held(self, member: Member) -> None:
+        """An assignment of a partition the member already holds (librdkafka should never do
+        this): reading starts over from the group's commit."""
+        client = member.client
+        held = sorted(client.assignment - client.revoking) if client is not None else []
+        if client is None or not held or client.is_closing:
+            return
+        tp = self.rng.choice(held)
+        self.group.note(f"{member.name} gets {tp} assigned again")
+        client.queue(("reassign", [tp]))
+
     def _client(self, member: Member) -> MemberClient | None:
         return member.client
 
@@ -642,6 +653,10 @@ class Simulation:
         elif roll < 0.80:
             self.group.is_coordinator_up = not self.group.is_coordinator_up
             self.group.note(f"coordinator up {self.group.is_coordinator_up}")
+            if not self.group.is_coordinator_up:
+                # No commit can land now, whether or not one is tried: a member may be inside a
+                # rebalance callback, waiting on committed() reads for the coordinator.
+                self.group.impede()
         elif roll < 0.85:
             letters = self.dead_letters
             letters.error_rate = rng.choice((0.0, 0.3))
@@ -657,6 +672,8 @@ class Simulation:
             self.recreate_log(rng.choice(self.tps))
         elif 0.95 <= roll < 0.97:
             self.truncate_log(rng.choice(self.tps))
+        elif roll < 0.98 and live:
+            self.reassign_held(rng.choice(live))
         if not self.members and rng.random() < 0.7:
             self.start_member()
 
@@ -702,7 +719,7 @@ def run_seed(seed: int) -> dict[str, Any]:
         with seeded_randomness(seed):
             return run_virtual(simulation.run())
     except Exception as exc:
-        trace = "\n".join(simulation.group.history[-40:])
+        trace = "\n".join(simulation.group.history[-int(os.environ.get("SIM_TRACE", "40")) :])
         raise InvariantBroken(f"seed {seed}: {exc}\nlast steps:\n{trace}") from exc
 
 
