@@ -276,9 +276,14 @@ class Simulation:
         self.group.note(f"stop {member.name}")
         stopping_s = asyncio.get_running_loop().time()
         # What the close commits: a partition mid-revoke is its revoke's to commit (a letter
-        # acknowledged after that revoke's last commit waits for the next owner).
+        # acknowledged after that revoke's last commit waits for the next owner), and one whose
+        # loss is on its way (a session expired) is nobody's to commit.
         client = member.client
-        held = set(client.assignment) - client.revoking if client is not None else set()
+        held = {
+            tp
+            for tp in (client.assignment - client.revoking if client is not None else ())
+            if self.group.owned(tp, member.name, stopping_s)
+        }
         member.pipeline.stop.set()
         limit_s = sim_config().shutdown_grace_s + SHUTDOWN_MARGIN_S
         await asyncio.wait({member.task}, timeout=limit_s)
