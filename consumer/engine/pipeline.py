@@ -1,6 +1,7 @@
 """The one place where stages are wired: Kafka → admission (process: decode, map, normalize;
 dedup) → batch → deliver, with every record's fate recorded by `fates.py`. Builds the stages from
-`Config`, owns the long-lived tasks, commits, rebalances and the start-up and shutdown order.
+`Config`, owns the long-lived tasks and the start-up and shutdown order; the source's commit and
+rebalance calls go to `committer.py`.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from prometheus_client import CollectorRegistry
 from consumer.config import Config
 from consumer.conversion.quality import MatchQuality
 from consumer.engine.admission import Admission
+from consumer.engine.committer import CommitSettings, Committer
 from consumer.engine.fates import Fates
 from consumer.engine.insight import Insight
 from consumer.engine.process import CHECK_EVERY_IN_RUN, RecordProcessor
@@ -60,7 +62,6 @@ logger = logging.getLogger(__name__)
 # exporters' flush (`telemetry.SHUTDOWN_TIMEOUT_S`).
 CLOSE_MARGIN_S = 10.0
 MIN_KAFKA_CLOSE_S = 2.0  # even a late close gets this long to leave the group cleanly
-MIN_FINAL_COMMIT_S = 1.0  # and a commit at shutdown this long, however late
 
 
 def dedup_store(
@@ -108,7 +109,6 @@ class Pipeline:
         )
         self.metrics = self.telemetry.instruments
         self._edges = edges
-        self._metadata_refusals_seen = 0
         self.ledger = OffsetLedger()
         backend = config.dedup_backend
         if backend == "redis" and not config.commits_offsets:
@@ -130,7 +130,6 @@ class Pipeline:
         self.quality = MatchQuality()
         self.crash: BaseException | None = None
         self.stop = asyncio.Event()
-        self._shutdown_deadline_s: float | None = None
         self._shutdown_steps: dict[str, float] = {}  # step → when it ended (from the signal)
         self._tasks: set[asyncio.Task[Any]] = set()
         self.processor = RecordProcessor(
@@ -174,6 +173,17 @@ class Pipeline:
             self,
             SourceSettings(config.consume_batch_size, config.commit_interval_ms / 1000),
             client_factory=edges.kafka_consumer,
+        )
+        self.committer = Committer(
+            CommitSettings(
+                config.commits_offsets, config.commit_interval_ms / 1000, config.revoke_timeout_s
+            ),
+            self.ledger,
+            self.source,
+            self.admission,
+            self.batcher,
+            self.fates,
+            self.metrics,
         )
         self.delivery: Delivery | None = None
         self.session: aiohttp.ClientSession | None = None
@@ -278,11 +288,12 @@ class Pipeline:
                 # One budget from the signal on: a revoke running in the source's last turn
                 # shares it with the drain (the pod's grace period counts from the signal).
                 self._shutdown_steps["signal"] = time.monotonic()
-                self._shutdown_deadline_s = time.monotonic() + config.shutdown_grace_s
+                deadline_s = time.monotonic() + config.shutdown_grace_s
+                self.committer.shutdown_deadline_s = deadline_s
                 logger.info("stopping", extra={"grace_s": config.shutdown_grace_s})
                 await source
                 self._shutdown_steps["last_turn"] = time.monotonic()
-                await self._drain(self._shutdown_deadline_s)
+                await self._drain(deadline_s)
                 self._shutdown_steps["drain"] = time.monotonic()
                 linger.cancel()
                 if quality_score is not None:
@@ -342,7 +353,7 @@ class Pipeline:
         for stage in self._holding_stages():
             is_drained = await stage.drain(deadline_s) and is_drained
         await self._settle_background(deadline_s)
-        await self._commit()
+        await self.committer.commit()
         logger.info(
             "drained", extra={"complete": is_drained, "unfinished": self.ledger.unfinished()}
         )
@@ -360,7 +371,7 @@ class Pipeline:
         self._shutdown_steps["dead_letters_close"] = time.monotonic()
         # Leaving the group gets what is left of the close margin past the drain's deadline,
         # so the whole shutdown fits in the grace period plus `CLOSE_MARGIN_S`.
-        close_by = (self._shutdown_deadline_s or time.monotonic()) + CLOSE_MARGIN_S
+        close_by = (self.committer.shutdown_deadline_s or time.monotonic()) + CLOSE_MARGIN_S
         await self.source.close(max(MIN_KAFKA_CLOSE_S, close_by - time.monotonic()))
         self._shutdown_steps["kafka_close"] = time.monotonic()
         if self.delivery is not None:
@@ -407,126 +418,19 @@ class Pipeline:
         return await self.admission.handle(envelopes)
 
     async def commit_due(self) -> None:
-        """Between two `consume()` calls: send what changed, never wait for the answer."""
-        if not self.config.commits_offsets:
-            return
-        self._shorten_map_if_refused()
-        commits = self.ledger.commits(skip=self.source.commits_in_flight)
-        if commits:
-            await self.source.commit_soon(commits)
-
-    def _shorten_map_if_refused(self) -> None:
-        """A broker whose offset.metadata.max.bytes is below the map's size refuses the whole
-        commit, prefix included: halve the map until it fits, down to plain commits (issue 23,
-        defect 5). Counted in capi_offset_map_refused_total; the map only saves re-sends."""
-        refusals = self.source.metadata_refusals
-        if refusals == self._metadata_refusals_seen:
-            return
-        self._metadata_refusals_seen = refusals
-        ledger = self.ledger
-        ledger.max_metadata_bytes = (
-            ledger.max_metadata_bytes // 2 if ledger.max_metadata_bytes > 64 else 0
-        )
-        self.metrics.offset_map_refused.add(1)
-        logger.warning(
-            "the broker refused the commit metadata's size: map of final offsets shortened",
-            extra={"max_metadata_bytes": ledger.max_metadata_bytes},
-        )
+        await self.committer.commit_due()
 
     def on_committed(self, committed: dict[TopicPartition, Commit]) -> None:
-        self.ledger.mark_committed(committed)
-        self.metrics.committed.add(len(committed))
-
-    async def _commit(
-        self, only: set[TopicPartition] | None = None, wait_s: float | None = None
-    ) -> None:
-        """Commit and wait for the answer: inside a revoke and at shutdown only.
-
-        librdkafka holds a synchronous commit until a group coordinator is known, with no
-        timeout of its own. The wait ends after `wait_s` (a revoke's budget), and at the
-        shutdown deadline (at least `MIN_FINAL_COMMIT_S`), including a deadline set by a signal
-        that arrives while waiting. Given up, the commit may still land later; the next owner
-        sends again what it would have carried, and loses nothing.
-        """
-        if not self.config.commits_offsets:
-            return
-        commits = self.ledger.commits()
-        if only is not None:
-            commits = {tp: c for tp, c in commits.items() if tp in only}
-        if not commits:
-            return
-        started_s = time.monotonic()
-        committing = asyncio.ensure_future(self.source.commit_now(commits))
-        while True:
-            limit_s = self._commit_limit_s(started_s, wait_s)
-            # Looked at again every second: a signal may set the shutdown deadline meanwhile.
-            timeout_s = 1.0 if limit_s is None else min(1.0, max(0.0, limit_s - time.monotonic()))
-            done, _ = await asyncio.wait({committing}, timeout=timeout_s)
-            if done:
-                break
-            if limit_s is not None and time.monotonic() >= limit_s:
-                committing.cancel()
-                logger.warning(
-                    "commit unanswered (no group coordinator?): the next owner sends again "
-                    "what it would have carried",
-                    extra={"waited_s": round(time.monotonic() - started_s, 1)},
-                )
-                return
-        self.on_committed(committing.result())
-        self._shorten_map_if_refused()
-
-    def _commit_limit_s(self, started_s: float, wait_s: float | None) -> float | None:
-        limits = [] if wait_s is None else [started_s + wait_s]
-        if self._shutdown_deadline_s is not None:
-            limits.append(max(self._shutdown_deadline_s, started_s + MIN_FINAL_COMMIT_S))
-        return min(limits, default=None)
+        self.committer.on_committed(committed)
 
     async def on_assign(self, partitions: list[tuple[TopicPartition, int, Commit | None]]) -> None:
-        for tp, generation, committed in partitions:
-            self.ledger.assign(tp, generation, committed)
+        await self.committer.on_assign(partitions)
 
     async def on_revoke(self, partitions: list[TopicPartition]) -> None:
-        """Flush, wait (one deadline for every step) for their in-flight work, commit, forget."""
-        deadline = time.monotonic() + self.config.revoke_timeout_s
-        if self._shutdown_deadline_s is not None:  # closing: share the one shutdown budget
-            deadline = min(deadline, self._shutdown_deadline_s)
-        started = time.monotonic()
-        self.admission.forget(set(partitions))
-        self.batcher.flush()
-        # Fates arrive from delivery and the dead-letter writer alike. The source loop, which
-        # commits every commit interval, waits inside this callback: keep committing here, so
-        # answers that arrive during a long drain are recorded promptly.
-        interval_s = self.config.commit_interval_ms / 1000
-        next_commit_s = time.monotonic() + interval_s
-        while any(self.ledger.unfinished(tp) for tp in partitions):
-            now = time.monotonic()
-            if now >= deadline:
-                break
-            await self.fates.wait_for_progress(min(deadline, next_commit_s) - now)
-            if time.monotonic() >= next_commit_s:
-                next_commit_s = time.monotonic() + interval_s
-                await self._commit(wait_s=max(MIN_FINAL_COMMIT_S, deadline - time.monotonic()))
-        unfinished = sum(self.ledger.unfinished(tp) for tp in partitions)
-        # The revoke's last commit gets a budget of its own: the drain may have used the first.
-        await self._commit(
-            set(partitions), wait_s=max(MIN_FINAL_COMMIT_S, self.config.revoke_timeout_s)
-        )
-        logger.info(
-            "revoke drained",
-            extra={
-                "partitions": [f"{t}/{p}" for t, p in partitions],
-                "unfinished": unfinished,
-                "waited_s": round(time.monotonic() - started, 3),
-                "committed": {f"{t}/{p}": self.ledger.committed((t, p)) for t, p in partitions},
-            },
-        )
-        for tp in partitions:
-            self.ledger.revoke(tp)
+        await self.committer.on_revoke(partitions)
 
     async def on_lost(self, partitions: list[TopicPartition]) -> None:
-        self.admission.forget(set(partitions))
-        for tp in partitions:
-            self.ledger.lose(tp)
+        await self.committer.on_lost(partitions)
 
 
 def _dead_letter_producer(
