@@ -40,6 +40,7 @@ class Client(MemberClient):
         super().__init__(Group(random.Random(0), []), config, "m")
         self.calls: list[str] = []
         self.consumed = asyncio.Event()  # set after every consume() call
+        self.reading = asyncio.Event()  # set when a committed() read begins
 
     def rebalance(self, kind: str, partitions: list[TP]) -> None:
         """Queue `assign`, `revoke` or `lost`; it runs inside the next `consume()`."""
@@ -73,6 +74,7 @@ class Client(MemberClient):
 
     async def committed(self, partitions: list[Any], timeout: float = 10) -> Any:  # noqa: ASYNC109
         self.calls.append("committed")
+        self.reading.set()
         return await super().committed(partitions, timeout)
 
 
@@ -339,8 +341,7 @@ async def test_source_a_signal_during_the_committed_read_assigns_without_taking(
     harness.model.rebalance("assign", [A0])
     stop = asyncio.Event()
     task = asyncio.create_task(harness.source.run(stop))
-    await asyncio.sleep(0.2)
-    assert "committed" in harness.model.calls  # waiting for a coordinator, up to 10 s
+    await asyncio.wait_for(harness.model.reading.wait(), 5)  # waits for a coordinator, 10 s
     stop.set()
     await asyncio.wait_for(task, 1)
     assert all(tps == [] for _, tps in harness.events) and harness.source.assigned == set()
