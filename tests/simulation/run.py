@@ -401,6 +401,12 @@ class Simulation:
             return
         start = self.rng.randint(log.start + 1, log.end)
         self.group.note(f"truncate {tp} below {start} (committed {self.group.committed.get(tp)})")
+        committed = self.group.committed.get(tp)
+        if committed is not None and committed[0] < start:
+            # Reading will start past the group's commit: its map of final offsets is dropped
+            # (no consumer can tell this log from one recreated since), and what it marked is
+            # sent again.
+            self.group.impede()
         self.group.truncate(tp, start)
         for key in [k for k in self.records if k[0] == tp and k[1] < start]:
             del self.records[key]
