@@ -292,7 +292,6 @@ class MemberClient:
         # The app's time between two consume() calls: when it last left one (None while inside
         # one), and the longest gap so far (rebalance callbacks run inside consume()).
         self.left_consume_at: float | None = None
-        self.entered_consume_at: float | None = None
         self.longest_gap_s = 0.0
 
     def queue(self, event: tuple[str, list[TP]]) -> None:
@@ -319,7 +318,6 @@ class MemberClient:
         if self.left_consume_at is not None:
             self.longest_gap_s = max(self.longest_gap_s, now - self.left_consume_at)
         self.left_consume_at = None
-        self.entered_consume_at = now
         await self._serve_events()
         on_commit = self.config.get("on_commit")
         while self._commit_answers and on_commit is not None:
