@@ -367,6 +367,11 @@ class KafkaSource:
         )
 
     async def _assigned(self, _consumer: Any, partitions: list[TopicPartition]) -> None:
+        # A rebalance callback is the source's work too, and each is bounded (here three
+        # committed() reads of 10 s at most); several may be served inside one consume(), so
+        # each counts as a turn for liveness (found by the simulation, seed 12038020: two
+        # assignments without a coordinator made 63 s inside one consume()).
+        self.last_turn_s = self._clock()
         if again := [tp for tp in partitions if (tp.topic, tp.partition) in self.assigned]:
             # Not something librdkafka should do; if it does, reading starts over from the
             # group's commit. Whatever the old assignment holds is let go as on a loss (never
@@ -417,6 +422,7 @@ class KafkaSource:
         return keys
 
     async def _revoked(self, _consumer: Any, partitions: list[TopicPartition]) -> None:
+        self.last_turn_s = self._clock()  # bounded: drain and commit, CAPI_REVOKE_TIMEOUT_S each
         keys = [(tp.topic, tp.partition) for tp in partitions]
         await self._owner.on_revoke(keys)  # drains and commits while we still own them
         self._forget(partitions)
