@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Final, Literal
 
 from consumer.conversion.userdata import RAW_USER_FIELDS, USER_FIELDS, is_hex_digest
+from consumer.conversion.values import MAX_TEXT_CHARS
 
 EventName = Literal[
     "add_payment_info", "add_to_cart", "add_to_wishlist", "app_install", "app_open",
@@ -51,11 +52,13 @@ TOP_STRING_FIELDS: Final = frozenset(
      "device_brand", "device_carrier", "device_model", "device_type", "os_version"}
 )  # fmt: skip
 TOP_BOOL_FIELDS: Final = frozenset({"opt_out", "wifi"})
+INFO_OBJECTS: Final = frozenset({"app_info", "device_info"})  # their fields: `INFO_FIELDS`
 TOP_FIELDS: Final = (
     TOP_STRING_FIELDS
-    | {"event_name", "action_source", "event_time", "event_id", "user_data", "custom_data",
-       "opt_out", "wifi", "app_info", "device_info"}
-)  # fmt: skip
+    | TOP_BOOL_FIELDS
+    | INFO_OBJECTS
+    | {"event_name", "action_source", "event_time", "event_id", "user_data", "custom_data"}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,9 +88,8 @@ INFO_FIELDS: Final[dict[str, InfoField]] = {
     "device_info.os_family": InfoField(
         frozenset({"android", "bsd", "ios", "linux", "macos", "other", "windows"})
     ),
-    "app_info.user_agent": InfoField(max_chars=16_384),
+    "app_info.user_agent": InfoField(max_chars=MAX_TEXT_CHARS),  # the spec's 16,384
 }  # fmt: skip
-INFO_OBJECTS: Final = frozenset({"app_info", "device_info"})
 # What a mapping rule's `fields` may set: top-level fields, and the app_info/device_info ones.
 TOP_FIELD_NAMES: Final = TOP_STRING_FIELDS | TOP_BOOL_FIELDS | frozenset(INFO_FIELDS)
 
