@@ -294,6 +294,7 @@ class Simulation:
             raise InvariantBroken(f"{member.name} still running {limit_s:.0f} s after SIGTERM")
         self.members.remove(member)
         self._raise_crash(member)
+        client = self._client(member)
         if client is not None and client.hangs_on_close and client.is_closing:
             # The process exited with its close abandoned: the group hears of it as of a crash.
             self.group.note(f"{member.name} exits without leaving")
@@ -338,7 +339,7 @@ class Simulation:
     def crash_member(self, member: Member) -> None:
         """kill -9: every structure of the process is gone; its session expires later."""
         self.group.note(f"crash {member.name}")
-        client = member.client
+        client = self._client(member)
         if client is not None:
             client.is_dead = True
             self.group.lose(sorted(client.assignment), member.name)
@@ -351,7 +352,7 @@ class Simulation:
 
     def expire_session(self, member: Member) -> None:
         """The broker forgot the member (a restart, a long pause): its partitions are lost."""
-        client = member.client
+        client = self._client(member)
         if client is None or client not in self.group.members:
             return
         self.group.note(f"expire {member.name}")
@@ -420,6 +421,9 @@ class Simulation:
         tp = self.rng.choice(held)
         self.group.note(f"{member.name} gets {tp} assigned again")
         client.queue(("reassign", [tp]))
+
+    def _client(self, member: Member) -> MemberClient | None:
+        return member.client
 
     def _raise_crash(self, member: Member) -> None:
         if member.task.done() and not member.task.cancelled() and member.task.exception():
