@@ -420,6 +420,9 @@ class Simulation:
             return
         tp = self.rng.choice(held)
         self.group.note(f"{member.name} gets {tp} assigned again")
+        # Its old assignment is let go as on a loss when this is served (maybe after a stop,
+        # in close): like a session expiry, the loss is on its way from now on.
+        self.group.lose([tp], member.name)
         client.queue(("reassign", [tp]))
 
     def _client(self, member: Member) -> MemberClient | None:
