@@ -27,7 +27,7 @@ $(STAMP): pyproject.toml constraints.txt requirements-dev.lock
 # The compiled Avro decoder (native/, Rust via maturin; cargo fetches its crates once) is an
 # accelerator: without cargo, fastavro decodes everything and nothing else changes.
 HAS_CARGO := $(shell command -v cargo >/dev/null && echo yes)
-$(NATIVE): $(STAMP) native/pyproject.toml native/Cargo.toml native/Cargo.lock native/src/lib.rs native/capi_avro.pyi \
+$(NATIVE): $(STAMP) native/pyproject.toml native/Cargo.toml native/Cargo.lock native/src/lib.rs native/capi_native.pyi \
   native/wire/Cargo.toml native/wire/src/lib.rs
 ifeq ($(HAS_CARGO),yes)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/pip install -q --no-deps --no-build-isolation ./native
@@ -126,7 +126,7 @@ endif
 	$(DIST_VENV)/bin/pip install -q --constraint constraints.txt --find-links dist \
 	  "capi-consumer$(if $(filter yes,$(HAS_CARGO)),[fast])"
 	$(DIST_VENV)/bin/consumer --version
-	$(DIST_VENV)/bin/python -c "import capi_avro" 2>/dev/null && echo "compiled decoder: installed" \
+	$(DIST_VENV)/bin/python -c "import capi_native" 2>/dev/null && echo "compiled decoder: installed" \
 	  || echo "compiled decoder: not installed (fastavro decodes)"
 	$(DIST_VENV)/bin/consumer transform --mapping schemas/mapping.example.yaml \
 	  --input schemas/records.sample.jsonl --summary --now 1800000000 2>&1 >/dev/null \

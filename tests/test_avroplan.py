@@ -18,10 +18,10 @@ from consumer.stages.avroplan import compiled_decoder, decoder_in_use, plan_for
 
 # The compiled decoder is an accelerator: without the extension (no Rust where it was
 # installed), or with CAPI_AVRO_DECODER=fastavro, fastavro decodes and these tests skip.
-pytest.importorskip("capi_avro")
+pytest.importorskip("capi_native")
 if decoder_in_use() != "compiled":
     pytest.skip("CAPI_AVRO_DECODER=fastavro: the compiled decoder is off", allow_module_level=True)
-from capi_avro import Plan
+from capi_native import Plan
 
 SCHEMAS = Path(__file__).resolve().parent.parent / "schemas"
 ITEM = {

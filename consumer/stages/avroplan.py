@@ -1,9 +1,9 @@
-"""A parsed Avro writer schema turned into the plan the compiled decoder (`capi_avro`) walks.
+"""A parsed Avro writer schema turned into the plan the compiled decoder (`capi_native`) walks.
 
 The plan is nested tuples `(kind, *args)`; the kinds are shared with native/src/lib.rs. A schema
 the compiled decoder cannot read exactly as fastavro does (recursive types, logical types it
 does not build: uuid, time-of-day; decimals wider than 38 digits) has no plan, and fastavro
-decodes it. Without the `capi_avro` extension every schema is decoded by fastavro.
+decodes it. Without the `capi_native` extension every schema is decoded by fastavro.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 from fastavro.read import LOGICAL_READERS
 
 try:
-    from capi_avro import Plan
+    from capi_native import Plan
 except ImportError:  # the extension is optional: fastavro reads everything without it
     Plan = None  # type: ignore[assignment, misc]
 

@@ -305,7 +305,7 @@ impl<'a, 'py> Reader<'a, 'py> {
 }
 
 /// A writer schema compiled for decoding; built from the plan `consumer.stages.avroplan` makes.
-#[pyclass(frozen, module = "capi_avro")]
+#[pyclass(frozen, module = "capi_native")]
 struct Plan {
     root: Node,
     decimal: Py<PyAny>,
@@ -347,7 +347,7 @@ impl Plan {
 }
 
 #[pymodule]
-mod capi_avro {
+mod capi_native {
     #[pymodule_export]
     use super::Plan;
 }
