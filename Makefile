@@ -28,7 +28,8 @@ $(STAMP): pyproject.toml constraints.txt requirements-dev.lock
 # accelerator: without cargo, fastavro decodes everything and nothing else changes.
 HAS_CARGO := $(shell command -v cargo >/dev/null && echo yes)
 $(NATIVE): $(STAMP) native/pyproject.toml native/Cargo.toml native/Cargo.lock native/src/lib.rs native/capi_native.pyi \
-  native/wire/Cargo.toml native/wire/src/lib.rs
+  native/wire/Cargo.toml native/wire/src/lib.rs \
+  native/src/userdata.rs native/userdata/Cargo.toml native/userdata/src/lib.rs
 ifeq ($(HAS_CARGO),yes)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/pip install -q --no-deps --no-build-isolation ./native
 	touch $(NATIVE)
@@ -69,18 +70,19 @@ typecheck: install
 test-deps: services-deps
 	$(BIN)/python -m devenv.fetch test-tools
 
-# Both decoders on every run: the whole suite with the compiled one where it is installed, then
-# decoding, the fuzz tests and one end-to-end run with it forced off.
-FASTAVRO_TESTS = tests/test_decode.py tests/test_fuzz.py tests/test_fuzz_values.py \
+# Both paths on every run: the whole suite with the compiled decoder and user_data rules where they
+# are installed, then decoding, normalization, the fuzz tests and one end-to-end run without them.
+PURE_PYTHON_TESTS = tests/test_decode.py tests/test_fuzz.py tests/test_fuzz_values.py \
+  tests/test_userdata.py tests/test_normalize.py \
   tests/integration/test_pipeline.py::test_pipeline_end_to_end_delivers_exactly_what_mapping_says
 test: test-deps lint typecheck
 ifeq ($(HAS_CARGO),yes)
-	cargo test --quiet --manifest-path native/Cargo.toml --locked -p capi-avro-wire
+	cargo test --quiet --manifest-path native/Cargo.toml --locked -p capi-avro-wire -p capi-userdata
 endif
 	PYTHONHASHSEED=0 $(BIN)/pytest -q -p no:cacheprovider -p no:faulthandler || \
 	  { status=$$?; tail -c 20000 .pytest-faults.log 2>/dev/null; exit $$status; }
-	CAPI_AVRO_DECODER=fastavro PYTHONHASHSEED=0 $(BIN)/pytest -q -p no:cacheprovider \
-	  -p no:faulthandler $(FASTAVRO_TESTS)
+	CAPI_AVRO_DECODER=fastavro CAPI_USER_DATA_HASHER=python PYTHONHASHSEED=0 $(BIN)/pytest -q \
+	  -p no:cacheprovider -p no:faulthandler $(PURE_PYTHON_TESTS)
 
 demo: services-deps
 	$(BIN)/python -m devenv.demo

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
+from consumer.conversion.hashing import HAS_NATIVE_HASHER, HASHER_MODES
 from consumer.conversion.rules import MappingRules, load_mapping, parse_duration_s
 from consumer.errors import ConfigError
 from consumer.records import Secret, is_ad_account_id, mask_url_credentials
@@ -79,6 +80,7 @@ class Config:
     dedup_backend: Literal["memory", "redis", "off"] = "memory"
     dedup_window_s: int = 48 * 3600
     avro_decoder: str = "auto"  # auto, native (the compiled decoder, required) or fastavro
+    user_data_hasher: str = "auto"  # auto, native (the compiled rules, required) or python
     dedup_read_legacy_keys: bool = True  # Redis keys written before event names counted
     dedup_max_keys: int = 10_000_000
     redis_url: str | None = None
@@ -362,6 +364,7 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
     get("dedup_window_s", lambda k, v: _at_most(k, parse_duration_s(v, k), 30 * 86_400, "30d"))
     get("dedup_read_legacy_keys", _bool)
     get("avro_decoder", lambda k, v: _choice(k, v, DECODER_MODES))
+    get("user_data_hasher", lambda k, v: _choice(k, v, HASHER_MODES))
     get("dedup_max_keys", lambda k, v: _int(k, v, 1000))
     get("redis_url", lambda k, v: _url(k, v, ("redis", "rediss")))
     get("backlog_high_watermark", lambda k, v: _int(k, v, 1))
@@ -416,6 +419,12 @@ def _check_relations(config: Config) -> None:
             _env_name("avro_decoder"),
             "native asks for the compiled decoder, which is not installed "
             "(pip install ./native needs Rust; auto or fastavro decode without it)",
+        )
+    if config.user_data_hasher == "native" and not HAS_NATIVE_HASHER:
+        raise ConfigError(
+            _env_name("user_data_hasher"),
+            "native asks for the compiled user_data rules, which are not installed "
+            "(pip install ./native needs Rust; auto or python hash without them)",
         )
     if config.dedup_backend == "redis" and not config.redis_url:
         raise ConfigError(_env_name("redis_url"), "is required when CAPI_DEDUP_BACKEND=redis")

@@ -347,6 +347,39 @@ def normalize_zip(value: str, options: NormalizeOptions) -> str:
     return postcode
 
 
+def native_tables(options: NormalizeOptions) -> dict[str, Any]:
+    """The data these rules read, for the compiled copy of them (`hashing.native_kernel`): each
+    table is taken from, or computed by, the Python rule itself, so the two cannot disagree."""
+    countries: dict[str, str] = {}
+    for country in pycountry.countries:
+        for attribute in ("alpha_2", "alpha_3", "name", "official_name", "common_name"):
+            if (name := getattr(country, attribute, None)) and (
+                code := _country_code(name.lower())
+            ):
+                countries[name.lower()] = code
+    countries.update((alias, _country_code(alias)) for alias in _COUNTRY_ALIASES)
+    phone: dict[int, tuple[str | None, int]] = {}
+    for country_code in _COUNTRY_CODES:
+        prefix = _national_prefix(country_code)
+        possible = 0
+        for length in range(2, 18):  # what `international_digits` lets through
+            number = phonenumbers.PhoneNumber(
+                country_code=country_code, national_number=int("1" * length)
+            )
+            if phonenumbers.is_possible_number_with_reason(number) == _IS_POSSIBLE:
+                possible |= 1 << length
+        phone[country_code] = (prefix.pattern if prefix is not None else None, possible)
+    return {
+        "genders": dict(_GENDERS),
+        "no_gender": list(_NO_GENDER),
+        "states": dict(_state_codes()),
+        "countries": countries,
+        "no_postcode": list(_NO_POSTCODE),
+        "phone": phone,
+        "default_phone_is_nanp": options.default_phone_country in _NANP_REGIONS,
+    }
+
+
 Normalizer = Callable[[str, NormalizeOptions], str]
 
 

@@ -25,7 +25,7 @@ from consumer.engine.admission import Admission
 from consumer.engine.committer import CommitSettings, Committer
 from consumer.engine.fates import Fates
 from consumer.engine.insight import Insight
-from consumer.engine.process import CHECK_EVERY_IN_RUN, RecordProcessor
+from consumer.engine.process import CHECK_EVERY_IN_RUN, RecordProcessor, hasher_for
 from consumer.observability import telemetry as tm
 from consumer.observability.health import HealthChecks, start_health_server
 from consumer.records import (
@@ -137,6 +137,7 @@ class Pipeline:
             tracer=self.telemetry.tracer,
             group_id=config.group_id,
             check_every=CHECK_EVERY_IN_RUN,
+            hasher=hasher_for(config.mapping, mode=config.user_data_hasher),
         )
         self.batcher = Batcher(self._on_batch, config.batch_settings())
         kafka = {**config.kafka_client_config(), "logger": logging.getLogger("librdkafka")}
@@ -264,6 +265,7 @@ class Pipeline:
                 "commits_offsets": config.commits_offsets,
                 # fastavro alone decodes about 6x slower: say so when the extension is missing
                 "avro_decoder": decoder_in_use(config.avro_decoder),
+                "user_data_hasher": self.processor.hasher.implementation,
             },
         )
         if custom := config.mapping.custom_event_names():

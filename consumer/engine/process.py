@@ -20,7 +20,7 @@ from opentelemetry import trace
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from consumer.conversion.capi import InvalidEvent, validate_event
-from consumer.conversion.hashing import UserDataHasher
+from consumer.conversion.hashing import DIGEST_CACHE_SIZE, UserDataHasher
 from consumer.conversion.mapping import Mapper, Variant
 from consumer.conversion.normalize import normalize_conversion, normalize_custom_data
 from consumer.conversion.rules import MappingRules
@@ -86,10 +86,13 @@ def _variant_event(main: Conversion, variant: Variant) -> Conversion:
     )
 
 
-def hasher_for(mapping: MappingRules, cache_size: int | None = None) -> UserDataHasher:
-    """The user_data hasher with the mapping's defaults (phone country, date order)."""
+def hasher_for(
+    mapping: MappingRules, cache_size: int = DIGEST_CACHE_SIZE, mode: str | None = None
+) -> UserDataHasher:
+    """The user_data hasher with the mapping's defaults (phone country, date order); `mode`:
+    CAPI_USER_DATA_HASHER (`hashing.hasher_in_use`)."""
     options = NormalizeOptions(mapping.default_phone_country, mapping.dob_order)
-    return UserDataHasher(options) if cache_size is None else UserDataHasher(options, cache_size)
+    return UserDataHasher(options, cache_size, mode)
 
 
 class RecordProcessor:

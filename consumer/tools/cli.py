@@ -63,12 +63,17 @@ def _run(args: argparse.Namespace) -> int:
 
 def _check_config(args: argparse.Namespace) -> int:
     from consumer.config import load_config
+    from consumer.conversion.hashing import hasher_in_use
     from consumer.stages.avroplan import decoder_in_use
     from consumer.tools.kafka_probe import check_kafka_settings
 
     config = load_config()
     check_kafka_settings(config)
-    shown = {**config.masked(), "avro_decoder_in_use": decoder_in_use(config.avro_decoder)}
+    shown = {
+        **config.masked(),
+        "avro_decoder_in_use": decoder_in_use(config.avro_decoder),
+        "user_data_hasher_in_use": hasher_in_use(config.user_data_hasher),
+    }
     sys.stdout.write(orjson.dumps(shown, option=orjson.OPT_INDENT_2).decode() + "\n")
     return 0
 

@@ -8,6 +8,8 @@
 //! makes `decode` answer `None`, and the caller asks fastavro, whose verdict (value or error)
 //! is then the one the consumer acts on: this module never decides that bytes are bad.
 
+mod userdata;
+
 use capi_avro_wire::{civil_from_days, decimal_text, Cursor};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDate, PyDateTime, PyDict, PyList, PyString, PyTuple, PyTzInfo};
@@ -348,6 +350,8 @@ impl Plan {
 
 #[pymodule]
 mod capi_native {
+    #[pymodule_export]
+    use super::userdata::UserDataKernel;
     #[pymodule_export]
     use super::Plan;
 }

@@ -297,8 +297,9 @@ class ConsumerProcess:
     def start(self) -> ConsumerProcess:
         self.starts += 1
         env = {k: v for k, v in os.environ.items() if not k.startswith(("CAPI_", "OTEL_"))}
-        if "CAPI_AVRO_DECODER" in os.environ:  # `make test` runs one test with fastavro only
-            env["CAPI_AVRO_DECODER"] = os.environ["CAPI_AVRO_DECODER"]
+        for name in ("CAPI_AVRO_DECODER", "CAPI_USER_DATA_HASHER"):
+            if name in os.environ:  # `make test` runs one test without the compiled paths
+                env[name] = os.environ[name]
         self.server = Server(
             "consumer",
             [sys.executable, "-m", "consumer", "run"],
