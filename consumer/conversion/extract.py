@@ -162,6 +162,8 @@ def compile_value(spec: object, key: str) -> Extractor:
             values = items(record)
             if not isinstance(values, list):
                 return None
+            if all(type(v) is int for v in values):  # quantities: the common case
+                return sum(values)
             try:
                 return sum(_whole(v) for v in values if isinstance(v, int | float | Decimal))
             except (OverflowError, ValueError, InvalidOperation):  # inf, nan
@@ -190,20 +192,26 @@ class Template:
 
     def render(self, record: Mapping[str, Any], extra: Mapping[str, str]) -> str:
         """Raises `PermanentError` when a field the template reads is missing or empty."""
+        if len(self.pieces) == 3 and not self.pieces[0] and not self.pieces[2] and self.fields:
+            return _field_text(*self.fields[0], record)  # '{order_id}', the usual event id
         values = dict(extra)
         for name, extractor in self.fields:
-            value = extractor(record)
-            if value is None or value == "":
-                raise PermanentError("map.missing_field", f"template field {name} is missing")
-            if type(value) is not str:
-                try:
-                    value = text(value)
-                except OutOfBounds as exc:
-                    raise PermanentError(
-                        f"map.{exc.reason}", f"template field {name} is {exc.reason}"
-                    ) from None
-            values[name] = value
+            values[name] = _field_text(name, extractor, record)
         return "".join(values[p] if i % 2 else p for i, p in enumerate(self.pieces))
+
+
+def _field_text(name: str, extractor: Extractor, record: Mapping[str, Any]) -> str:
+    value = extractor(record)
+    if value is None or value == "":
+        raise PermanentError("map.missing_field", f"template field {name} is missing")
+    if type(value) is str:
+        return value
+    try:
+        return text(value)
+    except OutOfBounds as exc:
+        raise PermanentError(
+            f"map.{exc.reason}", f"template field {name} is {exc.reason}"
+        ) from None
 
 
 def compile_template(
