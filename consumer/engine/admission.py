@@ -125,9 +125,10 @@ class Admission:
         keys = [key_of(conversion) for _, _, conversion in asking]
         claims = await self.dedup.claim_many(keys) if self.dedup is not None else [True] * len(keys)
         for (coords, i, _), is_claimed in zip(asking, claims, strict=True):
-            if is_claimed:
+            if is_claimed:  # built directly: NamedTuple._replace runs in Python (1 µs)
                 p = unaccepted[coords]
-                unaccepted[coords] = p._replace(claims=(*p.claims[:i], True, *p.claims[i + 1 :]))
+                claimed = (*p.claims[:i], True, *p.claims[i + 1 :])
+                unaccepted[coords] = _Prepared(p.envelope, p.events, claimed)
         return [unaccepted[e.coords] for e in envelopes]
 
     def _admit(self, prepared: list[_Prepared]) -> int:

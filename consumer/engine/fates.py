@@ -20,7 +20,7 @@ from typing import Any
 from consumer.observability import telemetry as tm
 from consumer.records import BatchResult, Conversion, Envelope, Fate
 from consumer.stages.deadletter import DeadLetter
-from consumer.stages.dedup import DedupKey, DedupStore, key_of
+from consumer.stages.dedup import DedupKey, DedupStore, fingerprint_of, key_of
 from consumer.stages.offsets import OffsetLedger
 
 logger = logging.getLogger(__name__)
@@ -86,11 +86,11 @@ class Fates:
 
     def send(self, conversion: Conversion) -> None:
         """Hand an event to the batcher; its answer comes back through `answered`."""
-        self._in_flight.setdefault(key_of(conversion).fingerprint, [])
+        self._in_flight.setdefault(fingerprint_of(conversion), [])
         self._submit_event(conversion)
 
     def is_in_flight(self, conversion: Conversion) -> bool:
-        return key_of(conversion).fingerprint in self._in_flight
+        return fingerprint_of(conversion) in self._in_flight
 
     def duplicate_of_in_flight(self, conversion: Conversion) -> None:
         """A copy of an event whose first copy is out for delivery: final only with its answer.
@@ -99,7 +99,7 @@ class Fates:
         first send is then abandoned (a shutdown, a halted account, a revoke in between: issue
         23, defect 2). Delivered: this one is a duplicate. Failed or given up: this one is sent.
         """
-        self._in_flight[key_of(conversion).fingerprint].append(conversion)
+        self._in_flight[fingerprint_of(conversion)].append(conversion)
 
     def duplicate(self, envelope: Envelope) -> None:
         self.counts["deduplicated"] += 1
