@@ -3,7 +3,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from consumer.conversion.values import (
@@ -85,3 +85,30 @@ def test_bounds_answer_or_refuse_never_anything_else(value: object) -> None:
             assert -(2**63) <= out <= MAX_INT64
         else:
             assert len(out) <= 16_384
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.one_of(
+        st.decimals(allow_nan=False, allow_infinity=False),
+        *(st.decimals(allow_nan=False, allow_infinity=False, places=p) for p in (0, 2, 19, 24)),
+    )
+)
+def test_remembered_decimal_texts_are_the_computed_ones(value: Decimal) -> None:
+    """Issue 28: Decimal texts are remembered by value; equal Decimals written differently
+    ("49.90", "49.9", "4.99E+1") must have one text, the one computed afresh."""
+    from consumer.conversion import values
+
+    def text_of(number: Decimal) -> str:
+        try:
+            return decimal_text(number)
+        except OutOfBounds as exc:
+            return exc.reason
+
+    sign, digits, exponent = value.as_tuple()
+    assert isinstance(exponent, int)
+    padded = Decimal((sign, (*digits, 0, 0, 0), exponent - 3))  # equal, written longer
+    first = text_of(value)
+    values._DECIMAL_TEXTS.clear()
+    assert text_of(padded) == first
+    assert text_of(value) == first

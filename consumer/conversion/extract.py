@@ -296,7 +296,9 @@ def compile_table(entries: Sequence[tuple[str, object, Extractor]]) -> Table:
         else:
             namespace[f"extract_{index}"] = extractor
             lines.append(f"    value = extract_{index}(record)")
-        lines.append(f"    if value is not None and value != []: out[{name!r}] = value")
+        # Not `value != []`, which builds a list for every value.
+        keep = "value is not None and (type(value) is not list or value)"
+        lines.append(f"    if {keep}: out[{name!r}] = value")
     lines.append("    return out")
     exec("\n".join(lines), namespace)
     table: Table = namespace["table"]

@@ -101,16 +101,20 @@ def decimal_text(value: object) -> str:
     """A money-like value as a plain decimal string ("72.39"): no float artefacts, no
     exponent, within `MAX_DECIMAL_EXPONENT` digits each side of the point."""
     limit = MAX_DECIMAL_EXPONENT
-    if (
-        type(value) is Decimal
-        and value
-        and value.is_finite()
-        and -limit <= value.adjusted() < limit
-    ):
-        out = format(value, "f")  # Avro decimals, the common case: exact and in range
-        if "." in out and len(out) - out.index(".") <= MAX_DECIMAL_EXPONENT + 1:
-            out = out.rstrip("0").rstrip(".")
-            return "0" if out in ("-0", "") else out
+    if type(value) is Decimal and value.is_finite():
+        # Avro decimals, the common case. Equal Decimals have one text ("49.90" and "49.9"
+        # both say "49.9"), and catalogue prices recur: remembered, bounded.
+        if (known := _DECIMAL_TEXTS.get(value)) is not None:
+            return known
+        if value and -limit <= value.adjusted() < limit:
+            out = format(value, "f")  # exact and in range
+            if "." in out and len(out) - out.index(".") <= MAX_DECIMAL_EXPONENT + 1:
+                out = out.rstrip("0").rstrip(".")
+                out = "0" if out in ("-0", "") else out
+                if len(_DECIMAL_TEXTS) >= _DECIMAL_TEXTS_SIZE:
+                    _DECIMAL_TEXTS.clear()
+                _DECIMAL_TEXTS[value] = out
+                return out
     if type(value) is Decimal:
         number = value
     elif isinstance(value, bool):
@@ -146,6 +150,10 @@ def decimal_text(value: object) -> str:
             out = format(number.quantize(_PLACES, context=_WIDE), "f")
         out = out.rstrip("0").rstrip(".")
     return "0" if out in ("-0", "") else out
+
+
+_DECIMAL_TEXTS: dict[Decimal, str] = {}
+_DECIMAL_TEXTS_SIZE: Final = 4096
 
 
 def items(value: object, limit: int = MAX_ITEMS) -> list[object]:
