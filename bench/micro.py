@@ -25,7 +25,7 @@ from consumer.records import Conversion, Coordinates, Decoded, Envelope
 from consumer.stages.batcher import Batcher, BatchSettings
 from consumer.stages.decode import Decoder
 from consumer.stages.dedup import DedupKey, MemoryDedupStore, fingerprint
-from devenv.samples import SCHEMAS, load_schema, order_record, wire_encode
+from devenv.samples import SCHEMAS, load_schema, new_customer, order_record, wire_encode
 
 ORDER = "com.example.shop.orders.OrderEvent"
 
@@ -37,7 +37,8 @@ def per_event_us(work: Callable[[], int]) -> float:
     return (time.process_time() - started) * 1e6 / max(1, items)
 
 
-def sample_envelopes(count: int) -> list[Envelope]:
+def sample_envelopes(count: int, new_customers: bool = False) -> list[Envelope]:
+    """Sample orders: the sample's repeat customers, or each from a customer never seen."""
     rng = random.Random(4)
     schema = load_schema("order_event.v1.avsc")
     now_ms = int(time.time() * 1000)
@@ -46,6 +47,8 @@ def sample_envelopes(count: int) -> list[Envelope]:
         record = order_record(rng, n, now_ms)
         record.update(event_type="ORDER_PLACED", is_test=False)
         record["consent"]["ads_personalization"] = True
+        if new_customers:
+            record = new_customer(record, rng, n)
         envelopes.append(
             Envelope(Coordinates("shop.orders", 0, n), value=wire_encode(1, schema, record))
         )
@@ -94,12 +97,17 @@ def run_micro(
         conversions.extend(normalize_conversion(c, hasher) for c in mapped)
         return len(mapped)
 
-    results["normalize_hash_uncached_us"] = per_event_us(
-        lambda: normalize_all(hasher_for(mapping, cache_size=0))
-    )
+    # The compiled user_data rules where installed (CAPI_USER_DATA_HASHER), and Python's.
+    results["user_data_hasher"] = hasher_for(mapping).implementation
+    for mode, suffix in ((None, ""), ("python", "_python")):
+        results[f"normalize_hash{suffix}_uncached_us"] = per_event_us(
+            lambda mode=mode: normalize_all(hasher_for(mapping, cache_size=0, mode=mode))
+        )
+        warm = hasher_for(mapping, mode=mode)
+        normalize_all(warm)  # the digest cache warm, as a long-running consumer has it
+        results[f"normalize_hash{suffix}_cached_us"] = per_event_us(lambda h=warm: normalize_all(h))
     cached = hasher_for(mapping)
-    normalize_all(cached)  # warm the digest cache as a long-running consumer would have it
-    results["normalize_hash_cached_us"] = per_event_us(lambda: normalize_all(cached))
+    normalize_all(cached)
     results["full_check_us"] = per_event_us(
         lambda: len([validate_event(c.event, now_s) for c in conversions])
     )
@@ -108,6 +116,18 @@ def run_micro(
     results["process_us"] = per_event_us(
         lambda: len([processor.build(e, now_s) for e in envelopes])
     )
+    # The same on orders of customers never seen before (`devenv.samples.new_customer`).
+    new = sample_envelopes(count, new_customers=True)
+    for mode, suffix in ((None, ""), ("python", "_python")):
+        fresh = RecordProcessor(
+            mapping,
+            decoder,
+            check_every=CHECK_EVERY_IN_RUN,
+            hasher=hasher_for(mapping, mode=mode),
+        )
+        results[f"process_new_customers{suffix}_us"] = per_event_us(
+            lambda p=fresh: len([p.build(e, now_s) for e in new])
+        )
     results["encode_us"] = per_event_us(lambda: len([orjson.dumps(c.event) for c in conversions]))
     quality = MatchQuality()
     results["match_quality_us"] = per_event_us(
