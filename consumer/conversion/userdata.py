@@ -347,9 +347,11 @@ def normalize_zip(value: str, options: NormalizeOptions) -> str:
     return postcode
 
 
+@lru_cache(maxsize=8)
 def native_tables(options: NormalizeOptions) -> dict[str, Any]:
-    """The data these rules read, for the compiled copy of them (`hashing.native_kernel`): each
-    table is taken from, or computed by, the Python rule itself, so the two cannot disagree."""
+    """The data these rules read, for the compiled copy of them (`hashing.UserDataHasher`):
+    each table is taken from, or computed by, the Python rule itself, so the two cannot
+    disagree. Computed once per options (0.2 s: every country's phone metadata); read-only."""
     countries: dict[str, str] = {}
     for country in pycountry.countries:
         for attribute in ("alpha_2", "alpha_3", "name", "official_name", "common_name"):

@@ -7,6 +7,7 @@ use capi_userdata::{digest, py_strip, sha256_hex, Outcome, PhoneCountry, Rule, T
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDate, PyDict, PyList, PyString, PyTuple};
+use pyo3::{PyTraverseError, PyVisit};
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
@@ -26,10 +27,10 @@ impl Cache {
         } else {
             slots.next_power_of_two()
         };
-        let table = || (0..slots).map(|_| (String::new(), None)).collect();
+        // Each rule's table is made at its first answer: most mappings use a few rules.
         Cache {
             slots,
-            tables: (0..RULES).map(|_| table()).collect(),
+            tables: (0..RULES).map(|_| Vec::new()).collect(),
         }
     }
 
@@ -42,13 +43,17 @@ impl Cache {
     }
 
     fn get<'py>(&self, py: Python<'py>, rule: Rule, raw: &str) -> Option<Answer<'py>> {
-        let (key, cached) = &self.tables[rule as usize][self.slot(raw)];
+        let (key, cached) = self.tables[rule as usize].get(self.slot(raw))?;
         cached.as_ref().filter(|_| key == raw).map(|c| c.answer(py))
     }
 
     fn put(&mut self, rule: Rule, raw: &str, answer: &Answer<'_>) {
         let slot = self.slot(raw);
-        let (key, cached) = &mut self.tables[rule as usize][slot];
+        let table = &mut self.tables[rule as usize];
+        if table.is_empty() {
+            table.resize_with(self.slots, || (String::new(), None));
+        }
+        let (key, cached) = &mut table[slot];
         key.clear();
         key.push_str(raw);
         *cached = Some(Cached::of(answer));
@@ -176,6 +181,12 @@ impl UserDataKernel {
             no_value: PyString::intern(py, "no_value").unbind(),
             invalid: PyString::intern(py, "invalid").unbind(),
         })
+    }
+
+    /// `fallback` is a bound method of the hasher that holds this kernel: a cycle the garbage
+    /// collector can only see, and so free, through this.
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self.fallback)
     }
 
     /// Hashed user_data and the fields left out of it, with why: `hash_user_data`'s answer.
