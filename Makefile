@@ -24,8 +24,9 @@ $(STAMP): pyproject.toml constraints.txt requirements-dev.lock
 	$(BIN)/pip install -q --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
-# The compiled Avro decoder (native/, Rust via maturin; cargo fetches its crates once) is an
-# accelerator: without cargo, fastavro decodes everything and nothing else changes.
+# The compiled extension (native/, Rust via maturin; cargo fetches its crates once: the Avro
+# decoder and the user_data rules) is an accelerator: without cargo, fastavro decodes and the
+# Python rules hash everything, with the same results.
 HAS_CARGO := $(shell command -v cargo >/dev/null && echo yes)
 $(NATIVE): $(STAMP) native/pyproject.toml native/Cargo.toml native/Cargo.lock native/src/lib.rs native/capi_native.pyi \
   native/wire/Cargo.toml native/wire/src/lib.rs \
@@ -34,7 +35,7 @@ ifeq ($(HAS_CARGO),yes)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/pip install -q --no-deps --no-build-isolation ./native
 	touch $(NATIVE)
 else
-	@echo "cargo not found: fastavro decodes Avro (the compiled decoder in native/ is optional; see README)"
+	@echo "cargo not found: fastavro decodes Avro and Python hashes user_data (native/ is optional; see README)"
 endif
 
 install: $(STAMP) $(NATIVE)
