@@ -5,7 +5,7 @@ reason (`values.DropReason`); already-hashed values are never hashed twice. Chan
 in `userdata.py`; change how values are fed to the rules, or cached, here.
 
 Where the compiled extension is installed (`capi_native`, from native/), a whole user_data dict is
-hashed in one call by its copy of the rules (`NATIVE_RULES`), 5-10x faster on values never seen
+hashed in one call by its copy of the rules (`NATIVE_RULES`), about 4x faster on values never seen
 before. That copy answers only where it is certain to agree; everything else (other scripts,
 phone numbers that need the full parser, numbers, unknown country names) comes back here, to
 `UserDataHasher.digest`. `tests/test_userdata_native.py` holds the two to the same answers.
