@@ -21,10 +21,8 @@ from hypothesis import strategies as st
 
 pytest.importorskip("capi_native")
 
-from capi_native import UserDataKernel
-
 from consumer.conversion import hashing, userdata
-from consumer.conversion.hashing import UserDataHasher, hasher_in_use
+from consumer.conversion.hashing import UserDataHasher, hasher_in_use, native_kernel
 from consumer.conversion.userdata import (
     HASHED_USER_FIELDS,
     RAW_USER_FIELDS,
@@ -163,21 +161,13 @@ def test_phone_numbers_of_every_region_get_the_parsers_digits(region: str) -> No
 def test_the_compiled_phone_path_answers_the_common_forms_itself() -> None:
     """Not a correctness check: the compiled path must take the common case, not defer all."""
     asked: list[object] = []
-    hasher = UserDataHasher(NormalizeOptions("US"), cache_size=0, mode="native")
+    hasher = UserDataHasher(NormalizeOptions("US"), cache_size=0, mode="python")
 
     def python_digest(field: str, value: object) -> str:
         asked.append(value)
         return hasher.digest(field, value)
 
-    kernel = UserDataKernel(
-        {"ph": "phone"},
-        [],
-        userdata.native_tables(hasher.options),
-        python_digest,
-        10_000,
-        1000,
-        0,
-    )
+    kernel = native_kernel(hasher.options, python_digest, 0)
     typed = ["+1 (415) 555-0100", "(212) 555-0100", "+44 20 7946 0123", "0049 89 1234567",
              "+33 4 77 12 34 56", "+61 2 9374 4000"]  # fmt: skip
     for number in typed:
@@ -239,15 +229,7 @@ def test_an_unknown_field_fails_as_it_does_in_python() -> None:
 
 def test_answers_survive_the_cache_when_every_value_shares_one_slot() -> None:
     hasher = UserDataHasher(NormalizeOptions("US"), mode="python")
-    kernel = UserDataKernel(
-        {f.name: hashing.NATIVE_RULES.get(f.normalize) for f in USER_DATA_FIELDS if f.normalize},
-        list(RAW_USER_FIELDS),
-        userdata.native_tables(hasher.options),
-        hasher.digest,
-        10_000,
-        1000,
-        1,  # one slot per rule: every new value evicts the last
-    )
+    kernel = native_kernel(hasher.options, hasher.digest, 1)  # one slot: each value evicts the last
     values = ["Ann", "Bo", "Ann", "  ann ", "N/A", "Bo", "00000", "Ann"]
     for _ in range(2):
         for value in values:

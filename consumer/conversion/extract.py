@@ -189,11 +189,14 @@ class Template:
     # split() alternates literal text and placeholder names: text, name, text, name, text.
     pieces: tuple[str, ...]
     fields: tuple[tuple[str, Extractor], ...]
+    # The whole text is this one record field ('{order_id}', the usual event id): rendered
+    # without the join.
+    whole_field: tuple[str, Extractor] | None = None
 
     def render(self, record: Mapping[str, Any], extra: Mapping[str, str]) -> str:
         """Raises `PermanentError` when a field the template reads is missing or empty."""
-        if len(self.pieces) == 3 and not self.pieces[0] and not self.pieces[2] and self.fields:
-            return _field_text(*self.fields[0], record)  # '{order_id}', the usual event id
+        if self.whole_field is not None:
+            return _field_text(*self.whole_field, record)
         values = dict(extra)
         for name, extractor in self.fields:
             values[name] = _field_text(name, extractor, record)
@@ -228,7 +231,9 @@ def compile_template(
         for name in _PLACEHOLDER.findall(template)
         if name not in provided
     )
-    return Template(template, tuple(_PLACEHOLDER.split(template)), fields)
+    pieces = tuple(_PLACEHOLDER.split(template))
+    is_one_field = len(pieces) == 3 and not pieces[0] and not pieces[2] and len(fields) == 1
+    return Template(template, pieces, fields, fields[0] if is_one_field else None)
 
 
 def compile_condition(spec: object, key: str) -> Predicate:

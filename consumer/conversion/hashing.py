@@ -84,6 +84,27 @@ def hasher_in_use(mode: str | None = None) -> str:
     return "native" if HAS_NATIVE_HASHER and mode != "python" else "python"
 
 
+def native_kernel(
+    options: NormalizeOptions, fallback: Callable[[str, object], str], cache_slots: int
+) -> Any:
+    """The compiled rules (`capi_native.UserDataKernel`) for every hashed field that has them,
+    with `fallback(field, value)` (a hasher's `digest`) for whatever they hand back."""
+    rules = {
+        field.name: NATIVE_RULES.get(field.normalize) if field.normalize else None
+        for field in USER_DATA_FIELDS
+        if field.is_hashed
+    }
+    return UserDataKernel(
+        rules,
+        list(RAW_USER_FIELDS),
+        native_tables(options),
+        fallback,
+        MAX_TEXT_CHARS,
+        MAX_ITEMS,
+        cache_slots,
+    )
+
+
 def _date_digest(value: dt.date) -> str:
     return sha256_hex(date_of_birth(value))
 
@@ -138,7 +159,6 @@ class UserDataHasher:
         mode: str | None = None,
     ) -> None:
         self.options = options
-        self.cache_size = cache_size
         self._digesters: dict[str, Callable[[str], str]] = {}
         for field in USER_DATA_FIELDS:
             if field.is_hashed:
@@ -152,25 +172,11 @@ class UserDataHasher:
         self.implementation = hasher_in_use(mode)
         # Bound once: a Python method in between costs more than the kernel's lookups.
         self.hash_user_data: Callable[[dict[str, Any]], tuple[dict[str, Any], Dropped]] = (
-            self._native_kernel().hash_user_data
+            native_kernel(
+                options, self.digest, NATIVE_CACHE_SLOTS if cache_size else 0
+            ).hash_user_data
             if self.implementation == "native"
             else self.hash_in_python
-        )
-
-    def _native_kernel(self) -> Any:
-        rules = {
-            field.name: NATIVE_RULES.get(field.normalize) if field.normalize else None
-            for field in USER_DATA_FIELDS
-            if field.is_hashed
-        }
-        return UserDataKernel(
-            rules,
-            list(RAW_USER_FIELDS),
-            native_tables(self.options),
-            self.digest,
-            MAX_TEXT_CHARS,
-            MAX_ITEMS,
-            NATIVE_CACHE_SLOTS if self.cache_size else 0,
         )
 
     def digest(self, field: str, raw: object) -> str:

@@ -43,11 +43,17 @@ impl Cache {
     }
 
     fn get<'py>(&self, py: Python<'py>, rule: Rule, raw: &str) -> Option<Answer<'py>> {
+        if self.slots == 0 {
+            return None;
+        }
         let (key, cached) = self.tables[rule as usize].get(self.slot(raw))?;
         cached.as_ref().filter(|_| key == raw).map(|c| c.answer(py))
     }
 
     fn put(&mut self, rule: Rule, raw: &str, answer: &Answer<'_>) {
+        if self.slots == 0 {
+            return;
+        }
         let slot = self.slot(raw);
         let table = &mut self.tables[rule as usize];
         if table.is_empty() {
@@ -103,7 +109,6 @@ pub struct UserDataKernel {
     max_text_chars: usize,
     max_items: usize,
     cache: Mutex<Cache>,
-    cached: bool,
     too_long: Py<PyString>,
     wrong_type: Py<PyString>,
     no_value: Py<PyString>,
@@ -175,7 +180,6 @@ impl UserDataKernel {
             max_text_chars,
             max_items,
             cache: Mutex::new(Cache::new(cache_slots)),
-            cached: cache_slots > 0,
             too_long: PyString::intern(py, "too_long").unbind(),
             wrong_type: PyString::intern(py, "wrong_type").unbind(),
             no_value: PyString::intern(py, "no_value").unbind(),
@@ -197,25 +201,26 @@ impl UserDataKernel {
     ) -> PyResult<(Bound<'py, PyDict>, Bound<'py, PyTuple>)> {
         let user_data = PyDict::new(py);
         let mut dropped: Vec<Bound<'py, PyTuple>> = Vec::new();
-        let mut drop = |field: &Bound<'py, PyAny>, reason: &Bound<'py, PyString>| -> PyResult<()> {
-            dropped.push(PyTuple::new(
-                py,
-                [field.clone(), reason.clone().into_any()],
-            )?);
-            Ok(())
-        };
+        let mut leave_out =
+            |field: &Bound<'py, PyAny>, reason: &Bound<'py, PyString>| -> PyResult<()> {
+                dropped.push(PyTuple::new(
+                    py,
+                    [field.clone(), reason.clone().into_any()],
+                )?);
+                Ok(())
+            };
         for (field, value) in raw.iter() {
             let name = field.cast::<PyString>().ok().and_then(|s| s.to_str().ok());
             let name = name.unwrap_or("");
             if self.raw_fields.contains(name) {
                 if let Ok(text) = value.cast_exact::<PyString>() {
                     if text.len()? > self.max_text_chars {
-                        drop(&field, self.too_long.bind(py))?;
+                        leave_out(&field, self.too_long.bind(py))?;
                     } else if let Some(stripped) = stripped(text)? {
                         user_data.set_item(&field, stripped)?;
                     }
                 } else if !value.is_none() {
-                    drop(&field, self.wrong_type.bind(py))?;
+                    leave_out(&field, self.wrong_type.bind(py))?;
                 }
                 continue;
             }
@@ -227,7 +232,7 @@ impl UserDataKernel {
                         Answer::Digest(digest) => {
                             user_data.set_item(&field, PyList::new(py, [digest])?)?
                         }
-                        Answer::Reason(reason) => drop(&field, &reason)?,
+                        Answer::Reason(reason) => leave_out(&field, &reason)?,
                         Answer::Empty => {}
                     }
                     continue;
@@ -235,7 +240,7 @@ impl UserDataKernel {
             }
             let items: Vec<Bound<'py, PyAny>> = match value.cast_exact::<PyList>() {
                 Ok(list) if list.len() > self.max_items => {
-                    drop(&field, self.too_long.bind(py))?;
+                    leave_out(&field, self.too_long.bind(py))?;
                     continue;
                 }
                 Ok(list) => list.iter().collect(),
@@ -253,7 +258,7 @@ impl UserDataKernel {
                             digests.push(digest);
                         }
                     }
-                    Answer::Reason(reason) => drop(&field, &reason)?,
+                    Answer::Reason(reason) => leave_out(&field, &reason)?,
                     Answer::Empty => {}
                 }
             }
@@ -321,16 +326,13 @@ impl UserDataKernel {
         let (Some(rule), Ok(raw)) = (rule, text.to_str()) else {
             return self.python_answer(py, field, text.as_any());
         };
-        let cached = self.cached;
-        if cached {
-            if let Some(hit) = self
-                .cache
-                .lock()
-                .expect("never poisoned")
-                .get(py, rule, raw)
-            {
-                return Ok(hit);
-            }
+        if let Some(hit) = self
+            .cache
+            .lock()
+            .expect("never poisoned")
+            .get(py, rule, raw)
+        {
+            return Ok(hit);
         }
         let answer = match digest(rule, raw, &self.tables) {
             Outcome::Digest(hex) => Answer::Digest(PyString::new(py, &hex)),
@@ -339,12 +341,10 @@ impl UserDataKernel {
             // Python's own cache keeps what its rule decides.
             Outcome::Defer => return self.python_answer(py, field, text.as_any()),
         };
-        if cached {
-            self.cache
-                .lock()
-                .expect("never poisoned")
-                .put(rule, raw, &answer);
-        }
+        self.cache
+            .lock()
+            .expect("never poisoned")
+            .put(rule, raw, &answer);
         Ok(answer)
     }
 
