@@ -17,12 +17,14 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any, Final
 
-from consumer.conversion.values import OutOfBounds, text
+from consumer.conversion.values import MAX_TEXT_CHARS, OutOfBounds, text
 from consumer.errors import ConfigError, PermanentError
 
 Extractor = Callable[[Mapping[str, Any]], Any]
 Predicate = Callable[[Mapping[str, Any]], bool]
 Table = Callable[[Mapping[str, Any]], dict[str, Any]]
+Dropped = list[tuple[str, str]]  # (field, reason) of each value a table left out
+FormattedTable = Callable[[Mapping[str, Any], Dropped], dict[str, Any]]
 
 _MISSING: Final = object()
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][\w.\[\]]*)\}")
@@ -270,20 +272,54 @@ def compile_condition(spec: object, key: str) -> Predicate:
 
 
 _EMPTY: Final[dict[str, Any]] = {}  # stands in for a missing or non-object level; never written
+Entry = tuple[str, object, Extractor]  # (output name, the value's spec, its extractor)
 
 
-def compile_table(entries: Sequence[tuple[str, object, Extractor]]) -> Table:
+def compile_table(entries: Sequence[Entry]) -> Table:
     """One function building {name: value} for (name, spec, extractor) entries, leaving out
-    None and [] (a rule's user_data, custom_data or top-level fields).
+    None and [] (a rule's user_data or top-level fields).
 
     Plain record paths become straight-line code that looks each shared level up once
     (`customer` once for em, ph, fn and ln); other specs call their extractor. Generated once
     per rule at start-up from checked path names only, so the source holds no user text
     except as repr()'d string constants.
     """
-    lines = ["def table(record):", "    out = {}"]
+    table: Table = _generate_table(entries, None)
+    return table
+
+
+@dataclass(frozen=True, slots=True)
+class Formatting:
+    """How a formatted table puts one value into the API's type: `format(value, dropped)`
+    returns it (None: leave the field out, nothing to say) or raises `OutOfBounds`, and the
+    field is left out with `(drop_name, reason)` appended to `dropped`."""
+
+    format: Callable[[Any, Dropped], Any]
+    drop_name: str
+    # Text within MAX_TEXT_CHARS is kept as it is without calling `format` (most fields).
+    text_as_is: bool = False
+
+
+def compile_formatted_table(
+    entries: Sequence[Entry], formatting: Sequence[Formatting]
+) -> FormattedTable:
+    """`compile_table` whose values are formatted as they are read, one `Formatting` per
+    entry (a rule's custom_data: `customdata.py`); `table(record, dropped)`."""
+    if len(formatting) != len(entries):
+        raise ValueError("one Formatting per entry")
+    table: FormattedTable = _generate_table(entries, formatting)
+    return table
+
+
+def _generate_table(entries: Sequence[Entry], formatting: Sequence[Formatting] | None) -> Any:
+    arguments = "record" if formatting is None else "record, dropped"
+    lines = [f"def table({arguments}):", "    out = {}"]
     lines.append("    level_0 = record if type(record) is dict else _EMPTY")
-    namespace: dict[str, Any] = {"_EMPTY": _EMPTY}
+    namespace: dict[str, Any] = {
+        "_EMPTY": _EMPTY,
+        "OutOfBounds": OutOfBounds,
+        "MAX_TEXT_CHARS": MAX_TEXT_CHARS,
+    }
     levels: dict[tuple[str, ...], str] = {(): "level_0"}
 
     def level(parts: tuple[str, ...]) -> str:
@@ -303,8 +339,23 @@ def compile_table(entries: Sequence[tuple[str, object, Extractor]]) -> Table:
             lines.append(f"    value = extract_{index}(record)")
         # Not `value != []`, which builds a list for every value.
         keep = "value is not None and (type(value) is not list or value)"
-        lines.append(f"    if {keep}: out[{name!r}] = value")
+        if formatting is None:
+            lines.append(f"    if {keep}: out[{name!r}] = value")
+            continue
+        namespace[f"format_{index}"] = formatting[index].format
+        lines.append(f"    if {keep}:")
+        indent = "        "
+        if formatting[index].text_as_is:
+            lines.append(f"{indent}if type(value) is str and len(value) <= MAX_TEXT_CHARS:")
+            lines.append(f"{indent}    out[{name!r}] = value")
+            lines.append(f"{indent}else:")
+            indent += "    "
+        lines.append(f"{indent}try:")
+        lines.append(f"{indent}    value = format_{index}(value, dropped)")
+        lines.append(f"{indent}except OutOfBounds as exc:")
+        lines.append(f"{indent}    dropped.append(({formatting[index].drop_name!r}, exc.reason))")
+        lines.append(f"{indent}else:")
+        lines.append(f"{indent}    if value is not None: out[{name!r}] = value")
     lines.append("    return out")
     exec("\n".join(lines), namespace)
-    table: Table = namespace["table"]
-    return table
+    return namespace["table"]

@@ -106,11 +106,13 @@ def _event_id(rendered: str) -> str:
 @dataclass(frozen=True, slots=True)
 class Variant:
     """One of a rule's `also` events, as the record gives it: the rule's event with this name
-    and id, and this raw custom_data when the `also` names its own (None: the rule's)."""
+    and id, and this custom_data when the `also` names its own (None: the rule's), with the
+    custom_data fields it left out."""
 
     event_name: str
     event_id: str
     custom_data: dict[str, Any] | None
+    dropped: tuple[tuple[str, str], ...] = ()
 
 
 class Mapper:
@@ -180,15 +182,16 @@ class Mapper:
                 event_name = self._event_name(also.event_name(record))
                 event_id = _event_id(also.event_id.render(record, {"event_name": event_name}))
                 custom = None
+                left_out: list[tuple[str, str]] = []
                 if also.custom_data is not None:
-                    custom = also.custom_data(record)
+                    custom = also.custom_data(record, left_out)
                     opt_out_type = event.get("custom_data", {}).get("opt_out_type")
                     if opt_out_type is not None:  # consent applies to the record's every event
                         custom["opt_out_type"] = opt_out_type
             except PermanentError as exc:
                 out.append(exc)
                 continue
-            out.append(Variant(event_name, event_id, custom))
+            out.append(Variant(event_name, event_id, custom, tuple(left_out)))
         return out
 
     def _event_name(self, value: object) -> str:
@@ -235,12 +238,12 @@ class Mapper:
             "event_id": event_id,
             "user_data": rule.user_data(record),
         }
-        custom = rule.custom_data(record)
+        left_out: list[tuple[str, str]] = []  # custom_data and top-level fields left out
+        custom = rule.custom_data(record, left_out)
         if opt_out_type is not None:
             custom["opt_out_type"] = opt_out_type
         if custom:
             event["custom_data"] = custom
-        left_out: list[tuple[str, str]] = []
         for name, value in rule.fields(record).items():
             try:
                 if name in INFO_FIELDS:

@@ -25,12 +25,21 @@ from consumer.conversion.capi import (
     is_custom_event_name,
     is_event_name,
 )
+from consumer.conversion.customdata import (
+    content_formatting,
+    contents_formatting,
+    custom_formatting,
+)
 from consumer.conversion.extract import (
+    Entry,
     Extractor,
+    FormattedTable,
+    Formatting,
     Predicate,
     Table,
     Template,
     compile_condition,
+    compile_formatted_table,
     compile_path,
     compile_table,
     compile_template,
@@ -68,7 +77,7 @@ class AlsoEvent:
     when: Predicate | None
     event_name: Extractor
     event_id: Template
-    custom_data: Table | None
+    custom_data: FormattedTable | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +96,7 @@ class Rule:
     filters: tuple[Filter, ...]
     consent: Consent | None
     user_data: Table
-    custom_data: Table
+    custom_data: FormattedTable  # read and formatted in one step (`customdata.py`)
     fields: Table
     custom_event_names: tuple[str, ...] = ()  # constants that are not standard names
     also: tuple[AlsoEvent, ...] = ()
@@ -178,44 +187,54 @@ def _compile_ad_account(spec: object, key: str) -> Extractor:
     return _compile_constant_or_value(spec, key)
 
 
-def _compile_fields(spec: object, key: str, allowed: frozenset[str]) -> Table:
+def _named_specs(spec: object, key: str, allowed: frozenset[str]) -> list[tuple[str, object]]:
+    """A table's (field, value spec) pairs, in the mapping's order, each field one `allowed`."""
     if spec is None:
-        return compile_table(())
+        return []
     if not isinstance(spec, Mapping):
         raise ConfigError(key, "expected a table of field → record path")
-    entries: list[tuple[str, object, Extractor]] = []
-    for name, value_spec in spec.items():
+    for name in spec:
         if name not in allowed:
             raise ConfigError(
                 f"{key}.{name}", f"not a field Pinterest accepts here: {sorted(allowed)}"
             )
-        if key.endswith("custom_data") and name == "contents":
-            entries.append((name, None, _compile_contents(value_spec, f"{key}.contents")))
+    return list(spec.items())
+
+
+def _entry(name: str, spec: object, key: str) -> Entry:
+    return name, spec, compile_value(spec, f"{key}.{name}")
+
+
+def _compile_fields(spec: object, key: str, allowed: frozenset[str]) -> Table:
+    return compile_table([_entry(n, s, key) for n, s in _named_specs(spec, key, allowed)])
+
+
+def _compile_custom_data(spec: object, key: str) -> FormattedTable:
+    """custom_data read and formatted in one step (`customdata.py`)."""
+    entries: list[Entry] = []
+    formatting: list[Formatting] = []
+    for name, value_spec in _named_specs(spec, key, CUSTOM_FIELDS):
+        if name == "contents":
+            entry, as_contents = _compile_contents(value_spec, f"{key}.contents")
+            entries.append(entry)
+            formatting.append(as_contents)
         else:
-            entries.append((name, value_spec, compile_value(value_spec, f"{key}.{name}")))
-    return compile_table(entries)
+            entries.append(_entry(name, value_spec, key))
+            formatting.append(custom_formatting(name))
+    return compile_formatted_table(entries, formatting)
 
 
-def _compile_contents(spec: object, key: str) -> Extractor:
+def _compile_contents(spec: object, key: str) -> tuple[Entry, Formatting]:
+    """The array `each` names, each of its objects made an item by the `fields` table."""
     if not isinstance(spec, Mapping) or "each" not in spec or "fields" not in spec:
         raise ConfigError(key, "expected {each: <array path>, fields: {id: ..., quantity: ...}}")
-    items = compile_path(spec["each"], f"{key}.each")
-    fields = _compile_fields(spec["fields"], f"{key}.fields", CONTENT_FIELDS)
-
-    def contents(record: Mapping[str, Any]) -> Any:
-        values = items(record)
-        if not isinstance(values, list):
-            return None
-        out = []
-        for item in values:
-            if type(item) is not dict:  # records are plain dicts; the ABC check cost 2 %
-                continue
-            built = fields(item)
-            if built:
-                out.append(built)
-        return out or None
-
-    return contents
+    rows = compile_path(spec["each"], f"{key}.each")
+    named = _named_specs(spec["fields"], f"{key}.fields", CONTENT_FIELDS)
+    item_table = compile_formatted_table(
+        [_entry(name, value_spec, f"{key}.fields") for name, value_spec in named],
+        [content_formatting(name) for name, _ in named],
+    )
+    return ("contents", spec["each"], rows), contents_formatting(item_table)
 
 
 def _compile_rule(spec: object, key: str) -> Rule:
@@ -291,7 +310,7 @@ def _compile_rule(spec: object, key: str) -> Rule:
         filters=tuple(filters),
         consent=consent,
         user_data=_compile_fields(spec.get("user_data"), f"{key}.user_data", USER_FIELDS),
-        custom_data=_compile_fields(spec.get("custom_data"), f"{key}.custom_data", CUSTOM_FIELDS),
+        custom_data=_compile_custom_data(spec.get("custom_data"), f"{key}.custom_data"),
         fields=_compile_fields(spec.get("fields"), f"{key}.fields", TOP_FIELD_NAMES),
     )
 
@@ -318,7 +337,7 @@ def _compile_also(spec: Mapping[str, Any], key: str) -> AlsoEvent:
         ),
         event_id=_compile_event_id(spec["event_id"], f"{key}.event_id"),
         custom_data=(
-            _compile_fields(spec["custom_data"], f"{key}.custom_data", CUSTOM_FIELDS)
+            _compile_custom_data(spec["custom_data"], f"{key}.custom_data")
             if "custom_data" in spec
             else None
         ),

@@ -22,7 +22,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from consumer.conversion.capi import InvalidEvent, validate_event
 from consumer.conversion.hashing import DIGEST_CACHE_SIZE, UserDataHasher
 from consumer.conversion.mapping import Mapper, Variant
-from consumer.conversion.normalize import normalize_conversion, normalize_custom_data
+from consumer.conversion.normalize import normalize_conversion
 from consumer.conversion.rules import MappingRules
 from consumer.conversion.userdata import NormalizeOptions
 from consumer.errors import PermanentError, TransientError
@@ -68,12 +68,11 @@ def _variant_event(main: Conversion, variant: Variant) -> Conversion:
     event["event_id"] = variant.event_id
     dropped = main.dropped
     if variant.custom_data is not None:
-        custom, left_out = normalize_custom_data(variant.custom_data)
-        if custom:
-            event["custom_data"] = custom
+        if variant.custom_data:
+            event["custom_data"] = variant.custom_data
         else:
             event.pop("custom_data", None)
-        dropped = (*dropped, *left_out)
+        dropped = (*dropped, *variant.dropped)
     return Conversion(
         main.coords,
         main.ad_account,
