@@ -101,20 +101,16 @@ def decimal_text(value: object) -> str:
     """A money-like value as a plain decimal string ("72.39"): no float artefacts, no
     exponent, within `MAX_DECIMAL_EXPONENT` digits each side of the point."""
     limit = MAX_DECIMAL_EXPONENT
-    if type(value) is Decimal and value.is_finite():
-        # Avro decimals, the common case. Equal Decimals have one text ("49.90" and "49.9"
-        # both say "49.9"), and catalogue prices recur: remembered, bounded.
-        if (known := _DECIMAL_TEXTS.get(value)) is not None:
-            return known
-        if value and -limit <= value.adjusted() < limit:
+    if type(value) is Decimal and value and value.is_finite():
+        # Avro decimals, the common case, formatted at once. Not remembered by value: hashing a
+        # Decimal costs more than formatting it (0.6 against 0.5 µs).
+        if -limit <= value.adjusted() < limit:
             out = format(value, "f")  # exact and in range
-            if "." in out and len(out) - out.index(".") <= MAX_DECIMAL_EXPONENT + 1:
-                out = out.rstrip("0").rstrip(".")
-                out = "0" if out in ("-0", "") else out
-                if len(_DECIMAL_TEXTS) >= _DECIMAL_TEXTS_SIZE:
-                    _DECIMAL_TEXTS.clear()
-                _DECIMAL_TEXTS[value] = out
+            point = out.find(".")
+            if point < 0:
                 return out
+            if len(out) - point <= MAX_DECIMAL_EXPONENT + 1:
+                return out.rstrip("0").rstrip(".")  # not "" nor "-0": the value is not zero
     if type(value) is Decimal:
         number = value
     elif isinstance(value, bool):
@@ -152,8 +148,6 @@ def decimal_text(value: object) -> str:
     return "0" if out in ("-0", "") else out
 
 
-_DECIMAL_TEXTS: dict[Decimal, str] = {}
-_DECIMAL_TEXTS_SIZE: Final = 4096
 
 
 def items(value: object, limit: int = MAX_ITEMS) -> list[object]:
