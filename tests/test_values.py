@@ -95,7 +95,7 @@ def test_bounds_answer_or_refuse_never_anything_else(value: object) -> None:
     )
 )
 def test_equal_decimals_written_differently_have_one_text(value: Decimal) -> None:
-    """"49.90", "49.9" and "4.99E+1" are one value, with one text, whichever path formats it."""
+    """ "49.90", "49.9" and "4.99E+1" are one value, with one text, whichever path formats it."""
 
     def text_of(number: Decimal | str) -> str:
         try:
