@@ -237,3 +237,6 @@ def test_answers_survive_the_cache_when_every_value_shares_one_slot() -> None:
                 assert kernel.hash_user_data({field: value}) == hasher.hash_in_python(
                     {field: value}
                 )
+    dates = [dt.date(1990, 3, 7), dt.date(1984, 12, 21), dt.date(1990, 3, 7)]
+    for value in [*dates, dt.datetime(1984, 12, 21, 23, 59), *dates]:  # dates by YYYYMMDD
+        assert kernel.hash_user_data({"db": value}) == hasher.hash_in_python({"db": value})

@@ -9,7 +9,38 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDate, PyDict, PyList, PyString, PyTuple};
 use pyo3::{PyTraverseError, PyVisit};
 use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Mutex;
+
+/// FNV-1a over a key's bytes: field names are a few bytes, where SipHash's setup dominates.
+struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Fnv {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        self.0 = bytes.iter().fold(self.0, |hash, byte| {
+            (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3)
+        });
+    }
+}
+
+/// What the kernel does with a user_data field.
+#[derive(Clone, Copy)]
+enum Field {
+    /// Sent as the trimmed raw string (client_ip_address, client_user_agent, click_id).
+    Raw,
+    /// Hashed by this compiled rule, or (None) by the Python rule always.
+    Hashed(Option<Rule>),
+}
 
 /// The rules' answers by raw text: names, cities and repeat customers' emails recur, and a
 /// lookup costs a tenth of normalizing and hashing. Direct-mapped, one table of `slots` per
@@ -18,6 +49,8 @@ use std::sync::Mutex;
 struct Cache {
     slots: usize,
     tables: Vec<Vec<(String, Option<Cached>)>>,
+    /// Avro `date` values' digests by YYYYMMDD: dates of birth recur like names do.
+    dates: Vec<(u32, Option<Py<PyString>>)>,
 }
 
 impl Cache {
@@ -31,7 +64,26 @@ impl Cache {
         Cache {
             slots,
             tables: (0..RULES).map(|_| Vec::new()).collect(),
+            dates: Vec::new(),
         }
+    }
+
+    fn date<'py>(&self, py: Python<'py>, yyyymmdd: u32) -> Option<Bound<'py, PyString>> {
+        let (key, digest) = self.dates.get(yyyymmdd as usize & self.slots.wrapping_sub(1))?;
+        digest
+            .as_ref()
+            .filter(|_| *key == yyyymmdd)
+            .map(|d| d.bind(py).clone())
+    }
+
+    fn put_date(&mut self, yyyymmdd: u32, digest: &Bound<'_, PyString>) {
+        if self.slots == 0 {
+            return;
+        }
+        if self.dates.is_empty() {
+            self.dates.resize_with(self.slots, || (0, None));
+        }
+        self.dates[yyyymmdd as usize & (self.slots - 1)] = (yyyymmdd, Some(digest.clone().unbind()));
     }
 
     /// FNV-1a: a few nanoseconds on the short texts user data is made of.
@@ -99,10 +151,8 @@ impl Cached {
 
 #[pyclass(frozen, module = "capi_native")]
 pub struct UserDataKernel {
-    /// Hashed fields and their compiled rule (None: the Python rule, always).
-    rules: HashMap<String, Option<Rule>>,
-    /// Fields sent as trimmed raw strings.
-    raw_fields: HashSet<String>,
+    /// Every field this kernel knows; another goes to Python, which raises.
+    fields: HashMap<String, Field, BuildHasherDefault<Fnv>>,
     tables: Tables,
     /// `UserDataHasher.digest(field, value)`.
     fallback: Py<PyAny>,
@@ -142,7 +192,7 @@ impl UserDataKernel {
         max_items: usize,
         cache_slots: usize,
     ) -> PyResult<Self> {
-        let mut compiled = HashMap::new();
+        let mut fields = HashMap::default();
         for (field, name) in rules {
             let rule = match name {
                 Some(name) => Some(Rule::from_name(&name).ok_or_else(|| {
@@ -150,7 +200,10 @@ impl UserDataKernel {
                 })?),
                 None => None,
             };
-            compiled.insert(field, rule);
+            fields.insert(field, Field::Hashed(rule));
+        }
+        for field in raw_fields {
+            fields.insert(field, Field::Raw);
         }
         let phone: HashMap<u32, (Option<String>, u32)> =
             tables.as_any().get_item("phone")?.extract()?;
@@ -173,8 +226,7 @@ impl UserDataKernel {
                 .extract()?,
         };
         Ok(UserDataKernel {
-            rules: compiled,
-            raw_fields: raw_fields.into_iter().collect(),
+            fields,
             tables: tables_out,
             fallback,
             max_text_chars,
@@ -212,7 +264,9 @@ impl UserDataKernel {
         for (field, value) in raw.iter() {
             let name = field.cast::<PyString>().ok().and_then(|s| s.to_str().ok());
             let name = name.unwrap_or("");
-            if self.raw_fields.contains(name) {
+            // None for a field this kernel does not know: Python's lookup then raises.
+            let kind = self.fields.get(name).copied();
+            if let Some(Field::Raw) = kind {
                 if let Ok(text) = value.cast_exact::<PyString>() {
                     if text.len()? > self.max_text_chars {
                         leave_out(&field, self.too_long.bind(py))?;
@@ -224,8 +278,10 @@ impl UserDataKernel {
                 }
                 continue;
             }
-            // None for a field this kernel does not know: Python's lookup then raises.
-            let rule = self.rules.get(name).copied().flatten();
+            let rule = match kind {
+                Some(Field::Hashed(rule)) => rule,
+                _ => None,
+            };
             if let Ok(text) = value.cast_exact::<PyString>() {
                 if text.len()? <= self.max_text_chars {
                     match self.text_answer(py, &field, text, rule)? {
@@ -369,8 +425,14 @@ impl UserDataKernel {
             let year = part(intern!(py, "year"))?;
             if (1000..=9999).contains(&year) {
                 let (month, day) = (part(intern!(py, "month"))?, part(intern!(py, "day"))?);
-                let text = format!("{year:04}{month:02}{day:02}");
-                return Ok(Answer::Digest(PyString::new(py, &sha256_hex(&text))));
+                let yyyymmdd = (year * 10_000 + month * 100 + day) as u32;
+                let mut cache = self.cache.lock().expect("never poisoned");
+                if let Some(digest) = cache.date(py, yyyymmdd) {
+                    return Ok(Answer::Digest(digest));
+                }
+                let digest = PyString::new(py, &sha256_hex(&format!("{yyyymmdd:08}")));
+                cache.put_date(yyyymmdd, &digest);
+                return Ok(Answer::Digest(digest));
             }
         }
         self.python_answer(py, field, item)
