@@ -19,7 +19,6 @@ from opentelemetry import trace
 from consumer.conversion.quality import MatchQuality
 from consumer.engine.fates import ALREADY_FINAL, Fates
 from consumer.engine.process import Built, RecordProcessor
-from consumer.errors import PermanentError
 from consumer.observability import telemetry as tm
 from consumer.records import Conversion, Coordinates, Envelope, Skip, TopicPartition
 from consumer.stages.contract import HoldingStage
@@ -30,23 +29,11 @@ from consumer.stages.offsets import OffsetLedger
 
 class _Prepared(NamedTuple):
     """One consumed record, built into its events (one, or the rule's `also` beside it), with
-    whether each event's id is claimed for us."""
+    whether each event's id is claimed for us (set in place as claims are granted)."""
 
     envelope: Envelope
     events: tuple[Built, ...]
-    claims: tuple[bool, ...]
-
-    def unclaimed(self) -> list[tuple[int, Conversion]]:
-        """The events to claim: (their place among the record's events, the event)."""
-        return [
-            (i, event)
-            for i, (event, is_claimed) in enumerate(zip(self.events, self.claims, strict=True))
-            if isinstance(event, Conversion) and not is_claimed
-        ]
-
-
-def _events(built: Built) -> tuple[Built, ...]:
-    return built.events() if isinstance(built, Conversion) else (built,)
+    claims: list[bool]
 
 
 class Admission:
@@ -72,7 +59,10 @@ class Admission:
     def _is_accepting(self) -> bool:
         if self.fates.halt_reason is not None:
             return False
-        return not any(stage.is_full for stage in self._downstream)
+        for stage in self._downstream:  # noqa: SIM110 (asked per record: no generator)
+            if stage.is_full:
+                return False
+        return True
 
     async def handle(self, envelopes: list[Envelope]) -> int:
         """Take a consumed chunk; returns how many were accepted (the rest are held and retried).
@@ -97,39 +87,46 @@ class Admission:
     async def _prepare(self, envelopes: list[Envelope]) -> list[_Prepared]:
         """Build and claim each record, or take what an earlier turn built for it."""
         unaccepted = self._unaccepted
-        fresh = [
-            e
+        held = [
+            p if (p := unaccepted.get(e.coords)) and p.envelope.generation == e.generation else None
             for e in envelopes
-            if (p := unaccepted.get(e.coords)) is None or p.envelope.generation != e.generation
         ]
         # Offsets an earlier owner finished (the commit's map) are not decoded or sent again.
         is_final_already = self.ledger.is_final_already
-        finals = [is_final_already(e.coords) for e in fresh]
+        finals = [
+            p is None and is_final_already(e.coords) for e, p in zip(envelopes, held, strict=True)
+        ]
         decoder = self.processor.decoder
         assert decoder is not None
-        await decoder.prepare([e for e, final in zip(fresh, finals, strict=True) if not final])
+        await decoder.prepare(
+            [e for e, p, final in zip(envelopes, held, finals, strict=True) if not (p or final)]
+        )
         now_s = int(time.time())
         build = self.processor.build
-        built = [
-            Skip(e.coords, ALREADY_FINAL) if final else build(e, now_s)
-            for e, final in zip(fresh, finals, strict=True)
-        ]
-        for envelope, result in zip(fresh, built, strict=True):
-            events = _events(result)
-            unaccepted[envelope.coords] = _Prepared(envelope, events, (False,) * len(events))
+        prepared: list[_Prepared] = []
         # Claims are asked in consumed order, so the earliest copy of an event gets it. That
         # includes copies held since an earlier turn that found their event_id taken then: the
         # first copy may have failed since and its claim gone, so they ask again rather than
         # be dropped as duplicates of an event never delivered.
-        asking = [(e.coords, i, c) for e in envelopes for i, c in unaccepted[e.coords].unclaimed()]
-        keys = [key_of(conversion) for _, _, conversion in asking]
+        asking: list[tuple[list[bool], int]] = []  # (the record's claims, the event's place)
+        keys: list[DedupKey] = []
+        for envelope, p, final in zip(envelopes, held, finals, strict=True):
+            if p is None:
+                result = Skip(envelope.coords, ALREADY_FINAL) if final else build(envelope, now_s)
+                events = result.events() if isinstance(result, Conversion) else (result,)
+                # Kept before any claim is asked: a retry after a failed claim (Redis away)
+                # neither rebuilds it nor claims its event_id twice.
+                p = unaccepted[envelope.coords] = _Prepared(envelope, events, [False] * len(events))
+            prepared.append(p)
+            for i, event in enumerate(p.events):
+                if not p.claims[i] and isinstance(event, Conversion):
+                    asking.append((p.claims, i))
+                    keys.append(key_of(event))
         claims = await self.dedup.claim_many(keys) if self.dedup is not None else [True] * len(keys)
-        for (coords, i, _), is_claimed in zip(asking, claims, strict=True):
-            if is_claimed:  # built directly: NamedTuple._replace runs in Python (1 µs)
-                p = unaccepted[coords]
-                claimed = (*p.claims[:i], True, *p.claims[i + 1 :])
-                unaccepted[coords] = _Prepared(p.envelope, p.events, claimed)
-        return [unaccepted[e.coords] for e in envelopes]
+        for (record_claims, i), is_claimed in zip(asking, claims, strict=True):
+            if is_claimed:
+                record_claims[i] = True
+        return prepared
 
     def _admit(self, prepared: list[_Prepared]) -> int:
         """Hand records on in order until a stage is full; the rest stay built for next time."""
@@ -142,23 +139,23 @@ class Admission:
             self.ledger.track(envelope.coords, envelope.generation, len(events))
             accepted += 1
             for result, is_claimed in zip(events, claims, strict=True):
-                if isinstance(result, Skip):
-                    fates.skipped(envelope, result.reason)
-                elif isinstance(result, PermanentError):
-                    fates.failed(DeadLetter(envelope, result.reason, result.detail))
-                elif not is_claimed:
-                    if fates.is_in_flight(result):
+                if isinstance(result, Conversion):
+                    if is_claimed:
+                        self.quality.observe(
+                            result.ad_account,
+                            result.event_name,
+                            result.event["user_data"],
+                            result.dropped,
+                        )
+                        fates.send(result)
+                    elif fates.is_in_flight(result):
                         fates.duplicate_of_in_flight(result)
                     else:
                         fates.duplicate(envelope)
+                elif isinstance(result, Skip):
+                    fates.skipped(envelope, result.reason)
                 else:
-                    self.quality.observe(
-                        result.ad_account,
-                        result.event_name,
-                        result.event["user_data"],
-                        result.dropped,
-                    )
-                    fates.send(result)
+                    fates.failed(DeadLetter(envelope, result.reason, result.detail))
         fates.consumed([p.envelope for p in prepared[:accepted]])
         return accepted
 
