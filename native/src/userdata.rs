@@ -69,7 +69,9 @@ impl Cache {
     }
 
     fn date<'py>(&self, py: Python<'py>, yyyymmdd: u32) -> Option<Bound<'py, PyString>> {
-        let (key, digest) = self.dates.get(yyyymmdd as usize & self.slots.wrapping_sub(1))?;
+        let (key, digest) = self
+            .dates
+            .get(yyyymmdd as usize & self.slots.wrapping_sub(1))?;
         digest
             .as_ref()
             .filter(|_| *key == yyyymmdd)
@@ -83,7 +85,8 @@ impl Cache {
         if self.dates.is_empty() {
             self.dates.resize_with(self.slots, || (0, None));
         }
-        self.dates[yyyymmdd as usize & (self.slots - 1)] = (yyyymmdd, Some(digest.clone().unbind()));
+        self.dates[yyyymmdd as usize & (self.slots - 1)] =
+            (yyyymmdd, Some(digest.clone().unbind()));
     }
 
     /// FNV-1a: a few nanoseconds on the short texts user data is made of.
