@@ -238,5 +238,5 @@ def test_answers_survive_the_cache_when_every_value_shares_one_slot() -> None:
                     {field: value}
                 )
     dates = [dt.date(1990, 3, 7), dt.date(1984, 12, 21), dt.date(1990, 3, 7)]
-    for value in [*dates, dt.datetime(1984, 12, 21, 23, 59), *dates]:  # dates by YYYYMMDD
-        assert kernel.hash_user_data({"db": value}) == hasher.hash_in_python({"db": value})
+    for date in [*dates, dt.datetime(1984, 12, 21, 23, 59), *dates]:  # dates by YYYYMMDD
+        assert kernel.hash_user_data({"db": date}) == hasher.hash_in_python({"db": date})
