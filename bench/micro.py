@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import gc
 import random
@@ -168,20 +169,34 @@ def run_micro(
 def bench_dedup(size: int, spread_s: int = 3600) -> dict[str, float]:
     store = MemoryDedupStore(window_s=48 * 3600, max_keys=size * 2)
     now = int(time.time())
+    keys = [
+        DedupKey(fingerprint("549755885175", "checkout", f"ord-{i}"), now - (i % spread_s))
+        for i in range(size)
+    ]
+
+    # As delivery confirms them: a request's keys at a time.
+    async def fill() -> None:
+        for at in range(0, size, 1000):
+            await store.confirm_many(keys[at : at + 1000])
+
     started = time.process_time()
-    for i in range(size):
-        store.confirm(
-            DedupKey(fingerprint("549755885175", "checkout", f"ord-{i}"), now - (i % spread_s))
-        )
+    asyncio.run(fill())
     fill_s = time.process_time() - started
     probes = [
         DedupKey(fingerprint("549755885175", "checkout", f"ord-{i}"), now)
         for i in random.Random(1).sample(range(size * 2), 200_000)
     ]
+
+    async def probe() -> None:  # as admission asks: a chunk's keys at a time
+        for at in range(0, len(probes), 1000):
+            chunk = probes[at : at + 1000]
+            claims = await store.claim_many(chunk)
+            store.release_many(
+                [k for k, is_claimed in zip(chunk, claims, strict=True) if is_claimed]
+            )
+
     started = time.process_time()
-    for key in probes:
-        if store.claim(key):
-            store.release(key)
+    asyncio.run(probe())
     lookup_s = time.process_time() - started
     return {
         "keys": len(store),

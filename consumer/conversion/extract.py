@@ -164,8 +164,13 @@ def compile_value(spec: object, key: str) -> Extractor:
             values = items(record)
             if not isinstance(values, list):
                 return None
-            if all(type(v) is int for v in values):  # quantities: the common case
-                return sum(values)
+            whole = 0
+            for value in values:  # quantities, the common case: ints, summed without a generator
+                if type(value) is not int:
+                    break
+                whole += value
+            else:
+                return whole
             try:
                 return sum(_whole(v) for v in values if isinstance(v, int | float | Decimal))
             except (OverflowError, ValueError, InvalidOperation):  # inf, nan
