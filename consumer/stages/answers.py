@@ -102,6 +102,7 @@ def cause(status: int) -> str:
 
 
 UNKNOWN_STATUS: Final = "pinterest.unknown_status"
+PROCESSED: Final = EventOutcome("processed")
 
 
 def parse_outcomes(payload: Any, expected: int) -> list[EventOutcome] | None:
@@ -116,8 +117,11 @@ def parse_outcomes(payload: Any, expected: int) -> list[EventOutcome] | None:
         for event in events:
             status = event.get("status") if isinstance(event, dict) else None
             if status == "processed":
+                warning = event.get("warning_message")
+                # One shared outcome for the common answer: a frozen dataclass per event cost
+                # 1 µs, as much as the rest of reading the answer.
                 outcomes.append(
-                    EventOutcome("processed", message=event.get("warning_message") or "")
+                    EventOutcome("processed", message=warning) if warning else PROCESSED
                 )
                 continue
             message = (event.get("error_message") if isinstance(event, dict) else None) or ""
@@ -136,7 +140,7 @@ def parse_outcomes(payload: Any, expected: int) -> list[EventOutcome] | None:
                 )
         return outcomes
     if payload.get("num_events_processed") == expected:
-        return [EventOutcome("processed")] * expected
+        return [PROCESSED] * expected
     return None
 
 
