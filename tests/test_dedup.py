@@ -152,14 +152,14 @@ async def test_redis_reads_the_keys_earlier_versions_wrote(redis_server: RedisSe
 StoreFactory = Callable[[], DedupStore]
 
 
-def test_key_of_computes_the_fingerprint_once_and_keeps_it(
+def test_key_of_makes_the_key_once_and_keeps_it(
     conversion_factory: ConversionFactory,
 ) -> None:
     conversion = conversion_factory(ad_account="42", event_id="order-7")
     first = key_of(conversion)
     expected = fingerprint("42", conversion.event_name, "order-7")
-    assert conversion.fingerprint == first.fingerprint == expected
-    assert key_of(conversion) == DedupKey(expected, conversion.event_time_s, "42", "order-7")
+    assert first == DedupKey(expected, conversion.event_time_s, "42", "order-7")
+    assert key_of(conversion) is first is conversion.dedup_key
 
 
 @settings(max_examples=200)

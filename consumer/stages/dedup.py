@@ -45,23 +45,21 @@ class DedupKey(NamedTuple):
     event_id: str = ""
 
 
-def fingerprint_of(conversion: Conversion) -> Fingerprint:
-    """The event's fingerprint, computed once and kept on it."""
-    fp = conversion.fingerprint
-    if not fp:
-        fp = conversion.fingerprint = fingerprint(
-            conversion.ad_account, conversion.event_name, conversion.event_id
-        )
-    return fp
-
-
 def key_of(conversion: Conversion) -> DedupKey:
-    return DedupKey(
-        fingerprint_of(conversion),
-        conversion.event_time_s,
-        conversion.ad_account,
-        conversion.event_id,
-    )
+    """The event's dedup key, made once and kept on it."""
+    key: DedupKey | None = conversion.dedup_key
+    if key is None:
+        key = conversion.dedup_key = DedupKey(
+            fingerprint(conversion.ad_account, conversion.event_name, conversion.event_id),
+            conversion.event_time_s,
+            conversion.ad_account,
+            conversion.event_id,
+        )
+    return key
+
+
+def fingerprint_of(conversion: Conversion) -> Fingerprint:
+    return key_of(conversion).fingerprint
 
 
 class DedupStore(Protocol):
