@@ -103,6 +103,8 @@ class DeliveryClient:
         on_crash: Callable[[BaseException], None] = lambda exc: None,
         clock: Callable[[], float] | None = None,
         rng: random.Random | None = None,
+        # Whether an event's partition is still held, by the assignment (generation) it was
+        # read in: asked once per run of events of one assignment, before every attempt.
         is_wanted: Callable[[Conversion], bool] = lambda conversion: True,
     ) -> None:
         self._session = session
@@ -207,6 +209,22 @@ class DeliveryClient:
         if delay > 0:
             await asyncio.sleep(delay)
 
+    def _unwanted(self, batch: Batch, picked: list[int]) -> list[int]:
+        """The indexes among `picked` whose events are no longer wanted. `is_wanted` answers
+        for a partition's assignment (its generation), so it is asked once per run of them."""
+        gone = []
+        last: tuple[str, int, int] | None = None
+        is_wanted = True
+        for i in picked:
+            conversion = batch.conversions[i]
+            coords = conversion.coords
+            assignment = (coords.topic, coords.partition, conversion.envelope.generation)
+            if assignment != last:
+                last, is_wanted = assignment, self._is_wanted(conversion)
+            if not is_wanted:
+                gone.append(i)
+        return gone
+
     async def _send(self, batch: Batch, picked: list[int], attempts: list[int]) -> None:
         """Deliver the events of `batch` at the indexes `picked` until each has a final
         outcome (retrying as needed), and report them (`_report`)."""
@@ -214,7 +232,7 @@ class DeliveryClient:
         started = self._clock()
         retry = 0
         while True:
-            gone = [i for i in picked if not self._is_wanted(batch.conversions[i])]
+            gone = self._unwanted(batch, picked)
             if gone:  # their partition was revoked or lost: the new owner sends them
                 self._report(batch, gone, [ABANDONED] * len(gone), "", attempts)
                 left_out = set(gone)

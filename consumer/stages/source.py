@@ -224,6 +224,7 @@ class KafkaSource:
     def _envelopes(self, messages: list[Any]) -> list[Envelope]:
         envelopes = []
         now = self._clock()
+        last_topic, last_partition, generation = None, None, None
         for message in messages:
             error = message.error()
             if error is not None:
@@ -235,9 +236,16 @@ class KafkaSource:
                     logger.warning("consume error", extra={"error": error.str()})
                 continue
             topic, partition = message.topic(), message.partition()
-            if (topic, partition) not in self.assigned:
-                # Assigned after the signal and not taken (`_assign_unconsumed`), or already
-                # revoked: whoever owns it reads it from the group's commit.
+            if partition != last_partition or topic != last_topic:  # a chunk comes in runs
+                last_topic, last_partition = topic, partition
+                # Not assigned: assigned after the signal and not taken (`_assign_unconsumed`),
+                # or already revoked; whoever owns it reads it from the group's commit.
+                generation = (
+                    self.generations.get((topic, partition), 0)
+                    if (topic, partition) in self.assigned
+                    else None
+                )
+            if generation is None:
                 continue
             headers = message.headers()
             traceparent = None
@@ -255,7 +263,7 @@ class KafkaSource:
                     headers=header_tuple,
                     timestamp_ms=message.timestamp()[1],
                     traceparent=traceparent,
-                    generation=self.generations.get((topic, partition), 0),
+                    generation=generation,
                     consumed_at_s=now,
                 )
             )
