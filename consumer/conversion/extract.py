@@ -25,6 +25,7 @@ Predicate = Callable[[Mapping[str, Any]], bool]
 Table = Callable[[Mapping[str, Any]], dict[str, Any]]
 Dropped = list[tuple[str, str]]  # (field, reason) of each value a table left out
 FormattedTable = Callable[[Mapping[str, Any], Dropped], dict[str, Any]]
+Format = Callable[[Any, Dropped], Any]  # a value → its API type; raises OutOfBounds
 
 _MISSING: Final = object()
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][\w.\[\]]*)\}")
@@ -299,7 +300,7 @@ class Formatting:
     returns it (None: leave the field out, nothing to say) or raises `OutOfBounds`, and the
     field is left out with `(drop_name, reason)` appended to `dropped`."""
 
-    format: Callable[[Any, Dropped], Any]
+    format: Format
     drop_name: str
     # Text within MAX_TEXT_CHARS is kept as it is without calling `format` (most fields).
     text_as_is: bool = False
@@ -309,7 +310,7 @@ def compile_formatted_table(
     entries: Sequence[Entry], formatting: Sequence[Formatting]
 ) -> FormattedTable:
     """`compile_table` whose values are formatted as they are read, one `Formatting` per
-    entry (a rule's custom_data: `customdata.py`); `table(record, dropped)`."""
+    entry (a rule's custom_data: `formats.py`); `table(record, dropped)`."""
     if len(formatting) != len(entries):
         raise ValueError("one Formatting per entry")
     table: FormattedTable = _generate_table(entries, formatting)

@@ -18,13 +18,10 @@ from consumer.conversion.capi import (
     ACTION_SOURCES,
     EVENT_NAME_RULE,
     EVENT_NAMES,
-    INFO_FIELDS,
-    PARTNER_NAME,
-    TOP_BOOL_FIELDS,
     is_custom_event_name,
 )
 from consumer.conversion.rules import MappingRules, Rule, TimeUnit
-from consumer.conversion.values import MAX_EVENT_ID_CHARS, MAX_TEXT_CHARS, OutOfBounds, text
+from consumer.conversion.values import MAX_EVENT_ID_CHARS, OutOfBounds, text
 from consumer.errors import PermanentError
 from consumer.records import AdAccountId, Conversion, Decoded, EventId, Skip, is_ad_account_id
 
@@ -69,32 +66,6 @@ def _required(value: object, name: str, limit: int = 1000) -> str:
         return text(value, limit)
     except OutOfBounds as exc:
         raise PermanentError(f"map.{exc.reason}", f"{name} is {exc.reason}") from None
-
-
-def _top_field(name: str, value: object) -> object:
-    """A top-level field in the type the API takes (strings, and booleans for opt_out/wifi);
-    `OutOfBounds` when the value does not fit (the field is left out)."""
-    if name in TOP_BOOL_FIELDS:
-        if type(value) is not bool:
-            raise PermanentError("map.wrong_type", f"{name} must be a boolean")
-        return value
-    out = value if type(value) is str and len(value) <= MAX_TEXT_CHARS else text(value)
-    if name == "partner_name" and PARTNER_NAME.fullmatch(out) is None:
-        raise PermanentError("map.bad_partner_name", "partner_name must look like ss-<name>")
-    return out
-
-
-def _info_field(name: str, value: object) -> str:
-    """A field of app_info or device_info, by its rule in `INFO_FIELDS`: enum values compared
-    trimmed and lowercased ("Desktop " is desktop); `OutOfBounds` when it does not fit, and
-    only this field is left out (inside these objects, a bad value fails the whole request)."""
-    rule = INFO_FIELDS[name]
-    out = text(value, rule.max_chars or MAX_TEXT_CHARS)
-    if rule.values is not None:
-        out = out.strip().lower()
-        if out not in rule.values:
-            raise OutOfBounds("invalid")
-    return out
 
 
 def _event_id(rendered: str) -> str:
@@ -244,15 +215,16 @@ class Mapper:
             custom["opt_out_type"] = opt_out_type
         if custom:
             event["custom_data"] = custom
-        for name, value in rule.fields(record).items():
-            try:
-                if name in INFO_FIELDS:
-                    info, _, field_name = name.partition(".")
-                    event.setdefault(info, {})[field_name] = _info_field(name, value)
+        fields = rule.fields(record, left_out)
+        if rule.nests_fields:  # app_info.<field> and device_info.<field> go into their objects
+            for name, value in fields.items():
+                info, dot, field_name = name.partition(".")
+                if dot:
+                    event.setdefault(info, {})[field_name] = value
                 else:
-                    event[name] = _top_field(name, value)
-            except OutOfBounds as exc:
-                left_out.append((name, exc.reason))
+                    event[name] = value
+        elif fields:
+            event.update(fields)
         if is_denied and opt_out_type is None:  # consent action opt_out
             event["opt_out"] = True
         return Conversion(

@@ -2,7 +2,7 @@
 
 `normalize_conversion` takes a mapped `Conversion` with raw user_data and makes it ready to send,
 with the user_data fields it had to leave out (and why) added to `Conversion.dropped`; no I/O.
-custom_data was formatted as the rule read it (`conversion.customdata`).
+custom_data was formatted as the rule read it (`conversion.formats`).
 """
 
 from __future__ import annotations

@@ -25,11 +25,6 @@ from consumer.conversion.capi import (
     is_custom_event_name,
     is_event_name,
 )
-from consumer.conversion.customdata import (
-    content_formatting,
-    contents_formatting,
-    custom_formatting,
-)
 from consumer.conversion.extract import (
     Entry,
     Extractor,
@@ -44,6 +39,12 @@ from consumer.conversion.extract import (
     compile_table,
     compile_template,
     compile_value,
+)
+from consumer.conversion.formats import (
+    content_formatting,
+    contents_formatting,
+    custom_formatting,
+    field_formatting,
 )
 from consumer.conversion.mapping_schema import check_mapping_shape
 from consumer.conversion.userdata import USER_FIELDS
@@ -96,8 +97,9 @@ class Rule:
     filters: tuple[Filter, ...]
     consent: Consent | None
     user_data: Table
-    custom_data: FormattedTable  # read and formatted in one step (`customdata.py`)
-    fields: Table
+    custom_data: FormattedTable  # read and formatted in one step (`formats.py`)
+    fields: FormattedTable  # top-level fields, app_info.<field> and device_info.<field> too
+    nests_fields: bool
     custom_event_names: tuple[str, ...] = ()  # constants that are not standard names
     also: tuple[AlsoEvent, ...] = ()
 
@@ -209,8 +211,17 @@ def _compile_fields(spec: object, key: str, allowed: frozenset[str]) -> Table:
     return compile_table([_entry(n, s, key) for n, s in _named_specs(spec, key, allowed)])
 
 
+def _compile_top_fields(spec: object, key: str) -> FormattedTable:
+    """A rule's top-level fields, read and formatted in one step (`formats.py`)."""
+    named = _named_specs(spec, key, TOP_FIELD_NAMES)
+    return compile_formatted_table(
+        [_entry(name, value_spec, key) for name, value_spec in named],
+        [field_formatting(name) for name, _ in named],
+    )
+
+
 def _compile_custom_data(spec: object, key: str) -> FormattedTable:
-    """custom_data read and formatted in one step (`customdata.py`)."""
+    """custom_data read and formatted in one step (`formats.py`)."""
     entries: list[Entry] = []
     formatting: list[Formatting] = []
     for name, value_spec in _named_specs(spec, key, CUSTOM_FIELDS):
@@ -311,7 +322,8 @@ def _compile_rule(spec: object, key: str) -> Rule:
         consent=consent,
         user_data=_compile_fields(spec.get("user_data"), f"{key}.user_data", USER_FIELDS),
         custom_data=_compile_custom_data(spec.get("custom_data"), f"{key}.custom_data"),
-        fields=_compile_fields(spec.get("fields"), f"{key}.fields", TOP_FIELD_NAMES),
+        fields=_compile_top_fields(spec.get("fields"), f"{key}.fields"),
+        nests_fields=any("." in name for name in spec.get("fields") or ()),
     )
 
 

@@ -1,12 +1,14 @@
-"""custom_data in the API's types, formatted as a rule reads it (pure).
+"""Optional fields in the API's types, formatted as a rule reads them (pure).
 
-Each custom_data field has one format: money as a plain decimal string, counts as 64-bit integers,
-the currency as an ISO-4217 code, arrays within their limits, everything else as text. A value
-that does not fit is left out (every custom_data field is optional), not the event, and named
-with its reason on `Conversion.dropped`. `rules.py` compiles a rule's custom_data with these
-formats into the table that reads it (`extract.compile_formatted_table`), so each value is read
-and formatted in one step: reading the dict and then formatting it again cost 7 µs per order.
-Change how a custom_data field is formatted here; whether a value fits is `values.py`.
+Each custom_data and top-level field has one format: money as a plain decimal string, counts as
+64-bit integers, the currency as an ISO-4217 code, arrays within their limits, app_info and
+device_info values by their rule (`capi.INFO_FIELDS`), booleans where booleans go, everything
+else as text. A value that does not fit is left out, not the event, and named with its reason on
+`Conversion.dropped`; only a value that cannot be meant (a text where `opt_out` wants a boolean,
+a malformed `partner_name`) fails the event. `rules.py` compiles a rule's custom_data and fields
+with these formats into the tables that read them (`extract.compile_formatted_table`), so each
+value is read and formatted in one step: reading the dict and then formatting it again cost 7 µs
+per order. Change how a field is formatted here; whether a value fits is `values.py`.
 """
 
 from __future__ import annotations
@@ -16,8 +18,13 @@ from typing import Any
 
 import pycountry
 
-from consumer.conversion.capi import CUSTOM_INTEGER_FIELDS
-from consumer.conversion.extract import Dropped, FormattedTable, Formatting
+from consumer.conversion.capi import (
+    CUSTOM_INTEGER_FIELDS,
+    INFO_FIELDS,
+    PARTNER_NAME,
+    TOP_BOOL_FIELDS,
+)
+from consumer.conversion.extract import Dropped, Format, FormattedTable, Formatting
 from consumer.conversion.values import (
     MAX_TEXT_CHARS,
     OutOfBounds,
@@ -26,6 +33,7 @@ from consumer.conversion.values import (
     items,
     text,
 )
+from consumer.errors import PermanentError
 
 CONTENT_IDS = "custom_data.content_ids"
 
@@ -107,3 +115,49 @@ def contents_formatting(item_table: FormattedTable) -> Formatting:
         return out or None
 
     return Formatting(as_contents, "custom_data.contents")
+
+
+def _as_partner_name(value: object, dropped: Dropped) -> str:
+    out = text(value)
+    if PARTNER_NAME.fullmatch(out) is None:
+        raise PermanentError("map.bad_partner_name", "partner_name must look like ss-<name>")
+    return out
+
+
+def _boolean(name: str) -> Format:
+    def as_boolean(value: object, dropped: Dropped) -> bool:
+        if type(value) is not bool:
+            raise PermanentError("map.wrong_type", f"{name} must be a boolean")
+        return value
+
+    return as_boolean
+
+
+def _info(name: str) -> Format:
+    """A field of app_info or device_info, by its rule in `INFO_FIELDS`: enum values compared
+    trimmed and lowercased ("Desktop " is desktop). Inside these objects a bad value fails the
+    whole request, so only this field is left out."""
+    rule = INFO_FIELDS[name]
+    limit = rule.max_chars or MAX_TEXT_CHARS
+
+    def as_info(value: object, dropped: Dropped) -> str:
+        out = text(value, limit)
+        if rule.values is not None:
+            out = out.strip().lower()
+            if out not in rule.values:
+                raise OutOfBounds("invalid")
+        return out
+
+    return as_info
+
+
+def field_formatting(name: str) -> Formatting:
+    """How the top-level field `name` (a rule's `fields`) is formatted; app_info and device_info
+    fields are named `app_info.<field>`, and the mapper nests them."""
+    if name in TOP_BOOL_FIELDS:
+        return Formatting(_boolean(name), name)
+    if name == "partner_name":
+        return Formatting(_as_partner_name, name)
+    if name in INFO_FIELDS:
+        return Formatting(_info(name), name)
+    return Formatting(_as_text, name, text_as_is=True)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -7,16 +8,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from consumer.conversion.capi import CONTENT_FIELDS, CUSTOM_FIELDS
-from consumer.conversion.customdata import (
+from consumer.conversion.capi import CONTENT_FIELDS, CUSTOM_FIELDS, TOP_FIELD_NAMES
+from consumer.conversion.extract import compile_formatted_table, compile_path, compile_table
+from consumer.conversion.formats import (
     content_formatting,
     custom_formatting,
+    field_formatting,
     normalize_currency,
 )
-from consumer.conversion.extract import compile_formatted_table, compile_path, compile_table
 from consumer.conversion.mapping import Mapper
 from consumer.conversion.rules import compile_mapping
 from consumer.conversion.values import OutOfBounds
+from consumer.errors import PermanentError
 from consumer.records import Conversion, Coordinates, Decoded, Envelope
 
 RULE: dict[str, Any] = {"topic": "t", "event_name": "lead", "action_source": "web",
@@ -147,15 +150,23 @@ raw_values: st.SearchStrategy[Any] = st.one_of(
 )
 
 
+FIELD_SETS = {
+    "custom": sorted(CUSTOM_FIELDS - {"contents"}),
+    "content": sorted(CONTENT_FIELDS),
+    "field": sorted(TOP_FIELD_NAMES),
+}
+FORMATTING = {"custom": custom_formatting, "content": content_formatting, "field": field_formatting}
+
+
 def format_one_by_one(
-    names: list[str], record: dict[str, Any], content: bool
+    names: list[str], paths: list[str], record: dict[str, Any], kind: str
 ) -> tuple[dict[str, Any], list[tuple[str, str]]]:
     """The reference: the plain table's values, then each through its field's format."""
-    entries = [(name, name, compile_path(name, "k")) for name in names]
+    entries = [(n, p, compile_path(p, "k")) for n, p in zip(names, paths, strict=True)]
     out: dict[str, Any] = {}
     dropped: list[tuple[str, str]] = []
     for name, value in compile_table(entries)(record).items():
-        formatting = content_formatting(name) if content else custom_formatting(name)
+        formatting = FORMATTING[kind](name)
         try:
             formatted = formatting.format(value, dropped)
         except OutOfBounds as exc:
@@ -166,19 +177,75 @@ def format_one_by_one(
     return out, dropped
 
 
-@settings(max_examples=400, deadline=None)
-@given(
-    st.booleans(),
-    st.data(),
-)
+def outcome(build: Callable[[], object]) -> object:
+    """What `build` gives, or the reason of the `PermanentError` it raises."""
+    try:
+        return build()
+    except PermanentError as exc:
+        return exc.reason
+
+
+@settings(max_examples=600, deadline=None)
+@given(st.sampled_from(sorted(FIELD_SETS)), st.data())
 def test_the_generated_formatted_table_agrees_with_each_format_applied_alone(
-    content: bool, data: st.DataObject
+    kind: str, data: st.DataObject
 ) -> None:
-    """The inline text path and the generated try/except give what the formats give."""
-    fields = sorted(CONTENT_FIELDS if content else CUSTOM_FIELDS - {"contents"})
-    names = data.draw(st.lists(st.sampled_from(fields), min_size=1, max_size=6, unique=True))
-    record = {name: data.draw(raw_values) for name in names}
-    formatting = [content_formatting(n) if content else custom_formatting(n) for n in names]
-    table = compile_formatted_table([(n, n, compile_path(n, "k")) for n in names], formatting)
-    dropped: list[tuple[str, str]] = []
-    assert (table(record, dropped), dropped) == format_one_by_one(names, record, content)
+    """The inline text path and the generated try/except give what the formats give, and
+    fail the event where they do (a text for `opt_out`, a malformed `partner_name`)."""
+    names = data.draw(
+        st.lists(st.sampled_from(FIELD_SETS[kind]), min_size=1, max_size=6, unique=True)
+    )
+    record = {name.replace(".", "_"): data.draw(raw_values) for name in names}
+    paths = [name.replace(".", "_") for name in names]
+    table = compile_formatted_table(
+        [(n, p, compile_path(p, "k")) for n, p in zip(names, paths, strict=True)],
+        [FORMATTING[kind](n) for n in names],
+    )
+
+    def generated() -> object:
+        dropped: list[tuple[str, str]] = []
+        return table(record, dropped), dropped
+
+    def reference() -> object:
+        return format_one_by_one(names, paths, record, kind)
+
+    assert outcome(generated) == outcome(reference)
+
+
+def test_top_level_fields_are_formatted_and_info_fields_nested() -> None:
+    mapper = Mapper(
+        compile_mapping(
+            {
+                "topics": [
+                    {
+                        **RULE,
+                        "fields": {
+                            "language": "lang",
+                            "device_info.os_family": "os",
+                            "event_source_url": "url",
+                            "app_info.user_agent": "app",
+                            "wifi": "wifi",
+                        },
+                    }
+                ]
+            }
+        )
+    )
+    record = {"a": "o1", "t": NOW_S, "lang": 7, "os": " iOS ", "url": b"u" * 16_385, "app": "A"}
+    built = mapper.map(Decoded(Envelope(Coordinates("t", 0, 0), value=b""), record), NOW_S)
+    assert isinstance(built, Conversion)
+    event = {k: v for k, v in built.event.items() if k not in ("user_data", "event_time")}
+    assert event == {
+        "event_name": "lead",
+        "action_source": "web",
+        "event_id": "o1",
+        "language": "7",
+        "device_info": {"os_family": "ios"},
+        "app_info": {"user_agent": "A"},
+    }
+    assert built.dropped == (("event_source_url", "too_long"),)
+    with pytest.raises(PermanentError, match="wifi must be a boolean"):
+        mapper.map(
+            Decoded(Envelope(Coordinates("t", 0, 1), value=b""), {**record, "wifi": "yes"}),
+            NOW_S,
+        )
