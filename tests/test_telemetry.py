@@ -66,8 +66,10 @@ def test_telemetry_exporters_off_without_endpoint(monkeypatch: pytest.MonkeyPatc
     ):
         monkeypatch.delenv(name, raising=False)
     assert tm._span_processors() == []
+    assert not tm.setup_telemetry().records_spans  # nothing to export: no span per record
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318")
     assert len(tm._span_processors()) == 1
+    assert tm.setup_telemetry().records_spans
 
 
 @pytest.fixture

@@ -135,6 +135,7 @@ class Pipeline:
         self.processor = RecordProcessor(
             config.mapping,
             tracer=self.telemetry.tracer,
+            records_spans=self.telemetry.records_spans,
             group_id=config.group_id,
             check_every=CHECK_EVERY_IN_RUN,
             hasher=hasher_for(config.mapping, mode=config.user_data_hasher),

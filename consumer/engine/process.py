@@ -10,8 +10,8 @@ Change how a record becomes an event here; what happens to it afterwards is `fat
 
 from __future__ import annotations
 
-import dataclasses
 import logging
+import re
 import traceback
 from collections import Counter
 
@@ -94,6 +94,35 @@ def hasher_for(
     return UserDataHasher(options, cache_size, mode)
 
 
+def _set_span_context(result: Built, context: trace.SpanContext | None) -> None:
+    """Put `context` on a built record's events (this call made them: set in place)."""
+    if isinstance(result, Conversion):
+        for event in result.events():
+            if isinstance(event, Conversion):
+                event.span_context = context
+
+
+# W3C traceparent, as OpenTelemetry's propagator reads it (its pattern and its checks below):
+# the propagator builds two Contexts and a span around the answer, 5 µs a record.
+_TRACEPARENT = re.compile(
+    r"^[ \t]*([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(?:(-.*)|[ \t]*)$"
+)
+
+
+def remote_context(traceparent: str) -> trace.SpanContext | None:
+    """The producer's span context from a W3C traceparent; None where the propagator would
+    find none (`tests/test_process.py` holds the two to the same answers)."""
+    match = _TRACEPARENT.search(traceparent) if len(traceparent) <= 512 else None
+    if match is None:
+        return None
+    version, trace_id, span_id, flags, rest = match.groups()
+    if version == "ff" or (version == "00" and rest) or trace_id == "0" * 32 or span_id == "0" * 16:
+        return None
+    return trace.SpanContext(
+        int(trace_id, 16), int(span_id, 16), True, trace.TraceFlags(int(flags, 16))
+    )
+
+
 class RecordProcessor:
     def __init__(
         self,
@@ -103,12 +132,16 @@ class RecordProcessor:
         group_id: str = "",
         check_every: int = 1,
         hasher: UserDataHasher | None = None,
+        records_spans: bool = True,
     ) -> None:
+        """`records_spans`: False when `tracer` never records a span (`Telemetry.records_spans`):
+        a traced record then gets no span of its own, only its producer's context."""
         self.mapping = mapping
         self.mapper = Mapper(mapping)
         self.hasher = hasher or hasher_for(mapping)
         self.decoder = decoder
         self.tracer = tracer
+        self.records_spans = records_spans
         self.group_id = group_id
         self._check_every = max(1, check_every)
         self._until_check = 1  # the first event is always checked
@@ -143,7 +176,9 @@ class RecordProcessor:
         `PermanentError`, and so does any unexpected exception: one record's failure, never
         the group's (a crash here would restart every pod that takes the partition onto it).
         Only `TransientError` (the registry or Redis away) propagates."""
-        span = self._start_span(envelope) if envelope.traceparent is not None else None
+        span = None
+        if envelope.traceparent is not None and self.records_spans:
+            span = self._start_span(envelope)
         try:
             assert self.decoder is not None, "a processor without a decoder takes Decoded"
             result: Built = self.build_decoded(self.decoder.decode(envelope), now_s)
@@ -157,23 +192,17 @@ class RecordProcessor:
             raise
         except Exception as exc:  # the one per-record boundary (STYLE §6)
             result = self._internal_error(exc)
+        if envelope.traceparent is not None and not self.records_spans:
+            # No span is recorded: the producer's context alone, so the delivery span (and the
+            # logs written under it) still carry the producer's trace id.
+            _set_span_context(result, remote_context(envelope.traceparent))
         if span is not None:
             if isinstance(result, PermanentError):
                 span.set_attribute(tm.ATTR_ERROR_TYPE, result.reason)
             elif isinstance(result, Skip):
                 span.set_attribute(tm.ATTR_REASON, result.reason)
             else:
-                context = span.get_span_context()
-                result = dataclasses.replace(
-                    result,
-                    span_context=context,
-                    also=tuple(
-                        dataclasses.replace(e, span_context=context)
-                        if isinstance(e, Conversion)
-                        else e
-                        for e in result.also
-                    ),
-                )
+                _set_span_context(result, span.get_span_context())
             span.end()
         return result
 

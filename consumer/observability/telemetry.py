@@ -159,11 +159,17 @@ class Telemetry:
     """Tracer, meter and instruments; `gauges` is polled at export time for the observables."""
 
     def __init__(
-        self, tracer_provider: trace.TracerProvider, meter_provider: metrics.MeterProvider
+        self,
+        tracer_provider: trace.TracerProvider,
+        meter_provider: metrics.MeterProvider,
+        records_spans: bool = True,
     ) -> None:
         self.tracer_provider = tracer_provider
         self.meter_provider = meter_provider
         self.tracer = tracer_provider.get_tracer(INSTRUMENTATION)
+        # False when no span can ever be recorded (nothing to export, no sampler asked for):
+        # a span per traced record would then cost 15 µs for nothing.
+        self.records_spans = records_spans
         meter = meter_provider.get_meter(INSTRUMENTATION)
         self.meter = meter
         self._gauge_sources: list[Gauges] = []
@@ -361,4 +367,4 @@ def setup_telemetry(
     tracer_provider = TracerProvider(resource=resource, sampler=sampler, shutdown_on_exit=False)
     for processor in processors:
         tracer_provider.add_span_processor(processor)
-    return Telemetry(tracer_provider, meter_provider)
+    return Telemetry(tracer_provider, meter_provider, records_spans=sampler is not ALWAYS_OFF)
