@@ -298,7 +298,8 @@ def compile_table(entries: Sequence[Entry]) -> Table:
 class Formatting:
     """How a formatted table puts one value into the API's type: `format(value, dropped)`
     returns it (None: leave the field out, nothing to say) or raises `OutOfBounds`, and the
-    field is left out with `(drop_name, reason)` appended to `dropped`."""
+    field is left out with `(drop_name, reason)` appended to `dropped`; a `PermanentError` it
+    raises fails the event (the table does not catch it)."""
 
     format: Format
     drop_name: str
@@ -310,7 +311,7 @@ def compile_formatted_table(
     entries: Sequence[Entry], formatting: Sequence[Formatting]
 ) -> FormattedTable:
     """`compile_table` whose values are formatted as they are read, one `Formatting` per
-    entry (a rule's custom_data: `formats.py`); `table(record, dropped)`."""
+    entry (a rule's custom_data and top-level fields: `formats.py`); `table(record, dropped)`."""
     if len(formatting) != len(entries):
         raise ValueError("one Formatting per entry")
     table: FormattedTable = _generate_table(entries, formatting)
