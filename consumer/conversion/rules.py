@@ -211,12 +211,15 @@ def _compile_fields(spec: object, key: str, allowed: frozenset[str]) -> Table:
     return compile_table([_entry(n, s, key) for n, s in _named_specs(spec, key, allowed)])
 
 
-def _compile_top_fields(spec: object, key: str) -> FormattedTable:
-    """A rule's top-level fields, read and formatted in one step (`formats.py`)."""
-    named = _named_specs(spec, key, TOP_FIELD_NAMES)
+def _compile_formatted(
+    spec: object, key: str, allowed: frozenset[str], formatting: Callable[[str], Formatting]
+) -> FormattedTable:
+    """A table whose fields are read and formatted in one step (`formats.py`): a rule's
+    top-level fields, or the fields of one `contents` item."""
+    named = _named_specs(spec, key, allowed)
     return compile_formatted_table(
         [_entry(name, value_spec, key) for name, value_spec in named],
-        [field_formatting(name) for name, _ in named],
+        [formatting(name) for name, _ in named],
     )
 
 
@@ -240,10 +243,8 @@ def _compile_contents(spec: object, key: str) -> tuple[Entry, Formatting]:
     if not isinstance(spec, Mapping) or "each" not in spec or "fields" not in spec:
         raise ConfigError(key, "expected {each: <array path>, fields: {id: ..., quantity: ...}}")
     rows = compile_path(spec["each"], f"{key}.each")
-    named = _named_specs(spec["fields"], f"{key}.fields", CONTENT_FIELDS)
-    item_table = compile_formatted_table(
-        [_entry(name, value_spec, f"{key}.fields") for name, value_spec in named],
-        [content_formatting(name) for name, _ in named],
+    item_table = _compile_formatted(
+        spec["fields"], f"{key}.fields", CONTENT_FIELDS, content_formatting
     )
     return ("contents", spec["each"], rows), contents_formatting(item_table)
 
@@ -322,7 +323,9 @@ def _compile_rule(spec: object, key: str) -> Rule:
         consent=consent,
         user_data=_compile_fields(spec.get("user_data"), f"{key}.user_data", USER_FIELDS),
         custom_data=_compile_custom_data(spec.get("custom_data"), f"{key}.custom_data"),
-        fields=_compile_top_fields(spec.get("fields"), f"{key}.fields"),
+        fields=_compile_formatted(
+            spec.get("fields"), f"{key}.fields", TOP_FIELD_NAMES, field_formatting
+        ),
         nests_fields=any("." in name for name in spec.get("fields") or ()),
     )
 
