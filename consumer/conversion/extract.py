@@ -283,7 +283,7 @@ Entry = tuple[str, object, Extractor]  # (output name, the value's spec, its ext
 
 def compile_table(entries: Sequence[Entry]) -> Table:
     """One function building {name: value} for (name, spec, extractor) entries, leaving out
-    None and [] (a rule's user_data or top-level fields).
+    None and [] (a rule's user_data; custom_data and top-level fields are formatted tables).
 
     Plain record paths become straight-line code that looks each shared level up once
     (`customer` once for em, ph, fn and ln); other specs call their extractor. Generated once
