@@ -227,13 +227,15 @@ class Mapper:
             event.update(fields)
         if is_denied and opt_out_type is None:  # consent action opt_out
             event["opt_out"] = True
+        # Positional: a dataclass __init__ called with keywords costs 0.65 µs, 0.28 without.
         return Conversion(
-            coords=coords,
-            ad_account=AdAccountId(ad_account),
-            event_id=EventId(event_id),
-            event_time_s=event_time_s,
-            event_name=event_name,
-            event=event,
-            envelope=decoded.envelope,
-            dropped=tuple(left_out),
+            coords,
+            AdAccountId(ad_account),
+            EventId(event_id),
+            event_time_s,
+            event_name,
+            event,
+            decoded.envelope,
+            None,  # span_context
+            tuple(left_out),  # dropped
         )
