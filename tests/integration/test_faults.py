@@ -19,6 +19,7 @@ from devenv.proxy import ToggleProxy
 from devenv.registry import SchemaRegistry
 from tests.integration.rig import (
     ConsumerProcess,
+    Produced,
     SandboxProcess,
     Topics,
     Traffic,
@@ -97,7 +98,7 @@ def copies_of(traffic: Traffic) -> dict[tuple[str, str], int]:
 
 
 def classify_resends(
-    sandbox: SandboxProcess, traffic: Traffic, kills_s: list[float]
+    resends: list[tuple[str, str, float, float]], traffic: Traffic, kills_s: list[float]
 ) -> ResendReport:
     """Sort every re-sent event by when its first 200 left the sink relative to the kill that
     ended its sender: the first kill after that answer, or less than `ACK_MARGIN_S` before it
@@ -112,7 +113,6 @@ def classify_resends(
     copies = copies_of(traffic)
     violations, in_flight, within_period, duplicates, without_kill = [], 0, 0, 0, 0
     oldest_ms = 0.0
-    resends = sandbox.resends()
     for account, event_id, first_s, again_s in resends:
         if copies[(account, event_id)] > 1:
             duplicates += 1
@@ -130,6 +130,30 @@ def classify_resends(
     return ResendReport(
         len(resends), violations, in_flight, within_period, duplicates, without_kill, oldest_ms
     )
+
+
+def test_classify_resends_measures_from_the_kill_that_ended_the_sender() -> None:
+    """Kills at 10 s and 18 s. An event answered 50 ms before the first kill and re-sent only
+    after the second (the successor was killed before it reached the event) was in flight at
+    the first; one answered 5 s before the second kill and re-sent after it was acknowledged
+    well before its sender died; one re-sent with no kill since its answer is that."""
+    traffic = Traffic(
+        [Produced("orders", 0, offset, ("1", f"e{offset}"), "event") for offset in range(5)]
+        + [Produced("orders", 0, 5, ("1", "e0"), "event")]  # a second copy of e0
+    )
+    resends = [
+        ("1", "e0", 9.0, 19.0),  # a copy in the input: not ours to explain
+        ("1", "e1", 9.95, 19.0),  # in flight at the kill at 10 s
+        ("1", "e2", 10.02, 19.0),  # answered just after the kill at 10 s: its request was out
+        ("1", "e3", 13.0, 19.0),  # acknowledged 5 s before the kill at 18 s
+        ("1", "e4", 12.0, 12.5),  # re-sent with no kill in between
+    ]
+    report = classify_resends(resends, traffic, [10.0, 18.0])
+    assert report.input_duplicates == 1
+    assert report.in_flight == 2 and report.within_commit_period == 1
+    assert [v[1] for v in report.acknowledged_before_kill] == ["e3"]
+    assert report.without_kill == 1
+    assert report.oldest_answer_ms == pytest.approx(5000)
 
 
 @pytest.mark.parametrize("dedup", ["memory", "redis"])
@@ -182,7 +206,7 @@ def test_crash_kill9_at_random_points_loses_nothing(
         consumer.stop()
     accepted = sandbox.accepted_ids()
     lost = traffic.expected_ids - accepted
-    report = classify_resends(sandbox, traffic, kills_s)
+    report = classify_resends(sandbox.resends(), traffic, kills_s)
     expected = max(1, len(traffic.expected_ids))
     print(
         f"\ncrash test ({dedup} dedup): kills={killed} events={len(traffic.produced)} "
