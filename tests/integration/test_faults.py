@@ -106,9 +106,9 @@ def classify_resends(
 
     That kill, not the last one before the re-send: a successor killed before it reached the
     event leaves the re-send to the next process, after a later kill. Measured from the later
-    kill, such events looked answered 7.7 and 8.1 s before it (16 and about 270 of them, in two
-    runs of about fifteen), which is the time between two kills here (a successor delivers only
-    after the dead member's 6 s session ran out, and is killed at most 2 s after that).
+    kill, such events looked answered 7.7 and 8.1 s before it (16 of them in one of ten replays,
+    about 270 in one of six clean clones), which is the time between two kills here (a successor
+    delivers only after the dead member's 6 s session ran out, and dies at most 2 s after that).
     """
     copies = copies_of(traffic)
     violations, in_flight, within_period, duplicates, without_kill = [], 0, 0, 0, 0
