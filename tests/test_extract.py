@@ -6,13 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from consumer.conversion.extract import (
-    _walk,
-    compile_path,
-    compile_table,
-    compile_template,
-    compile_value,
-)
+from consumer.conversion.codegen import compile_table
+from consumer.conversion.extract import _walk, compile_path, compile_template, compile_value
 from consumer.errors import ConfigError, PermanentError
 
 NAMES = st.sampled_from(["a", "b", "c", "it's", "x.y"])

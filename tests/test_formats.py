@@ -9,7 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from consumer.conversion.capi import CONTENT_FIELDS, CUSTOM_FIELDS, TOP_FIELD_NAMES
-from consumer.conversion.extract import compile_formatted_table, compile_path, compile_table
+from consumer.conversion.codegen import compile_formatted_table, compile_table
+from consumer.conversion.extract import compile_path
 from consumer.conversion.formats import (
     content_formatting,
     custom_formatting,

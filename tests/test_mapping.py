@@ -13,8 +13,9 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
-from consumer.conversion.mapping import Mapper, event_time_seconds
+from consumer.conversion.mapping import Mapper
 from consumer.conversion.mapping_schema import mapping_json_schema
+from consumer.conversion.required import event_time_seconds
 from consumer.conversion.rules import MappingRules, compile_mapping
 from consumer.errors import ConfigError, PermanentError
 from consumer.records import Conversion, Coordinates, Decoded, Envelope, Skip

@@ -15,9 +15,9 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
-from typing import Any, Final
+from typing import Any, Final, Literal
 
-from consumer.conversion.values import MAX_TEXT_CHARS, OutOfBounds, text
+from consumer.conversion.values import OutOfBounds, text
 from consumer.errors import ConfigError, PermanentError
 
 Extractor = Callable[[Mapping[str, Any]], Any]
@@ -104,11 +104,15 @@ def _compile_each(parts: tuple[str, ...], at: int) -> Extractor:
     return each_field
 
 
+def lookup_table(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """A `{field, map}` spec's table, by the record value's text."""
+    return {str(k): v for k, v in spec["map"].items()}
+
+
 def _compile_lookup(spec: Mapping[str, Any], key: str, base: Extractor) -> Extractor:
-    table = spec["map"]
-    if not isinstance(table, Mapping):
+    if not isinstance(spec["map"], Mapping):
         raise ConfigError(f"{key}.map", "expected a table of record value → output value")
-    lookup = {str(k): v for k, v in table.items()}
+    lookup = lookup_table(spec)
     default = spec.get("default", _MISSING)
 
     def extract(record: Mapping[str, Any]) -> Any:
@@ -277,21 +281,8 @@ def compile_condition(spec: object, key: str) -> Predicate:
     raise ConfigError(key, "expected equals, not_equals, in, not_in, exists or matches")
 
 
-_EMPTY: Final[dict[str, Any]] = {}  # stands in for a missing or non-object level; never written
+EMPTY: Final[dict[str, Any]] = {}  # stands in for a missing or non-object level; never written
 Entry = tuple[str, object, Extractor]  # (output name, the value's spec, its extractor)
-
-
-def compile_table(entries: Sequence[Entry]) -> Table:
-    """One function building {name: value} for (name, spec, extractor) entries, leaving out
-    None and [] (a rule's user_data; custom_data and top-level fields are formatted tables).
-
-    Plain record paths become straight-line code that looks each shared level up once
-    (`customer` once for em, ph, fn and ln); other specs call their extractor. Generated once
-    per rule at start-up from checked path names only, so the source holds no user text
-    except as repr()'d string constants.
-    """
-    table: Table = _generate_table(entries, None)
-    return table
 
 
 @dataclass(frozen=True, slots=True)
@@ -305,64 +296,11 @@ class Formatting:
     drop_name: str
     # Text within MAX_TEXT_CHARS is kept as it is without calling `format` (most fields).
     text_as_is: bool = False
-
-
-def compile_formatted_table(
-    entries: Sequence[Entry], formatting: Sequence[Formatting]
-) -> FormattedTable:
-    """`compile_table` whose values are formatted as they are read, one `Formatting` per
-    entry (a rule's custom_data and top-level fields: `formats.py`); `table(record, dropped)`."""
-    if len(formatting) != len(entries):
-        raise ValueError("one Formatting per entry")
-    table: FormattedTable = _generate_table(entries, formatting)
-    return table
-
-
-def _generate_table(entries: Sequence[Entry], formatting: Sequence[Formatting] | None) -> Any:
-    arguments = "record" if formatting is None else "record, dropped"
-    lines = [f"def table({arguments}):", "    out = {}"]
-    lines.append("    level_0 = record if type(record) is dict else _EMPTY")
-    namespace: dict[str, Any] = {
-        "_EMPTY": _EMPTY,
-        "OutOfBounds": OutOfBounds,
-        "MAX_TEXT_CHARS": MAX_TEXT_CHARS,
-    }
-    levels: dict[tuple[str, ...], str] = {(): "level_0"}
-
-    def level(parts: tuple[str, ...]) -> str:
-        if parts not in levels:
-            parent = level(parts[:-1])
-            name = levels[parts] = f"level_{len(levels)}"
-            lines.append(f"    {name} = {parent}.get({parts[-1]!r})")
-            lines.append(f"    if type({name}) is not dict: {name} = _EMPTY")
-        return levels[parts]
-
-    for index, (name, spec, extractor) in enumerate(entries):
-        if isinstance(spec, str) and "[]" not in spec:
-            parts = tuple(spec.split("."))
-            lines.append(f"    value = {level(parts[:-1])}.get({parts[-1]!r})")
-        else:
-            namespace[f"extract_{index}"] = extractor
-            lines.append(f"    value = extract_{index}(record)")
-        # Not `value != []`, which builds a list for every value.
-        keep = "value is not None and (type(value) is not list or value)"
-        if formatting is None:
-            lines.append(f"    if {keep}: out[{name!r}] = value")
-            continue
-        namespace[f"format_{index}"] = formatting[index].format
-        lines.append(f"    if {keep}:")
-        indent = "        "
-        if formatting[index].text_as_is:
-            lines.append(f"{indent}if type(value) is str and len(value) <= MAX_TEXT_CHARS:")
-            lines.append(f"{indent}    out[{name!r}] = value")
-            lines.append(f"{indent}else:")
-            indent += "    "
-        lines.append(f"{indent}try:")
-        lines.append(f"{indent}    value = format_{index}(value, dropped)")
-        lines.append(f"{indent}except OutOfBounds as exc:")
-        lines.append(f"{indent}    dropped.append(({formatting[index].drop_name!r}, exc.reason))")
-        lines.append(f"{indent}else:")
-        lines.append(f"{indent}    if value is not None: out[{name!r}] = value")
-    lines.append("    return out")
-    exec("\n".join(lines), namespace)
-    return namespace["table"]
+    # What generated code may call or check instead of `format` (`codegen.py`), one Python call
+    # less per value: "decimal" (format is `values.decimal_text`), "integer" (`values.integer`:
+    # an int within 64 bits is kept as it is), "texts" (an array of text within the limits is
+    # kept as it is).
+    inline: Literal["", "decimal", "integer", "texts"] = ""
+    # `contents`: the table each of its objects goes through, as (entries, formatting), so
+    # generated code builds the items in one loop rather than a table call per item.
+    rows: tuple[tuple[Entry, ...], tuple[Formatting, ...]] | None = None

@@ -6,13 +6,14 @@ device_info values by their rule (`capi.INFO_FIELDS`), booleans where booleans g
 else as text. A value that does not fit is left out, not the event, and named with its reason on
 `Conversion.dropped`; only a value that cannot be meant (a text where `opt_out` wants a boolean,
 a malformed `partner_name`) fails the event. `rules.py` compiles a rule's custom_data and fields
-with these formats into the tables that read them (`extract.compile_formatted_table`), so each
+with these formats into the tables that read them (`codegen.compile_formatted_table`), so each
 value is read and formatted in one step: reading the dict and then formatting it again cost 7 µs
 per order. Change how a field is formatted here; whether a value fits is `values.py`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
 
@@ -24,7 +25,8 @@ from consumer.conversion.capi import (
     PARTNER_NAME,
     TOP_BOOL_FIELDS,
 )
-from consumer.conversion.extract import Dropped, Format, FormattedTable, Formatting
+from consumer.conversion.codegen import compile_formatted_table
+from consumer.conversion.extract import Dropped, Entry, Format, Formatting
 from consumer.conversion.values import (
     MAX_TEXT_CHARS,
     OutOfBounds,
@@ -82,13 +84,13 @@ def custom_formatting(name: str) -> Formatting:
     """How the custom_data field `name` is formatted (not `contents`: `contents_formatting`)."""
     drop_name = f"custom_data.{name}"
     if name in ("value", "predicted_ltv"):
-        return Formatting(_as_decimal, drop_name)
+        return Formatting(_as_decimal, drop_name, inline="decimal")
     if name == "currency":
         return Formatting(_as_currency, drop_name)
     if name in CUSTOM_INTEGER_FIELDS:
-        return Formatting(_as_integer, drop_name)
+        return Formatting(_as_integer, drop_name, inline="integer")
     if name == "content_ids":
-        return Formatting(_as_content_ids, drop_name)
+        return Formatting(_as_content_ids, drop_name, inline="texts")
     return Formatting(_as_text, drop_name, text_as_is=True)
 
 
@@ -96,16 +98,18 @@ def content_formatting(name: str) -> Formatting:
     """How the field `name` of one `contents` item is formatted."""
     drop_name = f"custom_data.contents.{name}"
     if name == "item_price":
-        return Formatting(_as_decimal, drop_name)
+        return Formatting(_as_decimal, drop_name, inline="decimal")
     if name == "quantity":
-        return Formatting(_as_integer, drop_name)
+        return Formatting(_as_integer, drop_name, inline="integer")
     return Formatting(_as_text, drop_name, text_as_is=True)
 
 
-def contents_formatting(item_table: FormattedTable) -> Formatting:
+def contents_formatting(entries: Sequence[Entry], formatting: Sequence[Formatting]) -> Formatting:
     """`contents`: each object of the array the rule names (`each`) becomes an item through
-    `item_table`; items with no field left are left out. More than `MAX_ITEMS` objects leave
-    out the whole array (counted before any is built: one record never builds megabytes)."""
+    the table of `entries` (`content_formatting` each); items with no field left are left out.
+    More than `MAX_ITEMS` objects leave out the whole array (counted before any is built: one
+    record never builds megabytes)."""
+    item_table = compile_formatted_table(entries, formatting)
 
     def as_contents(value: object, dropped: Dropped) -> list[dict[str, Any]] | None:
         out = []
@@ -114,7 +118,7 @@ def contents_formatting(item_table: FormattedTable) -> Formatting:
                 out.append(item)
         return out or None
 
-    return Formatting(as_contents, "custom_data.contents")
+    return Formatting(as_contents, "custom_data.contents", rows=(tuple(entries), tuple(formatting)))
 
 
 def _as_partner_name(value: object, dropped: Dropped) -> str:

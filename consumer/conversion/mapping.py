@@ -4,74 +4,25 @@
 filters and consent, and builds the event. Everything it builds is valid for the API's closed
 schema by construction (names and sources from the allowed sets, strings where strings go,
 booleans where booleans go), so the pipeline need not re-check it; data a rule cannot turn into
-such an event raises `PermanentError` (dead-letter). Rules are compiled by `rules.py`.
+such an event raises `PermanentError` (dead-letter). Rules are compiled by `rules.py`, each
+into one generated function (`codegen.py`) that `apply` runs; `apply_reference` is the same
+steps written out, which the generated code is held to.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import math
 from dataclasses import dataclass
 from typing import Any, Final
 
-from consumer.conversion.capi import (
-    ACTION_SOURCES,
-    EVENT_NAME_RULE,
-    EVENT_NAMES,
-    is_custom_event_name,
-)
-from consumer.conversion.rules import MappingRules, Rule, TimeUnit
-from consumer.conversion.values import MAX_EVENT_ID_CHARS, OutOfBounds, text
+from consumer.conversion import required
+from consumer.conversion.capi import EVENT_NAME_RULE, EVENT_NAMES, is_custom_event_name
+from consumer.conversion.rules import MappingRules, Rule
 from consumer.errors import PermanentError
-from consumer.records import AdAccountId, Conversion, Decoded, EventId, Skip, is_ad_account_id
+from consumer.records import AdAccountId, Conversion, Decoded, EventId, Skip
 
-_DIVISORS: Final = {"seconds": 1, "millis": 1000, "micros": 1_000_000}
 # Distinct custom event names one process takes from records (Pinterest allows 15 per
 # advertiser; several advertisers per process are common).
 MAX_CUSTOM_EVENT_NAMES: Final = 100
-
-
-def event_time_seconds(value: object, unit: TimeUnit) -> int:
-    """Unix seconds from an Avro timestamp (datetime), an integer in `unit`, or ISO-8601 text."""
-    if isinstance(value, dt.datetime):
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=dt.UTC)
-        return int(value.timestamp())
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        if isinstance(value, float) and not math.isfinite(value):
-            raise PermanentError("map.bad_event_time", "event_time is not a finite number")
-        number = int(value)
-        if unit == "auto":
-            unit = "micros" if number > 10**14 else "millis" if number > 10**11 else "seconds"
-        divisor = _DIVISORS.get(unit)
-        if divisor is not None:
-            return number // divisor
-    if isinstance(value, str) and unit in ("auto", "iso8601") and len(value) <= 64:
-        try:
-            parsed = dt.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-        except ValueError:
-            raise PermanentError("map.bad_event_time", "event_time is not ISO-8601") from None
-        return event_time_seconds(parsed, "auto")
-    raise PermanentError("map.bad_event_time", f"event_time does not fit unit {unit}")
-
-
-def _required(value: object, name: str, limit: int = 1000) -> str:
-    """A required text field (event name, action source, ad account), or `PermanentError`
-    naming it; its own rule (a name, a source, an account id) is checked after."""
-    if value is None or value == "":
-        raise PermanentError("map.missing_field", f"{name} is missing")
-    if type(value) is str and len(value) <= limit:
-        return value
-    try:
-        return text(value, limit)
-    except OutOfBounds as exc:
-        raise PermanentError(f"map.{exc.reason}", f"{name} is {exc.reason}") from None
-
-
-def _event_id(rendered: str) -> str:
-    if len(rendered) > MAX_EVENT_ID_CHARS:
-        raise PermanentError("map.too_long", f"event_id is over {MAX_EVENT_ID_CHARS} characters")
-    return rendered
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,10 +85,18 @@ class Mapper:
         return self.apply(self.rule_for(decoded), decoded, now_s)
 
     def apply(self, rule: Rule | None, decoded: Decoded, now_s: int) -> Conversion | Skip:
-        """`map` with the rule already picked (`rule_for`), for a caller that needs it again."""
+        """`map` with the rule already picked (`rule_for`), for a caller that needs it again:
+        the rule's generated function (`apply_reference` says what it does)."""
         if rule is None:
             return Skip(decoded.envelope.coords, "map.no_rule")
-        return self._apply(rule, decoded, now_s)
+        mapping = self.mapping
+        return rule.apply(
+            decoded.record,
+            decoded.envelope,
+            now_s - mapping.max_event_age_s,
+            now_s + mapping.max_future_skew_s,
+            self.event_name,
+        )
 
     def variants(
         self, rule: Rule, decoded: Decoded, event: dict[str, Any]
@@ -150,8 +109,10 @@ class Mapper:
             if also.when is not None and not also.when(record):
                 continue
             try:
-                event_name = self._event_name(also.event_name(record))
-                event_id = _event_id(also.event_id.render(record, {"event_name": event_name}))
+                event_name = self.event_name(also.event_name(record))
+                event_id = required.event_id(
+                    also.event_id.render(record, {"event_name": event_name})
+                )
                 custom = None
                 left_out: list[tuple[str, str]] = []
                 if also.custom_data is not None:
@@ -165,13 +126,17 @@ class Mapper:
             out.append(Variant(event_name, event_id, custom, tuple(left_out)))
         return out
 
-    def _event_name(self, value: object) -> str:
-        event_name = _required(value, "event_name")
+    def event_name(self, value: object) -> str:
+        """The event name a record gives: a standard one, or a custom one within the limit."""
+        event_name = required.required_text(value, "event_name")
         if event_name not in EVENT_NAMES and not self._is_custom_name_taken(event_name):
             raise PermanentError("map.bad_event_name", f"event_name is not {EVENT_NAME_RULE}")
         return event_name
 
-    def _apply(self, rule: Rule, decoded: Decoded, now_s: int) -> Conversion | Skip:
+    def apply_reference(self, rule: Rule, decoded: Decoded, now_s: int) -> Conversion | Skip:
+        """What applying a rule means, step by step: `apply` runs the function generated for
+        the rule (`codegen.compile_rule_function`, the same steps in straight-line code, twice
+        as fast), which `tests/test_codegen.py` holds to this one's answers and errors."""
         coords, record, mapping = decoded.envelope.coords, decoded.record, self.mapping
         for filter_ in rule.filters:
             if filter_.matches(record):
@@ -184,24 +149,16 @@ class Mapper:
                 return Skip(coords, "consent.denied")
             if rule.consent.action == "limited_data_processing":
                 opt_out_type = "LDP"
-        event_name = self._event_name(rule.event_name(record))
-        action_source = _required(rule.action_source(record), "action_source")
-        if action_source not in ACTION_SOURCES:
-            raise PermanentError(
-                "map.bad_action_source", "action_source is not one Pinterest accepts"
-            )
-        ad_account = _required(rule.ad_account(record), "ad_account")
-        if not is_ad_account_id(ad_account):
-            raise PermanentError("map.bad_ad_account", "ad_account is not a numeric ad account id")
-        raw_time = rule.event_time(record)
-        if raw_time is None:
-            raise PermanentError("map.missing_field", "event_time is missing")
-        event_time_s = event_time_seconds(raw_time, rule.event_time_unit)
-        if event_time_s < now_s - mapping.max_event_age_s:
-            raise PermanentError("map.event_too_old", "event_time is older than max_event_age")
-        if event_time_s > now_s + mapping.max_future_skew_s:
-            raise PermanentError("map.event_in_future", "event_time is in the future")
-        event_id = _event_id(rule.event_id.render(record, {"event_name": event_name}))
+        event_name = self.event_name(rule.event_name(record))
+        action_source = required.action_source(rule.action_source(record))
+        ad_account = required.ad_account(rule.ad_account(record))
+        event_time_s = required.event_time(
+            rule.event_time(record),
+            rule.event_time_unit,
+            now_s - mapping.max_event_age_s,
+            now_s + mapping.max_future_skew_s,
+        )
+        event_id = required.event_id(rule.event_id.render(record, {"event_name": event_name}))
         event: dict[str, Any] = {
             "event_name": event_name,
             "action_source": action_source,
@@ -227,7 +184,6 @@ class Mapper:
             event.update(fields)
         if is_denied and opt_out_type is None:  # consent action opt_out
             event["opt_out"] = True
-        # Positional: a dataclass __init__ called with keywords costs 0.65 µs, 0.28 without.
         return Conversion(
             coords,
             AdAccountId(ad_account),
@@ -236,6 +192,5 @@ class Mapper:
             event_name,
             event,
             decoded.envelope,
-            None,  # span_context
-            tuple(left_out),  # dropped
+            dropped=tuple(left_out),
         )

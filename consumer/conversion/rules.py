@@ -25,6 +25,12 @@ from consumer.conversion.capi import (
     is_custom_event_name,
     is_event_name,
 )
+from consumer.conversion.codegen import (
+    RuleFunction,
+    compile_formatted_table,
+    compile_rule_function,
+    compile_table,
+)
 from consumer.conversion.extract import (
     Entry,
     Extractor,
@@ -34,9 +40,7 @@ from consumer.conversion.extract import (
     Table,
     Template,
     compile_condition,
-    compile_formatted_table,
     compile_path,
-    compile_table,
     compile_template,
     compile_value,
 )
@@ -47,11 +51,11 @@ from consumer.conversion.formats import (
     field_formatting,
 )
 from consumer.conversion.mapping_schema import check_mapping_shape
+from consumer.conversion.required import TimeUnit
 from consumer.conversion.userdata import USER_FIELDS
 from consumer.errors import ConfigError
 from consumer.records import is_ad_account_id
 
-TimeUnit = Literal["auto", "seconds", "millis", "micros", "iso8601"]
 ConsentAction = Literal["drop", "opt_out", "limited_data_processing"]
 DEFAULT_MAX_FUTURE_SKEW_S: Final = 300
 _DURATION = re.compile(r"(\d+)\s*(s|m|h|d)?")
@@ -68,6 +72,10 @@ class Filter:
 class Consent:
     is_denied: Predicate
     action: ConsentAction
+    # What `is_denied` reads, for the generated function: the path, its reader, the values.
+    field: str
+    read: Extractor
+    denied_values: list[object]
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +108,8 @@ class Rule:
     custom_data: FormattedTable  # read and formatted in one step (`formats.py`)
     fields: FormattedTable  # top-level fields, app_info.<field> and device_info.<field> too
     nests_fields: bool
+    # All of the above but `when` and `also` as one generated function (`codegen.py`).
+    apply: RuleFunction
     custom_event_names: tuple[str, ...] = ()  # constants that are not standard names
     also: tuple[AlsoEvent, ...] = ()
 
@@ -147,13 +157,19 @@ def load_mapping(path: Path, key: str) -> MappingRules:
     return compile_mapping(document, key=f"{path.name}")
 
 
+def _constant(spec: object) -> str | None:
+    """The text of a constant required field (a string or number in the mapping), else None."""
+    if isinstance(spec, str | int) and not isinstance(spec, bool):
+        return str(spec)
+    return None
+
+
 def _compile_constant_or_value(
     spec: object, key: str, accepts: Callable[[str], bool] | None = None, rule: str = ""
 ) -> Extractor:
     """A constant, or a value read from the record; constants and lookup-table values must
     pass `accepts` (`rule` says what it wants), checked here once rather than per event."""
-    if isinstance(spec, str | int) and not isinstance(spec, bool):
-        constant = str(spec)
+    if (constant := _constant(spec)) is not None:
         if accepts is not None and not accepts(constant):
             raise ConfigError(key, f"{spec!r} is not {rule}")
         return lambda record: constant
@@ -207,24 +223,25 @@ def _entry(name: str, spec: object, key: str) -> Entry:
     return name, spec, compile_value(spec, f"{key}.{name}")
 
 
-def _compile_fields(spec: object, key: str, allowed: frozenset[str]) -> Table:
-    return compile_table([_entry(n, s, key) for n, s in _named_specs(spec, key, allowed)])
+def _fields(spec: object, key: str, allowed: frozenset[str]) -> list[Entry]:
+    return [_entry(name, value_spec, key) for name, value_spec in _named_specs(spec, key, allowed)]
 
 
-def _compile_formatted(
+# A formatted table's entries and how each is formatted (`formats.py`).
+Formatted = tuple[list[Entry], list[Formatting]]
+
+
+def _formatted(
     spec: object, key: str, allowed: frozenset[str], formatting: Callable[[str], Formatting]
-) -> FormattedTable:
-    """A table whose fields are read and formatted in one step (`formats.py`): a rule's
-    top-level fields, or the fields of one `contents` item."""
-    named = _named_specs(spec, key, allowed)
-    return compile_formatted_table(
-        [_entry(name, value_spec, key) for name, value_spec in named],
-        [formatting(name) for name, _ in named],
-    )
+) -> Formatted:
+    """Fields read and formatted in one step: a rule's top-level fields, or the fields of one
+    `contents` item."""
+    entries = _fields(spec, key, allowed)
+    return entries, [formatting(name) for name, _, _ in entries]
 
 
-def _compile_custom_data(spec: object, key: str) -> FormattedTable:
-    """custom_data read and formatted in one step (`formats.py`)."""
+def _custom_data(spec: object, key: str) -> Formatted:
+    """custom_data, read and formatted in one step."""
     entries: list[Entry] = []
     formatting: list[Formatting] = []
     for name, value_spec in _named_specs(spec, key, CUSTOM_FIELDS):
@@ -235,7 +252,7 @@ def _compile_custom_data(spec: object, key: str) -> FormattedTable:
         else:
             entries.append(_entry(name, value_spec, key))
             formatting.append(custom_formatting(name))
-    return compile_formatted_table(entries, formatting)
+    return entries, formatting
 
 
 def _compile_contents(spec: object, key: str) -> tuple[Entry, Formatting]:
@@ -243,10 +260,10 @@ def _compile_contents(spec: object, key: str) -> tuple[Entry, Formatting]:
     if not isinstance(spec, Mapping) or "each" not in spec or "fields" not in spec:
         raise ConfigError(key, "expected {each: <array path>, fields: {id: ..., quantity: ...}}")
     rows = compile_path(spec["each"], f"{key}.each")
-    item_table = _compile_formatted(
+    entries, formatting = _formatted(
         spec["fields"], f"{key}.fields", CONTENT_FIELDS, content_formatting
     )
-    return ("contents", spec["each"], rows), contents_formatting(item_table)
+    return ("contents", spec["each"], rows), contents_formatting(entries, formatting)
 
 
 def _compile_rule(spec: object, key: str) -> Rule:
@@ -283,12 +300,14 @@ def _compile_rule(spec: object, key: str) -> Rule:
         )
     event_id = _compile_event_id(spec["event_id"], f"{key}.event_id")
     filters = []
+    conditions = []  # each filter's condition spec, for the generated function
     for i, filter_spec in enumerate(spec.get("filters") or []):
         filter_key = f"{key}.filters[{i}]"
         if not isinstance(filter_spec, Mapping) or not filter_spec.get("reason"):
             raise ConfigError(f"{filter_key}.reason", "each filter needs a reason")
         condition = {k: v for k, v in filter_spec.items() if k != "reason"}
         filters.append(Filter(str(filter_spec["reason"]), compile_condition(condition, filter_key)))
+        conditions.append(condition)
     consent = None
     if (consent_spec := spec.get("consent")) is not None:
         consent = _compile_consent(consent_spec, f"{key}.consent")
@@ -298,35 +317,56 @@ def _compile_rule(spec: object, key: str) -> Rule:
     )
     names = [spec["event_name"], *(a["event_name"] for a in spec.get("also") or [])]
     custom_names = {n for name in names for n in constants_of(name) if is_custom_event_name(n)}
+    when = compile_condition(spec["when"], f"{key}.when") if "when" in spec else None
+    event_name = _compile_constant_or_value(
+        spec["event_name"], f"{key}.event_name", is_event_name, EVENT_NAME_RULE
+    )
+    action_source = _compile_constant_or_value(
+        spec["action_source"],
+        f"{key}.action_source",
+        ACTION_SOURCES.__contains__,
+        f"one of {sorted(ACTION_SOURCES)}",
+    )
+    ad_account = _compile_ad_account(spec["ad_account"], f"{key}.ad_account")
+    event_time_path = compile_path(event_time["field"], f"{key}.event_time.field")
+    user_data = _fields(spec.get("user_data"), f"{key}.user_data", USER_FIELDS)
+    custom_data = _custom_data(spec.get("custom_data"), f"{key}.custom_data")
+    fields = _formatted(spec.get("fields"), f"{key}.fields", TOP_FIELD_NAMES, field_formatting)
+    apply = compile_rule_function(
+        filters=[(f.reason, f.matches, c) for f, c in zip(filters, conditions, strict=True)],
+        consent=None
+        if consent is None
+        else (consent.read, consent.action, consent.field, consent.denied_values),
+        event_name=(spec["event_name"], event_name, _constant(spec["event_name"])),
+        action_source=(spec["action_source"], action_source, _constant(spec["action_source"])),
+        ad_account=(spec["ad_account"], ad_account, _constant(spec["ad_account"])),
+        event_time=(event_time["field"], event_time_path, unit),
+        event_id=event_id,
+        user_data=user_data,
+        custom_data=custom_data,
+        fields=fields,
+    )
     return Rule(
         name=str(spec.get("name") or topic or pattern_text),
         topic=topic,
         topic_pattern=pattern,
         record=spec.get("record"),
-        when=compile_condition(spec["when"], f"{key}.when") if "when" in spec else None,
-        event_name=_compile_constant_or_value(
-            spec["event_name"], f"{key}.event_name", is_event_name, EVENT_NAME_RULE
-        ),
+        when=when,
+        event_name=event_name,
         custom_event_names=tuple(sorted(custom_names)),
         also=also,
-        action_source=_compile_constant_or_value(
-            spec["action_source"],
-            f"{key}.action_source",
-            ACTION_SOURCES.__contains__,
-            f"one of {sorted(ACTION_SOURCES)}",
-        ),
-        ad_account=_compile_ad_account(spec["ad_account"], f"{key}.ad_account"),
+        action_source=action_source,
+        ad_account=ad_account,
         event_id=event_id,
-        event_time=compile_path(event_time["field"], f"{key}.event_time.field"),
+        event_time=event_time_path,
         event_time_unit=unit,
         filters=tuple(filters),
         consent=consent,
-        user_data=_compile_fields(spec.get("user_data"), f"{key}.user_data", USER_FIELDS),
-        custom_data=_compile_custom_data(spec.get("custom_data"), f"{key}.custom_data"),
-        fields=_compile_formatted(
-            spec.get("fields"), f"{key}.fields", TOP_FIELD_NAMES, field_formatting
-        ),
+        user_data=compile_table(user_data),
+        custom_data=compile_formatted_table(*custom_data),
+        fields=compile_formatted_table(*fields),
         nests_fields=any("." in name for name in spec.get("fields") or ()),
+        apply=apply,
     )
 
 
@@ -352,7 +392,7 @@ def _compile_also(spec: Mapping[str, Any], key: str) -> AlsoEvent:
         ),
         event_id=_compile_event_id(spec["event_id"], f"{key}.event_id"),
         custom_data=(
-            _compile_custom_data(spec["custom_data"], f"{key}.custom_data")
+            compile_formatted_table(*_custom_data(spec["custom_data"], f"{key}.custom_data"))
             if "custom_data" in spec
             else None
         ),
@@ -370,7 +410,9 @@ def _compile_consent(spec: object, key: str) -> Consent:
         raise ConfigError(f"{key}.denied_values", "expected a list")
     get = compile_path(spec["field"], f"{key}.field")
     denied_values = [v for v in denied]
-    return Consent(lambda record: get(record) in denied_values, action)
+    return Consent(
+        lambda record: get(record) in denied_values, action, spec["field"], get, denied_values
+    )
 
 
 def compile_mapping(document: object, key: str = "mapping") -> MappingRules:
