@@ -296,3 +296,21 @@ def test_contents_built_inline_match_their_item_table() -> None:
     assert inline({"rows": over}, dropped) == {}
     assert dropped == [("custom_data.contents", "too_long")]
     assert custom_formatting("num_items").inline == "integer"
+
+
+@pytest.mark.parametrize(
+    "required",
+    [
+        {"ad_account": "1" * 1001},  # a constant past the limit: every event fails, as it says
+        {"event_name": "my_custom_event"},  # a custom constant counts each time
+        {"event_name": {"const": "lead"}, "action_source": {"template": "{src}"}},
+    ],
+)
+def test_required_constants_and_closures_agree_with_the_reference(
+    required: dict[str, Any],
+) -> None:
+    rule = {**OPERATORS, "filters": [], **required}
+    mapping = compile_mapping({"topics": [rule]})
+    record = {"id": "o-1", "ts": NOW_S, "src": "web", "shop": {"account": "549755885175"}}
+    assert_same(mapping, "ops", record)
+    assert_same(mapping, "ops", {**record, "src": "nope"})

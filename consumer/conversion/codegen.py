@@ -34,6 +34,7 @@ from consumer.conversion.extract import (
     Template,
     lookup_table,
 )
+from consumer.conversion.required import MAX_REQUIRED_CHARS
 from consumer.conversion.values import (
     MAX_EVENT_ID_CHARS,
     MAX_INT64,
@@ -68,6 +69,7 @@ class _Source:
             "MAX_TEXT_CHARS": MAX_TEXT_CHARS,
             "MAX_ITEMS": MAX_ITEMS,
             "MAX_EVENT_ID_CHARS": MAX_EVENT_ID_CHARS,
+            "MAX_REQUIRED_CHARS": MAX_REQUIRED_CHARS,
             "MIN_INT64": MIN_INT64,
             "MAX_INT64": MAX_INT64,
             "ACTION_SOURCES": ACTION_SOURCES,
@@ -369,29 +371,16 @@ def compile_rule_function(
         else:
             scope.add(f"is_denied = {denied}")
 
-    spec, extractor, constant = event_name
-    if constant is not None:
-        scope.add(f"event_name = {source.bind(constant, 'event_name')}")
-    else:
-        _read(scope, spec, extractor, "event_name")
-    if constant not in EVENT_NAMES:  # a custom name counts each time (`Mapper.event_name`)
-        scope.add("event_name = event_name_of(event_name)")
+    if _required_field(scope, event_name, "event_name") not in EVENT_NAMES:
+        scope.add("event_name = event_name_of(event_name)")  # a custom name counts each time
 
-    spec, extractor, constant = action_source
-    if constant is not None:  # checked when the rule was compiled
-        scope.add(f"action_source = {source.bind(constant, 'action_source')}")
-    else:
-        _read(scope, spec, extractor, "action_source")
+    if _required_field(scope, action_source, "action_source") is None:
         scope.add("if not (type(action_source) is str and action_source in ACTION_SOURCES):")
         scope.add("action_source = required.action_source(action_source)", 1)
 
-    spec, extractor, constant = ad_account
-    if constant is not None:  # checked when the rule was compiled
-        scope.add(f"ad_account = {source.bind(constant, 'ad_account')}")
-    else:
-        _read(scope, spec, extractor, "ad_account")
+    if _required_field(scope, ad_account, "ad_account") is None:
         scope.add(
-            "if not (type(ad_account) is str and len(ad_account) <= required.MAX_REQUIRED_CHARS"
+            "if not (type(ad_account) is str and len(ad_account) <= MAX_REQUIRED_CHARS"
             " and ad_account.isascii() and ad_account.isdigit()):"
         )
         scope.add("ad_account = required.ad_account(ad_account)", 1)
@@ -441,6 +430,24 @@ def compile_rule_function(
     )
     function: RuleFunction = source.function("apply")
     return function
+
+
+def _required_field(
+    scope: _Scope, field: tuple[object, Extractor, str | None], target: str
+) -> str | None:
+    """Lines setting `target` to a required field as read; returns the constant the rule
+    gives for it (checked when the rule was compiled), or None when the value is to be
+    checked here. A constant past the length limit fails every event, so it is read through
+    its closure and checked like any value, as the readable path does."""
+    spec, extractor, constant = field
+    if constant is not None and len(constant) <= MAX_REQUIRED_CHARS:
+        scope.add(f"{target} = {scope.source.bind(constant, target)}")
+        return constant
+    if constant is not None:
+        scope.add(f"{target} = {scope.source.bind(extractor, 'extract')}({scope.subject})")
+    else:
+        _read(scope, spec, extractor, target)
+    return None
 
 
 def _store_field(name: str, value: str) -> str:
