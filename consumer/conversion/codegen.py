@@ -3,12 +3,13 @@
 A rule's steps called one closure each (a path, a lookup, a format, a table, a template) cost
 20 µs per order of the example mapping; the same steps as straight-line code, sharing the
 record's levels (`customer` looked up once for the filters, user_data and all), 14 µs. So
-`compile_rule_function` writes that code for each rule: plain record paths, `items[].sku` arrays, lookups, sums of integers,
-text, decimals, integers and `contents` items are read and checked inline; whatever else a
-value needs calls the closure `rules.py` compiled for it, and every check a fast path does not
-settle calls the same function the readable path calls (`required.py`, `values.py`). So the
-generated code decides nothing on its own: `mapping.Mapper.apply_reference` says what a rule
-means, and `tests/test_codegen.py` holds the two to the same events, skips and errors.
+`compile_rule_function` writes that code for each rule: plain record paths, `items[].sku`
+arrays, lookups, sums of integers, filter conditions, text, decimals, integers and `contents`
+items are read and checked inline; whatever else a value needs calls the closure `rules.py`
+compiled for it, and every check a fast path does not settle calls the same function the
+readable path calls (`required.py`, `values.py`). So the generated code decides nothing on its
+own: `mapping.Mapper.apply_reference` says what a rule means, and `tests/test_codegen.py` holds
+the two to the same events, skips and errors.
 
 The source holds no text from the mapping except as repr()'d string constants of checked path
 names; every other value (tables, constants, reasons) is bound by name in its namespace.
