@@ -66,16 +66,18 @@ _DURATION_UNITS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
 class Filter:
     reason: str
     matches: Predicate
+    condition: object  # the spec `matches` was compiled from, for the generated function
 
 
 @dataclass(frozen=True, slots=True)
 class Consent:
-    is_denied: Predicate
     action: ConsentAction
-    # What `is_denied` reads, for the generated function: the path, its reader, the values.
-    field: str
+    field: str  # the record path it reads (the generated function reads it inline)
     read: Extractor
     denied_values: list[object]
+
+    def is_denied(self, record: Mapping[str, Any]) -> bool:
+        return self.read(record) in self.denied_values
 
 
 @dataclass(frozen=True, slots=True)
@@ -300,14 +302,13 @@ def _compile_rule(spec: object, key: str) -> Rule:
         )
     event_id = _compile_event_id(spec["event_id"], f"{key}.event_id")
     filters = []
-    conditions = []  # each filter's condition spec, for the generated function
     for i, filter_spec in enumerate(spec.get("filters") or []):
         filter_key = f"{key}.filters[{i}]"
         if not isinstance(filter_spec, Mapping) or not filter_spec.get("reason"):
             raise ConfigError(f"{filter_key}.reason", "each filter needs a reason")
         condition = {k: v for k, v in filter_spec.items() if k != "reason"}
-        filters.append(Filter(str(filter_spec["reason"]), compile_condition(condition, filter_key)))
-        conditions.append(condition)
+        matches = compile_condition(condition, filter_key)
+        filters.append(Filter(str(filter_spec["reason"]), matches, condition))
     consent = None
     if (consent_spec := spec.get("consent")) is not None:
         consent = _compile_consent(consent_spec, f"{key}.consent")
@@ -333,7 +334,7 @@ def _compile_rule(spec: object, key: str) -> Rule:
     custom_data = _custom_data(spec.get("custom_data"), f"{key}.custom_data")
     fields = _formatted(spec.get("fields"), f"{key}.fields", TOP_FIELD_NAMES, field_formatting)
     apply = compile_rule_function(
-        filters=[(f.reason, f.matches, c) for f, c in zip(filters, conditions, strict=True)],
+        filters=[(f.reason, f.matches, f.condition) for f in filters],
         consent=None
         if consent is None
         else (consent.read, consent.action, consent.field, consent.denied_values),
@@ -410,9 +411,7 @@ def _compile_consent(spec: object, key: str) -> Consent:
         raise ConfigError(f"{key}.denied_values", "expected a list")
     get = compile_path(spec["field"], f"{key}.field")
     denied_values = [v for v in denied]
-    return Consent(
-        lambda record: get(record) in denied_values, action, spec["field"], get, denied_values
-    )
+    return Consent(action, spec["field"], get, denied_values)
 
 
 def compile_mapping(document: object, key: str = "mapping") -> MappingRules:
