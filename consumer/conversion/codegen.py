@@ -270,7 +270,6 @@ def _formatted(
         scope.add(store(name, "list(value)"), deeper + 1)
         scope.add("else:", deeper)
         deeper += 1
-    reason = f"({formatting.drop_name!r}, exc.reason)"
     if formatting.rows is not None:
         _contents(scope, name, formatting, store, dropped, deeper)
         return
@@ -281,7 +280,7 @@ def _formatted(
     scope.add("try:", deeper)
     scope.add(f"value = {call}", deeper + 1)
     scope.add("except OutOfBounds as exc:", deeper)
-    scope.add(f"{dropped}.append({reason})", deeper + 1)
+    scope.add(f"{dropped}.append(({formatting.drop_name!r}, exc.reason))", deeper + 1)
     scope.add("else:", deeper)
     scope.add(f"if value is not None: {store(name, 'value')}", deeper + 1)
 
